@@ -1,0 +1,123 @@
+"""The engine seam: what every back end (local diffusers pipelines, hosted providers) provides.
+
+An engine is three things: ``capabilities`` (what it accepts), ``load()`` (get ready; may be
+slow) and ``generate(request, progress, cancel)`` (turn one request into images). Callers
+validate a request against the capabilities before any compute; ``generate`` validates again
+so that no caller can skip it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine accepts. Validation reads these; nothing else is assumed."""
+
+    name: str
+    family: str
+    min_side: int = 64
+    max_side: int = 4096
+    max_megapixels: float = 4.0
+    size_multiple: int = 16
+    max_aspect_ratio: float = 4.0
+    default_width: int = 1024
+    default_height: int = 1024
+    max_reference_images: int = 0
+    reference_max_megapixels: float = 1.0
+    default_steps: int = 28
+    min_steps: int = 1
+    max_steps: int = 100
+    guidance: bool = True
+    default_guidance: float | None = 4.0
+    min_guidance: float = 1.0
+    max_guidance: float = 10.0
+    max_images: int = 10
+
+    @property
+    def fixed_steps(self) -> bool:
+        return self.min_steps == self.max_steps
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request. ``None`` means "the engine's default" (and for ``seed``: draw one)."""
+
+    prompt: str
+    references: list[Image.Image] = field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported once per denoising step. ``step`` counts from 1 up to ``total_steps``."""
+
+    step: int
+    total_steps: int
+    image_index: int
+    images: int
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One output image and the seed that reproduces it when generated alone (with ``n=1``)."""
+
+    image: Image.Image
+    seed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """All images of one request, the settings actually used, and where the time went."""
+
+    images: list[GeneratedImage]
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float | None
+    total_seconds: float
+
+    @property
+    def seeds(self) -> list[int]:
+        return [image.seed for image in self.images]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The interface every back end implements."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def load(self) -> None:
+        """Get ready to generate (load weights, check credentials). Idempotent."""
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Generate ``request.n`` images, or raise ``GenerationCancelled`` once ``cancel`` is set."""
+        ...

@@ -1,0 +1,151 @@
+"""The local engine: FLUX.2 [klein], FLUX.2 [dev] and FLUX.1 through Hugging Face diffusers.
+
+Images of one request are generated one after another, each from its own seed, with the same
+call as a request for that image alone: so every image reproduces byte for byte from its
+reported seed. (Batching several images into one call is barely faster on a busy GPU and
+changes the pixels slightly.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fluxserve.engines.base import (
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Progress,
+    ProgressCallback,
+)
+from fluxserve.engines.catalog import Family, family_of_pipeline
+from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.validation import seed_for_image, validate
+from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
+
+
+class _StopRequested(Exception):
+    """Raised inside the pipeline's step callback to abandon a run."""
+
+
+class DiffusersEngine:
+    """One local model. Thread-safe: concurrent ``generate`` calls run one at a time."""
+
+    def __init__(self, model: str, options: EngineOptions) -> None:
+        self.model = model
+        self.options = options
+        self._pipeline: Any = None
+        self._family: Family | None = None
+        self._device = "cpu"
+        self._lock = threading.Lock()
+
+    @property
+    def family(self) -> Family:
+        if self._family is None:
+            raise EngineNotReady(f"model {self.model!r} is not loaded yet")
+        return self._family
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.family.capabilities(self.model)
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def load(self) -> None:
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            location = locate_model(self.model, self.options)
+            pipeline, device = load_pipeline(location, self.options)
+            self._family = family_of_pipeline(
+                type(pipeline).__name__,
+                is_distilled=bool(getattr(pipeline.config, "is_distilled", False)),
+                guidance_embeds=bool(pipeline.transformer.config.guidance_embeds),
+            )
+            self._pipeline, self._device = pipeline, device
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        resolved = validate(request, self.capabilities)
+        assert resolved.seed is not None and resolved.steps is not None  # filled in by validate
+        started = time.perf_counter()
+        images: list[GeneratedImage] = []
+        with self._lock:
+            for index in range(resolved.n):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled()
+                seed = seed_for_image(resolved.seed, index)
+                image_started = time.perf_counter()
+                image = self._run(resolved, seed, self._step_callback(resolved, index, progress, cancel))
+                images.append(GeneratedImage(image, seed, time.perf_counter() - image_started))
+        assert resolved.width is not None and resolved.height is not None
+        return GenerationResult(
+            images=images,
+            model=self.model,
+            width=resolved.width,
+            height=resolved.height,
+            steps=resolved.steps,
+            guidance=resolved.guidance,
+            total_seconds=time.perf_counter() - started,
+        )
+
+    def _step_callback(
+        self,
+        request: GenerationRequest,
+        index: int,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> Any:
+        steps = request.steps or 1
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if cancel is not None and cancel.is_set():
+                raise _StopRequested()
+            if progress is not None:
+                progress(Progress(index * steps + step + 1, request.n * steps, index, request.n))
+            return {}
+
+        return on_step_end
+
+    def pipeline_arguments(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
+        """The exact keyword arguments this engine passes to the diffusers pipeline."""
+        torch, _ = import_diffusers()
+        family = self.family
+        arguments: dict[str, Any] = {
+            "prompt": request.prompt,
+            "width": request.width,
+            "height": request.height,
+            "num_inference_steps": request.steps,
+            # A CPU generator draws the same noise on every device.
+            "generator": torch.Generator(device="cpu").manual_seed(seed),
+        }
+        if request.references:
+            arguments["image"] = list(request.references)
+        if family.key == "flux.2-klein":
+            arguments["guidance_scale"] = 1.0  # ignored by the distilled model; above 1 it warns
+        elif request.guidance is not None:
+            arguments["guidance_scale"] = request.guidance
+        if family.key.startswith("flux.1"):
+            arguments["max_sequence_length"] = family.max_sequence_length
+        return arguments
+
+    def _run(self, request: GenerationRequest, seed: int, callback: Any) -> Any:
+        torch, _ = import_diffusers()
+        try:
+            output = self._pipeline(**self.pipeline_arguments(request, seed), callback_on_step_end=callback)
+        except _StopRequested:
+            raise GenerationCancelled() from None
+        except torch.OutOfMemoryError:
+            raise GenerationError(
+                f"out of memory on {self._device} at {request.width}x{request.height}; "
+                "try a smaller size or --offload model"
+            ) from None
+        return output.images[0]

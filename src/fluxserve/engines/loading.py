@@ -1,0 +1,161 @@
+"""Find a model's weights and load them into a diffusers pipeline.
+
+A model is named by a short name (``flux.2-klein-4b``), a Hugging Face repository id
+(``black-forest-labs/FLUX.2-klein-4B``), a local folder in diffusers layout, or a tiny
+random-weight model (``tiny-random``). Every route ends in the same place: a local folder
+with a ``model_index.json``, loaded with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from fluxserve.engines.catalog import MODELS, SUPPORTED_PIPELINES, ModelSpec
+from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
+
+Offload = Literal["none", "model", "sequential"]
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a local model. ``None`` picks a sensible default for the machine."""
+
+    cache_dir: Path
+    device: str | None = None
+    dtype: str | None = None
+    offload: Offload = "none"
+    allow_download: bool = True
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fluxserve"
+
+
+def import_diffusers() -> tuple[ModuleType, ModuleType]:
+    """Import torch and diffusers, or explain which extra to install."""
+    try:
+        import torch
+        import transformers  # noqa: F401  (the text encoders need it)
+
+        import diffusers
+    except ImportError as error:
+        raise MissingExtra("diffusers", "local generation", error.name or "a dependency") from None
+    return torch, diffusers
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    name: str
+    path: Path
+    spec: ModelSpec | None
+
+
+def _how_to_get(repo_id: str, gated: bool) -> str:
+    steps = f"download it with `hf download {repo_id}`"
+    if gated:
+        steps = (
+            f"accept its licence at https://huggingface.co/{repo_id}, set HF_TOKEN, then {steps}"
+        )
+    return f"{steps} (or pass a local folder in diffusers layout as the model)"
+
+
+def _snapshot(name: str, repo_id: str, gated: bool, allow_download: bool) -> Path:
+    _, diffusers = import_diffusers()
+    from huggingface_hub import constants
+
+    try:
+        return Path(diffusers.DiffusionPipeline.download(repo_id, local_files_only=True))
+    except Exception as error:
+        missing = error
+    offline = constants.HF_HUB_OFFLINE
+    if allow_download and not offline:
+        try:
+            return Path(diffusers.DiffusionPipeline.download(repo_id))
+        except Exception as error:
+            missing = error
+    why = "downloads are off" if not allow_download or offline else f"the download failed: {missing}"
+    raise ModelUnavailable(
+        f"model {name!r} ({repo_id}) is not in the Hugging Face cache at {constants.HF_HUB_CACHE} and "
+        f"{why}. To get it, {_how_to_get(repo_id, gated)}"
+    )
+
+
+def locate_model(name: str, options: EngineOptions) -> ModelLocation:
+    """Resolve a model name to a local folder, building or downloading it if allowed."""
+    from fluxserve.engines.tiny import TINY_MODELS, tiny_model_path
+
+    spec = MODELS.get(name)
+    if spec is not None and spec.is_tiny:
+        import_diffusers()
+        return ModelLocation(name, tiny_model_path(spec.source.removeprefix("tiny:"), options.cache_dir), spec)
+    if spec is not None and spec.repo_id is not None:
+        return ModelLocation(name, _snapshot(name, spec.repo_id, spec.gated, options.allow_download), spec)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise ModelUnavailable(
+                f"{folder} has no model_index.json; a local model must be a folder in diffusers layout"
+            )
+        return ModelLocation(name, folder, None)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return ModelLocation(name, _snapshot(name, name, False, options.allow_download), None)
+    known = ", ".join(sorted(set(MODELS) | set(TINY_MODELS)))
+    raise UnknownModel(
+        f"unknown model {name!r}: use one of {known}, a Hugging Face repository id (org/name), "
+        "or a local folder in diffusers layout"
+    )
+
+
+def pipeline_class_name(path: Path) -> str:
+    index = json.loads((path / "model_index.json").read_text())
+    class_name = str(index.get("_class_name", ""))
+    if class_name not in SUPPORTED_PIPELINES:
+        supported = ", ".join(sorted(SUPPORTED_PIPELINES))
+        raise ModelUnavailable(
+            f"{path} holds a {class_name or 'unknown'} pipeline; fluxserve runs {supported}"
+        )
+    return class_name
+
+
+def pick_device(requested: str | None, torch: Any) -> str:
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, requested: str | None, torch: Any) -> Any:
+    if requested is not None:
+        if requested not in DTYPES:
+            raise InvalidRequest(f"dtype {requested!r} is not one of {', '.join(DTYPES)}", param="dtype")
+        return getattr(torch, requested)
+    return torch.float32 if device == "cpu" else torch.bfloat16
+
+
+def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any, str]:
+    """Load the pipeline at ``location`` onto the chosen device; return it and its device."""
+    torch, diffusers = import_diffusers()
+    class_name = pipeline_class_name(location.path)
+    device = pick_device(options.device, torch)
+    dtype = pick_dtype(device, options.dtype, torch)
+    if options.offload != "none" and device == "cpu":
+        raise InvalidRequest("CPU offload needs a GPU; drop --offload on a CPU-only machine", param="offload")
+    pipeline = getattr(diffusers, class_name).from_pretrained(location.path, dtype=dtype)
+    if options.offload == "model":
+        pipeline.enable_model_cpu_offload(device=device)
+    elif options.offload == "sequential":
+        pipeline.enable_sequential_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, device

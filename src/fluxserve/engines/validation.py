@@ -1,0 +1,213 @@
+"""Check a request against an engine's capabilities before any compute.
+
+:func:`validate` returns a fully resolved request (size, steps, guidance and seed filled in,
+references scaled to the model's budget) or raises :class:`InvalidRequest` with a message that
+says what to send instead. A resolved request is deterministic: running it twice gives the
+same images.
+
+A megapixel here is 1024 x 1024 pixels, so a 4-megapixel model accepts 2048x2048.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import replace
+
+from PIL import Image
+
+from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.errors import InvalidImage, InvalidRequest
+from fluxserve.prompts.structured import prompt_text
+
+MEGAPIXEL = 1024 * 1024
+MAX_SEED = 2**32 - 1
+REFERENCE_MIN_SIDE = 64
+REFERENCE_MAX_ASPECT = 8.0
+
+
+def seed_for_image(seed: int, index: int) -> int:
+    """The seed of image ``index`` of a request whose first image has ``seed``."""
+    return (seed + index) % (MAX_SEED + 1)
+
+
+def draw_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def nearest_valid_size(width: int, height: int, caps: Capabilities) -> tuple[int, int]:
+    """The valid size closest to ``width`` x ``height`` with about the same aspect ratio."""
+    w, h = float(max(width, 1)), float(max(height, 1))
+    if w / h > caps.max_aspect_ratio:
+        h = w / caps.max_aspect_ratio
+    elif h / w > caps.max_aspect_ratio:
+        w = h / caps.max_aspect_ratio
+    max_pixels = caps.max_megapixels * MEGAPIXEL
+    for limit in (max_pixels, caps.max_side**2):
+        if w * h > limit:
+            scale = math.sqrt(limit / (w * h))
+            w, h = w * scale, h * scale
+    scale = min(1.0, caps.max_side / max(w, h))
+    w, h = w * scale, h * scale
+    low = math.ceil(caps.min_side / caps.size_multiple) * caps.size_multiple
+    high = caps.max_side // caps.size_multiple * caps.size_multiple
+    rw = min(high, max(low, _round_to(w, caps.size_multiple)))
+    rh = min(high, max(low, _round_to(h, caps.size_multiple)))
+    while rw * rh > max_pixels:
+        if rw >= rh:
+            rw -= caps.size_multiple
+        else:
+            rh -= caps.size_multiple
+    return rw, rh
+
+
+def _check_int(value: object, param: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{param} must be a whole number, not {value!r}", param=param)
+    return value
+
+
+def _check_size(width: int, height: int, caps: Capabilities) -> None:
+    suggestion = "{}x{}".format(*nearest_valid_size(width, height, caps))
+    for param, value in (("width", width), ("height", height)):
+        _check_int(value, param)
+        if value < caps.min_side or value > caps.max_side:
+            raise InvalidRequest(
+                f"{param} {value} is outside {caps.min_side}-{caps.max_side} for {caps.name}; "
+                f"the nearest valid size is {suggestion}",
+                param=param,
+            )
+        if value % caps.size_multiple:
+            raise InvalidRequest(
+                f"{param} {value} is not a multiple of {caps.size_multiple}; the nearest valid size is {suggestion}",
+                param=param,
+            )
+    if width * height > caps.max_megapixels * MEGAPIXEL:
+        raise InvalidRequest(
+            f"{width}x{height} is {width * height / MEGAPIXEL:.2f} megapixels; {caps.name} makes at most "
+            f"{caps.max_megapixels:g}; the nearest valid size is {suggestion}",
+            param="size",
+        )
+    if max(width / height, height / width) > caps.max_aspect_ratio:
+        raise InvalidRequest(
+            f"{width}x{height} is wider than {caps.max_aspect_ratio:g}:1; the nearest valid size is {suggestion}",
+            param="size",
+        )
+
+
+def _check_steps(steps: int | None, caps: Capabilities) -> int:
+    if steps is None:
+        return caps.default_steps
+    _check_int(steps, "steps")
+    if caps.fixed_steps and steps != caps.default_steps:
+        raise InvalidRequest(
+            f"{caps.name} is step-distilled and always runs {caps.default_steps} steps; "
+            f"omit steps or send {caps.default_steps}",
+            param="steps",
+        )
+    if not caps.min_steps <= steps <= caps.max_steps:
+        raise InvalidRequest(
+            f"steps {steps} is outside {caps.min_steps}-{caps.max_steps} for {caps.name} "
+            f"(the default is {caps.default_steps})",
+            param="steps",
+        )
+    return steps
+
+
+def _check_guidance(guidance: float | None, caps: Capabilities) -> float | None:
+    if not caps.guidance:
+        if guidance is not None:
+            raise InvalidRequest(
+                f"{caps.name} is distilled and takes no guidance; omit guidance", param="guidance"
+            )
+        return None
+    if guidance is None:
+        return caps.default_guidance
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not math.isfinite(guidance):
+        raise InvalidRequest(f"guidance must be a number, not {guidance!r}", param="guidance")
+    if not caps.min_guidance <= guidance <= caps.max_guidance:
+        raise InvalidRequest(
+            f"guidance {guidance:g} is outside {caps.min_guidance:g}-{caps.max_guidance:g} for {caps.name} "
+            f"(the default is {caps.default_guidance:g})",
+            param="guidance",
+        )
+    return float(guidance)
+
+
+def _check_seed(seed: int | None) -> int:
+    if seed is None:
+        return draw_seed()
+    _check_int(seed, "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"seed {seed} is outside 0-{MAX_SEED}", param="seed")
+    return seed
+
+
+def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.Image:
+    """Check one reference image and scale it down to the model's per-reference budget."""
+    width, height = image.size
+    if min(width, height) < REFERENCE_MIN_SIDE:
+        raise InvalidImage(
+            f"{param} is {width}x{height}; reference images need at least {REFERENCE_MIN_SIDE} px on each side",
+            param=param,
+        )
+    if max(width / height, height / width) > REFERENCE_MAX_ASPECT:
+        raise InvalidImage(
+            f"{param} is {width}x{height}, more elongated than {REFERENCE_MAX_ASPECT:g}:1; crop it first",
+            param=param,
+        )
+    budget = caps.reference_max_megapixels * MEGAPIXEL
+    if width * height <= budget:
+        return image
+    scale = math.sqrt(budget / (width * height))
+    size = (max(REFERENCE_MIN_SIDE, int(width * scale)), max(REFERENCE_MIN_SIDE, int(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _check_references(references: list[Image.Image], caps: Capabilities) -> list[Image.Image]:
+    if len(references) > caps.max_reference_images:
+        if caps.max_reference_images == 0:
+            message = f"{caps.name} takes no reference images; use a FLUX.2 model to edit or combine images"
+        else:
+            message = (
+                f"{len(references)} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
+            )
+        raise InvalidRequest(message, param="image")
+    return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
+
+
+def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[int, int]:
+    if references:
+        return nearest_valid_size(*references[0].size, caps)
+    return caps.default_width, caps.default_height
+
+
+def validate(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
+    """Return ``request`` with every default resolved, or raise :class:`InvalidRequest`."""
+    prompt = prompt_text(request.prompt)
+    n = _check_int(request.n, "n")
+    if not 1 <= n <= caps.max_images:
+        raise InvalidRequest(f"n {n} is outside 1-{caps.max_images}", param="n")
+    references = _check_references(list(request.references), caps)
+    if (request.width is None) != (request.height is None):
+        raise InvalidRequest("send both width and height, or neither", param="width")
+    if request.width is None or request.height is None:
+        width, height = _default_size(request.references, caps)
+    else:
+        width, height = request.width, request.height
+    _check_size(width, height, caps)
+    return replace(
+        request,
+        prompt=prompt,
+        references=references,
+        width=width,
+        height=height,
+        steps=_check_steps(request.steps, caps),
+        guidance=_check_guidance(request.guidance, caps),
+        seed=_check_seed(request.seed),
+        n=n,
+    )

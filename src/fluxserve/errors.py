@@ -1,0 +1,81 @@
+"""The one exception hierarchy of fluxserve.
+
+Every error a user can cause or meet derives from :class:`FluxserveError`, carries a message
+that says what to do next, and a stable ``code``. The HTTP layer maps these classes to
+statuses in one place; the engines and the CLI never speak HTTP.
+
+    FluxserveError
+    ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
+    │   ├── InvalidPrompt         a prompt, or a field of a structured JSON prompt
+    │   └── InvalidImage          a reference image that cannot be decoded or used
+    ├── UnknownModel              no model of that name, repository or folder
+    ├── ModelUnavailable          a known model whose weights are not here and cannot be fetched
+    ├── MissingExtra              an optional dependency group is not installed
+    ├── EngineNotReady            generate() before load()
+    └── GenerationError           the engine failed while generating
+        └── GenerationCancelled   the caller cancelled; no partial image is returned
+"""
+
+from __future__ import annotations
+
+
+class FluxserveError(Exception):
+    """Base class: ``str(error)`` is a complete sentence for the user."""
+
+    code = "fluxserve_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(FluxserveError):
+    """The request cannot be served as sent. ``param`` names the offending field."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidPrompt(InvalidRequest):
+    code = "invalid_prompt"
+
+
+class InvalidImage(InvalidRequest):
+    code = "invalid_image"
+
+
+class UnknownModel(FluxserveError):
+    code = "model_not_found"
+
+
+class ModelUnavailable(FluxserveError):
+    code = "model_unavailable"
+
+
+class MissingExtra(FluxserveError):
+    code = "missing_extra"
+
+    def __init__(self, extra: str, feature: str, missing: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{extra}' extra ({missing} is not installed): "
+            f"pip install 'fluxserve[{extra}]'"
+        )
+        self.extra = extra
+
+
+class EngineNotReady(FluxserveError):
+    code = "engine_not_ready"
+
+
+class GenerationError(FluxserveError):
+    code = "generation_failed"
+
+
+class GenerationCancelled(GenerationError):
+    code = "cancelled"
+
+    def __init__(self, message: str = "the generation was cancelled") -> None:
+        super().__init__(message)
