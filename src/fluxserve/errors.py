@@ -60,8 +60,7 @@ class MissingExtra(FluxserveError):
 
     def __init__(self, extra: str, feature: str, missing: str) -> None:
         super().__init__(
-            f"{feature} needs the '{extra}' extra ({missing} is not installed): "
-            f"pip install 'fluxserve[{extra}]'"
+            f"{feature} needs the '{extra}' extra ({missing} is not installed): pip install 'fluxserve[{extra}]'"
         )
         self.extra = extra
 

@@ -92,6 +92,8 @@ class GenerationResult:
 
     images: list[GeneratedImage]
     model: str
+    prompt: str
+    reference_images: int
     width: int
     height: int
     steps: int

@@ -75,7 +75,8 @@ class DiffusersEngine:
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         resolved = validate(request, self.capabilities)
-        assert resolved.seed is not None and resolved.steps is not None  # filled in by validate
+        assert resolved.seed is not None
+        assert resolved.steps is not None
         started = time.perf_counter()
         images: list[GeneratedImage] = []
         with self._lock:
@@ -86,10 +87,13 @@ class DiffusersEngine:
                 image_started = time.perf_counter()
                 image = self._run(resolved, seed, self._step_callback(resolved, index, progress, cancel))
                 images.append(GeneratedImage(image, seed, time.perf_counter() - image_started))
-        assert resolved.width is not None and resolved.height is not None
+        assert resolved.width is not None
+        assert resolved.height is not None
         return GenerationResult(
             images=images,
             model=self.model,
+            prompt=resolved.prompt,
+            reference_images=len(resolved.references),
             width=resolved.width,
             height=resolved.height,
             steps=resolved.steps,

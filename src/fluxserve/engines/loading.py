@@ -41,13 +41,20 @@ def default_cache_dir() -> Path:
 def import_diffusers() -> tuple[ModuleType, ModuleType]:
     """Import torch and diffusers, or explain which extra to install."""
     try:
-        import torch
-        import transformers  # noqa: F401  (the text encoders need it)
-
         import diffusers
+        import torch
+        import transformers
     except ImportError as error:
         raise MissingExtra("diffusers", "local generation", error.name or "a dependency") from None
+    _quiet(diffusers, transformers)
     return torch, diffusers
+
+
+def _quiet(*libraries: ModuleType) -> None:
+    """fluxserve reports its own progress: turn off the libraries' bars and chatter."""
+    for library in libraries:
+        library.utils.logging.disable_progress_bar()
+        library.utils.logging.set_verbosity_error()
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,7 @@ class ModelLocation:
 def _how_to_get(repo_id: str, gated: bool) -> str:
     steps = f"download it with `hf download {repo_id}`"
     if gated:
-        steps = (
-            f"accept its licence at https://huggingface.co/{repo_id}, set HF_TOKEN, then {steps}"
-        )
+        steps = f"accept its licence at https://huggingface.co/{repo_id}, set HF_TOKEN, then {steps}"
     return f"{steps} (or pass a local folder in diffusers layout as the model)"
 
 
@@ -118,9 +123,7 @@ def pipeline_class_name(path: Path) -> str:
     class_name = str(index.get("_class_name", ""))
     if class_name not in SUPPORTED_PIPELINES:
         supported = ", ".join(sorted(SUPPORTED_PIPELINES))
-        raise ModelUnavailable(
-            f"{path} holds a {class_name or 'unknown'} pipeline; fluxserve runs {supported}"
-        )
+        raise ModelUnavailable(f"{path} holds a {class_name or 'unknown'} pipeline; fluxserve runs {supported}")
     return class_name
 
 

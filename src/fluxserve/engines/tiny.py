@@ -171,7 +171,12 @@ def _build_klein(target: Path, *, distilled: bool) -> None:
 def _build_dev(target: Path) -> None:
     import torch
     from diffusers import Flux2Pipeline
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralVisionConfig,
+    )
 
     tokenizer = _qwen_tokenizer()
     torch.manual_seed(_SEED)
@@ -211,7 +216,14 @@ def _build_dev(target: Path) -> None:
 def _build_flux1(target: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5Tokenizer,
+    )
 
     vocab, merges = _byte_level_vocab(["<|startoftext|>", "<|endoftext|>"], suffix="</w>")
     clip_tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
@@ -271,8 +283,12 @@ def _build_flux1(target: Path) -> None:
         guidance_embeds=True,
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
     )
     pipe = FluxPipeline(
         scheduler=scheduler,
@@ -289,10 +305,12 @@ def _build_flux1(target: Path) -> None:
 TINY_MODELS: dict[str, TinyModel] = {
     m.name: m
     for m in (
-        TinyModel("tiny-random", "FLUX.2 [klein]-shaped, step-distilled (4 steps)",
-                  lambda p: _build_klein(p, distilled=True)),
-        TinyModel("tiny-random-base", "FLUX.2 [klein] base-shaped (real guidance)",
-                  lambda p: _build_klein(p, distilled=False)),
+        TinyModel(
+            "tiny-random", "FLUX.2 [klein]-shaped, step-distilled (4 steps)", lambda p: _build_klein(p, distilled=True)
+        ),
+        TinyModel(
+            "tiny-random-base", "FLUX.2 [klein] base-shaped (real guidance)", lambda p: _build_klein(p, distilled=False)
+        ),
         TinyModel("tiny-random-dev", "FLUX.2 [dev]-shaped (guidance-distilled)", _build_dev),
         TinyModel("tiny-random-flux1", "FLUX.1 [dev]-shaped (no reference images)", _build_flux1),
     )

@@ -36,7 +36,7 @@ def draw_seed() -> int:
 
 
 def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, math.floor(value / multiple + 0.5) * multiple)  # halves round up
 
 
 def nearest_valid_size(width: int, height: int, caps: Capabilities) -> tuple[int, int]:
@@ -121,9 +121,7 @@ def _check_steps(steps: int | None, caps: Capabilities) -> int:
 def _check_guidance(guidance: float | None, caps: Capabilities) -> float | None:
     if not caps.guidance:
         if guidance is not None:
-            raise InvalidRequest(
-                f"{caps.name} is distilled and takes no guidance; omit guidance", param="guidance"
-            )
+            raise InvalidRequest(f"{caps.name} is distilled and takes no guidance; omit guidance", param="guidance")
         return None
     if guidance is None:
         return caps.default_guidance
@@ -173,9 +171,7 @@ def _check_references(references: list[Image.Image], caps: Capabilities) -> list
         if caps.max_reference_images == 0:
             message = f"{caps.name} takes no reference images; use a FLUX.2 model to edit or combine images"
         else:
-            message = (
-                f"{len(references)} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
-            )
+            message = f"{len(references)} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
         raise InvalidRequest(message, param="image")
     return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
 
@@ -211,3 +207,14 @@ def validate(request: GenerationRequest, caps: Capabilities) -> GenerationReques
         seed=_check_seed(request.seed),
         n=n,
     )
+
+
+def parse_size(text: str, *, param: str = "size") -> tuple[int, int] | None:
+    """Parse ``"WxH"`` (or ``"auto"``, which returns ``None``: the engine's default)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    width, sep, height = value.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise InvalidRequest(f"{param} {text!r} is not of the form WIDTHxHEIGHT, for example 1024x768", param=param)
+    return int(width), int(height)

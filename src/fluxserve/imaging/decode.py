@@ -65,9 +65,7 @@ def decode_image(data: bytes, *, param: str = "image", limits: DecodeLimits | No
         found = _identify(data)
         if found is None:
             raise InvalidImage(f"{param} is not an image (send PNG, JPEG or WebP)", param=param) from None
-        raise InvalidImage(
-            f"{param} is {found}, which is not supported; send PNG, JPEG or WebP", param=param
-        ) from None
+        raise InvalidImage(f"{param} is {found}, which is not supported; send PNG, JPEG or WebP", param=param) from None
     with image:
         width, height = image.size
         if width * height > limits.max_pixels:

@@ -46,9 +46,7 @@ class ImageFormat(StrEnum):
         try:
             return cls(normalised)
         except ValueError:
-            raise InvalidRequest(
-                f"{param} {value!r} is not supported; use png, jpeg or webp", param=param
-            ) from None
+            raise InvalidRequest(f"{param} {value!r} is not supported; use png, jpeg or webp", param=param) from None
 
 
 DEFAULT_PNG_LEVEL = 1
@@ -70,7 +68,7 @@ def _xmp(parameters_json: str) -> bytes:
         f'fluxserve:parameters="{value}"/>'
         "</rdf:RDF></x:xmpmeta>"
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def _exif(parameters: dict[str, Any]) -> bytes:

@@ -15,7 +15,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from fluxserve.errors import InvalidPrompt
 
@@ -135,13 +144,9 @@ def prompt_text(value: object, *, param: str = "prompt") -> str:
     elif isinstance(value, str):
         text = value
     else:
-        raise InvalidPrompt(
-            f"{param} must be text or a JSON object, not {type(value).__name__}", param=param
-        )
+        raise InvalidPrompt(f"{param} must be text or a JSON object, not {type(value).__name__}", param=param)
     if not text.strip():
         raise InvalidPrompt(f"{param} is empty; describe the image you want", param=param)
     if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidPrompt(
-            f"{param} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}", param=param
-        )
+        raise InvalidPrompt(f"{param} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}", param=param)
     return text

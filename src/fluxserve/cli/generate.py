@@ -1,0 +1,146 @@
+"""``fluxserve generate``: build a request, run the local engine, write the files."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fluxserve.engines.base import GenerationRequest
+from fluxserve.engines.base import Progress as StepProgress
+from fluxserve.engines.diffusers_engine import DiffusersEngine
+from fluxserve.engines.loading import EngineOptions, Offload
+from fluxserve.engines.validation import parse_size
+from fluxserve.errors import InvalidPrompt, InvalidRequest
+from fluxserve.imaging.decode import decode_image
+from fluxserve.imaging.encode import ImageFormat, check_compression
+from fluxserve.imaging.outputs import EncodedImage, encode_result
+from fluxserve.prompts.structured import prompt_text
+
+
+@dataclass(frozen=True)
+class GenerateArgs:
+    prompt: str | None
+    json_prompt: Path | None
+    references: list[Path]
+    model: str
+    size: str | None
+    steps: int | None
+    guidance: float | None
+    seed: int | None
+    n: int
+    output_format: str | None
+    compression: int | None
+    output: Path | None
+    device: str | None
+    dtype: str | None
+    offload: Offload
+    cache_dir: Path
+    allow_download: bool
+
+
+def _read_prompt(args: GenerateArgs) -> str:
+    if (args.prompt is None) == (args.json_prompt is None):
+        raise InvalidRequest("give a prompt or --json-prompt FILE (exactly one)", param="prompt")
+    if args.json_prompt is None:
+        return prompt_text(args.prompt)
+    try:
+        value: Any = json.loads(args.json_prompt.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidPrompt(f"cannot read --json-prompt {args.json_prompt}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidPrompt(f"--json-prompt {args.json_prompt} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidPrompt(f"--json-prompt {args.json_prompt} must hold a JSON object, not {type(value).__name__}")
+    return prompt_text(value)
+
+
+def _read_reference(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidRequest(f"cannot read --ref {path}: {error.strerror}", param="ref") from None
+    return decode_image(data, param=f"--ref {path}")
+
+
+def _output_format(args: GenerateArgs) -> ImageFormat:
+    from_name = None
+    if args.output is not None and args.output.suffix and not args.output.is_dir():
+        from_name = ImageFormat.parse(args.output.suffix[1:], param="--output")
+    if args.output_format is None:
+        return from_name or ImageFormat.PNG
+    chosen = ImageFormat.parse(args.output_format, param="--format")
+    if from_name is not None and from_name is not chosen:
+        raise InvalidRequest(f"--format {chosen} does not match the output file name {args.output}", param="format")
+    return chosen
+
+
+def output_paths(output: Path | None, fmt: ImageFormat, seeds: list[int]) -> list[Path]:
+    """Where each image goes: a named file (numbered when several), or fresh names in a folder."""
+    if output is None or output.is_dir() or str(output).endswith(("/", "\\")):
+        folder = output or Path()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return [folder / f"fluxserve-{stamp}-{seed}.{fmt.extension}" for seed in seeds]
+    if len(seeds) == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(seeds))]
+
+
+def _build_request(args: GenerateArgs) -> GenerationRequest:
+    size = parse_size(args.size) if args.size else None
+    return GenerationRequest(
+        prompt=_read_prompt(args),
+        references=[_read_reference(path) for path in args.references],
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        n=args.n,
+    )
+
+
+def run_generate(args: GenerateArgs) -> list[EncodedImage]:
+    request = _build_request(args)
+    fmt = _output_format(args)
+    check_compression(args.compression, param="--compression")
+    err = Console(stderr=True)
+    options = EngineOptions(
+        cache_dir=args.cache_dir,
+        device=args.device,
+        dtype=args.dtype,
+        offload=args.offload,
+        allow_download=args.allow_download,
+    )
+    engine = DiffusersEngine(args.model, options)
+    started = time.perf_counter()
+    with err.status(f"loading {args.model}..."):
+        engine.load()
+    load_seconds = time.perf_counter() - started
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("generating", total=None)
+
+        def on_progress(step: StepProgress) -> None:
+            bar.update(task, completed=step.step, total=step.total_steps)
+
+        result = engine.generate(request, progress=on_progress)
+    encoded = encode_result(result, fmt, compression=args.compression)
+    paths = output_paths(args.output, fmt, result.seeds)
+    for path, image in zip(paths, encoded, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image.data)
+        typer.echo(f"{path}\tseed {image.seed}")
+    encode_seconds = sum(image.seconds for image in encoded)
+    typer.echo(
+        f"{result.model} on {engine.device}: {result.width}x{result.height}, {result.steps} steps, "
+        f"load {load_seconds:.2f}s, generate {result.total_seconds:.2f}s, encode {encode_seconds:.2f}s"
+    )
+    return encoded

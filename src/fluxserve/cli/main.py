@@ -1,0 +1,144 @@
+"""The ``fluxserve`` command line. Commands parse arguments and call the library; nothing more."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fluxserve import __version__
+from fluxserve.cli.generate import GenerateArgs, run_generate
+from fluxserve.cli.models import print_models
+from fluxserve.engines.loading import Offload, default_cache_dir
+from fluxserve.errors import FluxserveError, InvalidRequest
+
+app = typer.Typer(
+    name="fluxserve",
+    help="A self-hosted server for FLUX image models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fluxserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """A self-hosted server for FLUX image models."""
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="What to draw. Omit it when using --json-prompt.")] = None,
+    json_prompt: Annotated[
+        Path | None,
+        typer.Option("--json-prompt", help="A structured prompt: a file holding one JSON object.", metavar="FILE"),
+    ] = None,
+    ref: Annotated[
+        list[Path] | None,
+        typer.Option("--ref", help="A reference image (PNG, JPEG, WebP). Repeat for several.", metavar="IMAGE"),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Short name, Hugging Face repo id, or local folder.")
+    ] = "flux.2-klein-4b",
+    size: Annotated[
+        str | None, typer.Option("--size", help="Output size WIDTHxHEIGHT, e.g. 1024x768.", metavar="WxH")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale, for models that use it.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first image (default: random).")] = None,
+    n: Annotated[int, typer.Option("-n", help="Number of images; image i uses seed + i.")] = 1,
+    output_format: Annotated[
+        str | None, typer.Option("--format", "-f", help="png, jpeg or webp (default: from -o, else png).")
+    ] = None,
+    compression: Annotated[
+        int | None, typer.Option(help="0-100: JPEG/WebP quality loss, or PNG effort (default: fast).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output file, or a folder (default: this folder).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: best available).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
+    offload: Annotated[str, typer.Option(help="none, model or sequential: CPU offload for small GPUs.")] = "none",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+) -> None:
+    """Generate images from a text or JSON prompt and optional reference images."""
+    if offload not in ("none", "model", "sequential"):
+        raise InvalidRequest(f"--offload must be none, model or sequential, not {offload!r}", param="offload")
+    offload_mode: Offload = offload  # type: ignore[assignment]  # checked just above
+    args = GenerateArgs(
+        prompt=prompt,
+        json_prompt=json_prompt,
+        references=list(ref or []),
+        model=model,
+        size=size,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        n=n,
+        output_format=output_format,
+        compression=compression,
+        output=output,
+        device=device,
+        dtype=dtype,
+        offload=offload_mode,
+        cache_dir=cache_dir or default_cache_dir(),
+        allow_download=not offline,
+    )
+    run_generate(args)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the models fluxserve knows by name and what each needs."""
+    print_models(as_json=as_json)
+
+
+def _fail(message: str, code: int) -> int:
+    typer.echo(f"fluxserve: error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command; errors become one line on stderr and a non-zero exit."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="fluxserve", standalone_mode=False)
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except typer.Abort:
+        return _fail("interrupted", 130)
+    except typer.TyperException as error:  # bad usage: unknown option, a value of the wrong type...
+        code = int(getattr(error, "exit_code", 2))
+        message = error.format_message()
+        return _fail(message, code) if message else code  # no message: help was already shown
+    except InvalidRequest as error:
+        return _fail(str(error), 2)
+    except FluxserveError as error:
+        return _fail(str(error), 1)
+    except OSError as error:
+        return _fail(str(error), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
