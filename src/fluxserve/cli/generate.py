@@ -16,7 +16,7 @@ from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, Offload
-from fluxserve.engines.validation import parse_size
+from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
 from fluxserve.imaging.decode import decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
@@ -124,8 +124,9 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
         engine.load()
     load_seconds = time.perf_counter() - started
 
+    request = validate(request, engine.capabilities)  # errors before any bar is drawn
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
 
         def on_progress(step: StepProgress) -> None:

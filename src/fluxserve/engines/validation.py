@@ -57,7 +57,8 @@ def nearest_valid_size(width: int, height: int, caps: Capabilities) -> tuple[int
     high = caps.max_side // caps.size_multiple * caps.size_multiple
     rw = min(high, max(low, _round_to(w, caps.size_multiple)))
     rh = min(high, max(low, _round_to(h, caps.size_multiple)))
-    while rw * rh > max_pixels:
+    # Rounding can overshoot the pixel budget or the aspect ratio: trim the longer side.
+    while rw * rh > max_pixels or max(rw, rh) / min(rw, rh) > caps.max_aspect_ratio:
         if rw >= rh:
             rw -= caps.size_multiple
         else:
@@ -72,9 +73,10 @@ def _check_int(value: object, param: str) -> int:
 
 
 def _check_size(width: int, height: int, caps: Capabilities) -> None:
+    _check_int(width, "width")
+    _check_int(height, "height")
     suggestion = "{}x{}".format(*nearest_valid_size(width, height, caps))
     for param, value in (("width", width), ("height", height)):
-        _check_int(value, param)
         if value < caps.min_side or value > caps.max_side:
             raise InvalidRequest(
                 f"{param} {value} is outside {caps.min_side}-{caps.max_side} for {caps.name}; "

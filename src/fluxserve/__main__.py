@@ -1,0 +1,5 @@
+import sys
+
+from fluxserve.cli.main import main
+
+sys.exit(main())
