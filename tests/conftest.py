@@ -30,7 +30,7 @@ def engines(options: EngineOptions) -> Iterator[dict[str, DiffusersEngine]]:
         engine = DiffusersEngine(name, options)
         engine.load()
         loaded[name] = engine
-    yield loaded
+    return loaded
 
 
 @pytest.fixture

@@ -28,12 +28,14 @@ def run(cache_dir: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no
 
 def test_generate_writes_the_image_and_reports_seed_and_timings(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     target = tmp_path / "fox.png"
-    code, out, err = run("generate", "a red fox", "--model", "tiny-random", "--size", "128x96", "--seed", "7",
-                         "-o", str(target))
+    code, out, err = run(
+        "generate", "a red fox", "--model", "tiny-random", "--size", "128x96", "--seed", "7", "-o", str(target)
+    )
     assert code == 0, err
     assert out.splitlines()[0] == f"{target}\tseed 7"
     assert "tiny-random on cpu: 128x96, 4 steps" in out
-    assert "generate" in out and "encode" in out
+    assert "generate" in out
+    assert "encode" in out
     with Image.open(target) as image:
         assert image.size == (128, 96)
     parameters = read_parameters(target.read_bytes())
@@ -42,8 +44,20 @@ def test_generate_writes_the_image_and_reports_seed_and_timings(run, tmp_path: P
 
 
 def test_several_images_are_numbered_and_each_has_its_seed(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = run("generate", "boats", "--model", "tiny-random", "--size", "64x64", "--seed", "40", "-n", "3",
-                       "-o", str(tmp_path / "boat.jpg"))
+    code, out, _ = run(
+        "generate",
+        "boats",
+        "--model",
+        "tiny-random",
+        "--size",
+        "64x64",
+        "--seed",
+        "40",
+        "-n",
+        "3",
+        "-o",
+        str(tmp_path / "boat.jpg"),
+    )
     assert code == 0
     names = [line.split("\t") for line in out.splitlines()[:3]]
     assert names == [[str(tmp_path / f"boat-{i}.jpg"), f"seed {40 + i - 1}"] for i in (1, 2, 3)]
@@ -53,8 +67,9 @@ def test_several_images_are_numbered_and_each_has_its_seed(run, tmp_path: Path) 
 
 
 def test_a_folder_output_gets_fresh_names_in_the_chosen_format(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    code, _, _ = run("generate", "hills", "--model", "tiny-random", "--size", "64x64", "--format", "webp",
-                     "-o", str(tmp_path))
+    code, _, _ = run(
+        "generate", "hills", "--model", "tiny-random", "--size", "64x64", "--format", "webp", "-o", str(tmp_path)
+    )
     assert code == 0
     [written] = list(tmp_path.iterdir())
     assert written.suffix == ".webp"
@@ -66,9 +81,25 @@ def test_json_prompt_and_references(run, tmp_path: Path) -> None:  # type: ignor
     prompt.write_text(json.dumps({"scene": "a quiet harbour", "subjects": [{"description": "a red boat"}]}))
     ref = tmp_path / "ref.png"
     photo(160, 120).save(ref)
-    code, out, err = run("generate", "--json-prompt", str(prompt), "--ref", str(ref), "--ref", str(ref),
-                         "--model", "tiny-random-dev", "--steps", "2", "--guidance", "3", "--size", "64x64",
-                         "-o", str(tmp_path / "out.png"))
+    code, _out, err = run(
+        "generate",
+        "--json-prompt",
+        str(prompt),
+        "--ref",
+        str(ref),
+        "--ref",
+        str(ref),
+        "--model",
+        "tiny-random-dev",
+        "--steps",
+        "2",
+        "--guidance",
+        "3",
+        "--size",
+        "64x64",
+        "-o",
+        str(tmp_path / "out.png"),
+    )
     assert code == 0, err
     parameters = read_parameters((tmp_path / "out.png").read_bytes())
     assert parameters is not None
@@ -109,8 +140,11 @@ def test_bad_json_prompt_files(run, tmp_path: Path) -> None:  # type: ignore[no-
     listed.write_text("[1, 2]")
     invalid = tmp_path / "invalid.json"
     invalid.write_text(json.dumps({"scene": "x", "subjects": [{"description": "y", "position": "up"}]}))
-    for path, message in ((broken, "is not valid JSON"), (listed, "must hold a JSON object, not list"),
-                          (invalid, "prompt.subjects[0].position")):
+    for path, message in (
+        (broken, "is not valid JSON"),
+        (listed, "must hold a JSON object, not list"),
+        (invalid, "prompt.subjects[0].position"),
+    ):
         code, _, err = run("generate", "--model", "tiny-random", "--json-prompt", str(path))
         assert code == 2
         assert message in err
@@ -143,10 +177,25 @@ def test_models_lists_every_known_model(run) -> None:  # type: ignore[no-untyped
 
 
 def test_the_installed_command_in_a_real_process(cache_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1",
-           "HF_HUB_CACHE": str(tmp_path / "hub")}
-    command = [sys.executable, "-m", "fluxserve", "generate", "a kite", "--model", "tiny-random", "--size", "64x64",
-               "-o", str(tmp_path / "kite.png")]
+    env = {
+        **os.environ,
+        "FLUXSERVE_CACHE_DIR": str(cache_dir),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "fluxserve",
+        "generate",
+        "a kite",
+        "--model",
+        "tiny-random",
+        "--size",
+        "64x64",
+        "-o",
+        str(tmp_path / "kite.png"),
+    ]
     ok = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "kite.png").is_file()
@@ -154,8 +203,9 @@ def test_the_installed_command_in_a_real_process(cache_dir: Path, tmp_path: Path
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "fluxserve: error: width 100 is not a multiple of 16; the nearest valid size is 96x96"
-    missing = subprocess.run([*command[:5], "--model", "flux.2-klein-4b"], capture_output=True, text=True, env=env,
-                             timeout=300)
+    missing = subprocess.run(
+        [*command[:5], "--model", "flux.2-klein-4b"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert missing.returncode == 1
     assert "hf download black-forest-labs/FLUX.2-klein-4B" in missing.stderr
     assert "Traceback" not in missing.stderr

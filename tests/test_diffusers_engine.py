@@ -97,9 +97,7 @@ def test_several_images_each_reproduce_alone_from_their_seed(engines: dict[str, 
 
 @pytest.mark.parametrize("name", ["tiny-random", "tiny-random-base", "tiny-random-dev"])
 @pytest.mark.parametrize("count", [1, 2])
-def test_reference_images_condition_flux2_models(
-    engines: dict[str, DiffusersEngine], name: str, count: int
-) -> None:
+def test_reference_images_condition_flux2_models(engines: dict[str, DiffusersEngine], name: str, count: int) -> None:
     engine = engines[name]
     references = [photo(160, 120, seed=i) for i in range(count)]
     steps = small_steps(engine)

@@ -22,8 +22,14 @@ VALID: dict[str, Any] = {
     "mood": "lively",
     "background": "wet cobblestones",
     "composition": "rule of thirds",
-    "camera": {"angle": "eye level", "distance": "medium", "focus": "sharp", "lens": "35mm", "f-number": "f/2.0",
-               "ISO": 800},
+    "camera": {
+        "angle": "eye level",
+        "distance": "medium",
+        "focus": "sharp",
+        "lens": "35mm",
+        "f-number": "f/2.0",
+        "ISO": 800,
+    },
     "effects": ["light rain", "bokeh"],
 }
 

@@ -89,7 +89,9 @@ def test_schnell_allows_one_to_eight_steps() -> None:
     assert "outside 1-8" in str(refused(SCHNELL, steps=9))
 
 
-@pytest.mark.parametrize(("guidance", "message"), [(0.5, "outside 1-10"), (11, "outside 1-10"), (float("nan"), "number")])
+@pytest.mark.parametrize(
+    ("guidance", "message"), [(0.5, "outside 1-10"), (11, "outside 1-10"), (float("nan"), "number")]
+)
 def test_guidance_range(guidance: float, message: str) -> None:
     error = refused(DEV, guidance=guidance)
     assert error.param == "guidance"
