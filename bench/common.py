@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmarks: timing that interleaves candidates, and test pictures."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per call for each candidate, running them in turn so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, call in candidates.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth shapes, soft texture and sensor-like grain: compresses like a real photo, not like noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(x * 7 + y * 3), np.cos(y * 5 - x), np.sin((x - y) * 4)], axis=-1) * 90 + 128
+    texture = Image.fromarray((rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8))
+    texture = texture.resize((width, height), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(2))
+    pixels = base + (np.asarray(texture, dtype=float) - 128) * 0.3 + rng.normal(0, 3, base.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    """What the tiny random-weight models draw: the worst case for every codec."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
