@@ -10,7 +10,7 @@ import pytest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 
-TINY = ("tiny-random", "tiny-random-base", "tiny-random-dev", "tiny-random-flux1")
+TINY = ("tiny-random", "tiny-random-base", "tiny-random-dev", "tiny-random-flux1", "tiny-random-schnell")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ FAMILIES = {
     "tiny-random-base": ("flux.2-klein-base", "Flux2KleinPipeline"),
     "tiny-random-dev": ("flux.2-dev", "Flux2Pipeline"),
     "tiny-random-flux1": ("flux.1-dev", "FluxPipeline"),
+    "tiny-random-schnell": ("flux.1-schnell", "FluxPipeline"),
 }
 
 
@@ -145,6 +146,19 @@ def test_flux1_passes_its_sequence_length_and_no_images(engines: dict[str, Diffu
     arguments = engines["tiny-random-flux1"].pipeline_arguments(request(steps=3), seed=5)
     assert arguments["max_sequence_length"] == 512
     assert "image" not in arguments
+
+
+def test_schnell_takes_few_steps_a_shorter_prompt_and_no_guidance(engines: dict[str, DiffusersEngine]) -> None:
+    schnell = engines["tiny-random-schnell"]
+    result = schnell.generate(request())
+    assert (result.steps, result.guidance) == (4, None)
+    arguments = schnell.pipeline_arguments(request(steps=2), seed=5)
+    assert arguments["max_sequence_length"] == 256
+    assert "guidance_scale" not in arguments
+    with pytest.raises(InvalidRequest, match="takes no guidance"):
+        schnell.generate(request(guidance=3.5))
+    with pytest.raises(InvalidRequest, match="outside 1-8"):
+        schnell.generate(request(steps=20))
 
 
 @pytest.mark.parametrize("name", TINY)

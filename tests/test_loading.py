@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -155,3 +156,20 @@ def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingExtra, match=r"pip install 'fluxserve\[diffusers\]'") as caught:
         import_diffusers()
     assert "diffusers is not installed" in str(caught.value)
+
+
+def test_flux2_dev_weights_need_torchvision_for_their_tokenizer(
+    options: EngineOptions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "dev-like"
+    shutil.copytree(tiny_model_path("tiny-random-dev", options.cache_dir), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer"] = ["transformers", "PixtralProcessor"]  # as in the real FLUX.2 [dev] repository
+    (folder / "model_index.json").write_text(json.dumps(index))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchvision" else real_find_spec(name, *a)
+    )
+    with pytest.raises(MissingExtra, match=re.escape("pip install 'fluxserve[flux2-dev]'")) as caught:
+        DiffusersEngine(str(folder), options).load()
+    assert "torchvision is not installed" in str(caught.value)

@@ -157,6 +157,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("tiny-random-base", "flux.2-klein-base", "tiny:tiny-random-base", _TINY_NEEDS),
         ModelSpec("tiny-random-dev", "flux.2-dev", "tiny:tiny-random-dev", _TINY_NEEDS),
         ModelSpec("tiny-random-flux1", "flux.1-dev", "tiny:tiny-random-flux1", _TINY_NEEDS),
+        ModelSpec("tiny-random-schnell", "flux.1-schnell", "tiny:tiny-random-schnell", _TINY_NEEDS),
     )
 }
 

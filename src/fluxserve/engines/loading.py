@@ -8,6 +8,7 @@ with a ``model_index.json``, loaded with ``from_pretrained``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -118,12 +119,22 @@ def locate_model(name: str, options: EngineOptions) -> ModelLocation:
     )
 
 
+# Components that transformers only provides when an optional package imports, and the
+# fluxserve extra that installs it. FLUX.2 [dev]'s tokenizer is a PixtralProcessor.
+_COMPONENT_NEEDS = {"PixtralProcessor": ("flux2-dev", "torchvision")}
+
+
 def pipeline_class_name(path: Path) -> str:
+    """The pipeline class named by ``model_index.json``, once its components can be loaded here."""
     index = json.loads((path / "model_index.json").read_text())
     class_name = str(index.get("_class_name", ""))
     if class_name not in SUPPORTED_PIPELINES:
         supported = ", ".join(sorted(SUPPORTED_PIPELINES))
         raise ModelUnavailable(f"{path} holds a {class_name or 'unknown'} pipeline; fluxserve runs {supported}")
+    for component in index.values():
+        needs = _COMPONENT_NEEDS.get(component[1]) if isinstance(component, list) and len(component) == 2 else None
+        if needs is not None and importlib.util.find_spec(needs[1]) is None:
+            raise MissingExtra(needs[0], f"{path.name} ({component[1]})", needs[1])
     return class_name
 
 

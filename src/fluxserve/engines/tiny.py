@@ -213,7 +213,7 @@ def _build_dev(target: Path) -> None:
     pipe.save_pretrained(target)
 
 
-def _build_flux1(target: Path) -> None:
+def _build_flux1(target: Path, *, guidance_embeds: bool) -> None:
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import (
@@ -280,7 +280,7 @@ def _build_flux1(target: Path) -> None:
         joint_attention_dim=_TEXT_HIDDEN,
         pooled_projection_dim=_TEXT_HIDDEN,
         axes_dims_rope=(4, 6, 6),
-        guidance_embeds=True,
+        guidance_embeds=guidance_embeds,
     )
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
@@ -312,7 +312,16 @@ TINY_MODELS: dict[str, TinyModel] = {
             "tiny-random-base", "FLUX.2 [klein] base-shaped (real guidance)", lambda p: _build_klein(p, distilled=False)
         ),
         TinyModel("tiny-random-dev", "FLUX.2 [dev]-shaped (guidance-distilled)", _build_dev),
-        TinyModel("tiny-random-flux1", "FLUX.1 [dev]-shaped (no reference images)", _build_flux1),
+        TinyModel(
+            "tiny-random-flux1",
+            "FLUX.1 [dev]-shaped (no reference images)",
+            lambda p: _build_flux1(p, guidance_embeds=True),
+        ),
+        TinyModel(
+            "tiny-random-schnell",
+            "FLUX.1 [schnell]-shaped (no guidance)",
+            lambda p: _build_flux1(p, guidance_embeds=False),
+        ),
     )
 }
 
