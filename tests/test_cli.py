@@ -76,6 +76,22 @@ def test_a_folder_output_gets_fresh_names_in_the_chosen_format(run, tmp_path: Pa
     assert written.name.startswith("fluxserve-")
 
 
+def test_a_new_folder_ending_in_a_slash_is_created(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run("generate", "hills", "--model", "tiny-random", "--size", "64x64", "-o", f"{tmp_path}/new/")
+    assert code == 0
+    [written] = list((tmp_path / "new").iterdir())
+    assert written.suffix == ".png"
+    assert out.startswith(str(written))
+
+
+def test_a_file_name_without_extension_gets_the_formats(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, _ = run(
+        "generate", "hills", "--model", "tiny-random", "--size", "64x64", "-f", "jpeg", "-o", str(tmp_path / "picture")
+    )
+    assert code == 0
+    assert (tmp_path / "picture.jpg").is_file()
+
+
 def test_json_prompt_and_references(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     prompt = tmp_path / "prompt.json"
     prompt.write_text(json.dumps({"scene": "a quiet harbour", "subjects": [{"description": "a red boat"}]}))

@@ -37,7 +37,7 @@ class GenerateArgs:
     n: int
     output_format: str | None
     compression: int | None
-    output: Path | None
+    output: str | None
     device: str | None
     dtype: str | None
     offload: Offload
@@ -69,10 +69,14 @@ def _read_reference(path: Path) -> Any:
     return decode_image(data, param=f"--ref {path}")
 
 
+def _is_folder(output: str) -> bool:
+    return output.endswith(("/", "\\")) or Path(output).is_dir()
+
+
 def _output_format(args: GenerateArgs) -> ImageFormat:
     from_name = None
-    if args.output is not None and args.output.suffix and not args.output.is_dir():
-        from_name = ImageFormat.parse(args.output.suffix[1:], param="--output")
+    if args.output is not None and not _is_folder(args.output) and Path(args.output).suffix:
+        from_name = ImageFormat.parse(Path(args.output).suffix[1:], param="--output")
     if args.output_format is None:
         return from_name or ImageFormat.PNG
     chosen = ImageFormat.parse(args.output_format, param="--format")
@@ -81,15 +85,22 @@ def _output_format(args: GenerateArgs) -> ImageFormat:
     return chosen
 
 
-def output_paths(output: Path | None, fmt: ImageFormat, seeds: list[int]) -> list[Path]:
-    """Where each image goes: a named file (numbered when several), or fresh names in a folder."""
-    if output is None or output.is_dir() or str(output).endswith(("/", "\\")):
-        folder = output or Path()
+def output_paths(output: str | None, fmt: ImageFormat, seeds: list[int]) -> list[Path]:
+    """Where each image goes: a named file (numbered when several), or fresh names in a folder.
+
+    A folder is a path ending in a slash or one that exists; a file name without an extension
+    gets the format's.
+    """
+    if output is None or _is_folder(output):
+        folder = Path(output or ".")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return [folder / f"fluxserve-{stamp}-{seed}.{fmt.extension}" for seed in seeds]
+    path = Path(output)
+    if not path.suffix:
+        path = path.with_name(f"{path.name}.{fmt.extension}")
     if len(seeds) == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(seeds))]
+        return [path]
+    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(len(seeds))]
 
 
 def _build_request(args: GenerateArgs) -> GenerationRequest:
@@ -142,6 +153,6 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     encode_seconds = sum(image.seconds for image in encoded)
     typer.echo(
         f"{result.model} on {engine.device}: {result.width}x{result.height}, {result.steps} steps, "
-        f"load {load_seconds:.2f}s, generate {result.total_seconds:.2f}s, encode {encode_seconds:.2f}s"
+        f"load {load_seconds:.2f}s, generate {result.total_seconds:.2f}s, encode {encode_seconds:.3f}s"
     )
     return encoded

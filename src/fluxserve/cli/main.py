@@ -66,7 +66,8 @@ def generate(
         int | None, typer.Option(help="0-100: JPEG/WebP quality loss, or PNG effort (default: fast).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output file, or a folder (default: this folder).")
+        str | None,
+        typer.Option("--output", "-o", help="Output file, or a folder (ending in / or existing).", metavar="PATH"),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: best available).")] = None,
     dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
