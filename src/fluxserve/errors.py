@@ -8,12 +8,17 @@ statuses in one place; the engines and the CLI never speak HTTP.
     ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
     │   ├── InvalidPrompt         a prompt, or a field of a structured JSON prompt
     │   └── InvalidImage          a reference image that cannot be decoded or used
+    │   ├── PayloadTooLarge       a body or upload over the configured limits
+    │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
+    ├── NotFound                  no such job or file
     ├── UnknownModel              no model of that name, repository or folder
     ├── ModelUnavailable          a known model whose weights are not here and cannot be fetched
     ├── MissingExtra              an optional dependency group is not installed
-    ├── EngineNotReady            generate() before load()
+    ├── EngineNotReady            generate() before load(); a server model still loading
+    ├── QueueFull                 too much work waiting; ``retry_after`` says when to come back
     └── GenerationError           the engine failed while generating
-        └── GenerationCancelled   the caller cancelled; no partial image is returned
+        ├── GenerationCancelled   the caller cancelled; no partial image is returned
+        └── JobFailed             a job ended in failure (``code`` is the job's error type)
 """
 
 from __future__ import annotations
@@ -47,6 +52,18 @@ class InvalidImage(InvalidRequest):
     code = "invalid_image"
 
 
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+
+
+class NotFound(FluxserveError):
+    code = "not_found"
+
+
 class UnknownModel(FluxserveError):
     code = "model_not_found"
 
@@ -68,9 +85,27 @@ class MissingExtra(FluxserveError):
 class EngineNotReady(FluxserveError):
     code = "engine_not_ready"
 
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(FluxserveError):
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class GenerationError(FluxserveError):
     code = "generation_failed"
+
+
+class JobFailed(GenerationError):
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class GenerationCancelled(GenerationError):

@@ -11,6 +11,7 @@ import typer
 from fluxserve import __version__
 from fluxserve.cli.generate import GenerateArgs, run_generate
 from fluxserve.cli.models import print_models
+from fluxserve.cli.serve import build_settings, run_server
 from fluxserve.engines.loading import Offload, default_cache_dir
 from fluxserve.errors import FluxserveError, InvalidRequest
 
@@ -102,6 +103,29 @@ def generate(
         allow_download=not offline,
     )
     run_generate(args)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model to serve (repeat for several). Default: flux.2-klein-4b."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where jobs and images are kept.", metavar="DIR")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML file of settings (see the README).", metavar="FILE")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download weights.")] = False,
+) -> None:
+    """Run the HTTP server (OpenAI Images API) until interrupted."""
+    overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir}
+    if offline:
+        overrides["allow_download"] = False
+    run_server(build_settings(overrides, config))
 
 
 @app.command()

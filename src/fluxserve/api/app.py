@@ -1,0 +1,53 @@
+"""``create_app(settings)``: the whole HTTP API, wired in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fluxserve import __version__
+from fluxserve.api import errors
+from fluxserve.api.middleware import BodyLimit, RequestId
+from fluxserve.api.routes import files, health, images, models
+from fluxserve.api.serving import ServerContext
+from fluxserve.engines.base import Engine
+from fluxserve.engines.registry import create_engine
+from fluxserve.jobs.service import JobService
+from fluxserve.settings import Settings
+
+DESCRIPTION = """\
+fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
+and OpenAI lacks (seed, steps, guidance, reference images, structured JSON prompts). Every
+request becomes a durable job. Errors have OpenAI's shape: `{"error": {"message", "type",
+"param", "code"}}`.
+"""
+
+
+def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -> FastAPI:
+    """The ASGI app. ``engines`` defaults to one engine per ``settings.models``."""
+    chosen = (
+        dict(engines)
+        if engines is not None
+        else {m: create_engine(m, settings.engine_options()) for m in settings.models}
+    )
+    service = JobService(settings, chosen)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.context = ServerContext(settings=settings, service=service, started=int(time.time()))
+    errors.install(app)
+    for module in (images, files, models, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestId)
+    return app

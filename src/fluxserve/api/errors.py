@@ -1,0 +1,106 @@
+"""The one place errors become HTTP responses, in OpenAI's error shape.
+
+Every error body is ``{"error": {"message", "type", "param", "code"}}``; every response carries
+``x-request-id``. Once a job exists for a request, a failure also says ``x-should-retry: false``
+so that the official SDK does not generate the same images twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from fluxserve import errors
+
+log = logging.getLogger("fluxserve.api")
+
+# (status, OpenAI error type), most specific class first.
+_STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
+    (errors.PayloadTooLarge, 413, "invalid_request_error"),
+    (errors.UnsupportedMediaType, 415, "invalid_request_error"),
+    (errors.InvalidRequest, 400, "invalid_request_error"),
+    (errors.NotFound, 404, "invalid_request_error"),
+    (errors.UnknownModel, 404, "invalid_request_error"),
+    (errors.QueueFull, 429, "rate_limit_error"),
+    (errors.EngineNotReady, 503, "service_unavailable"),
+    (errors.ModelUnavailable, 503, "service_unavailable"),
+    (errors.GenerationCancelled, 409, "invalid_request_error"),
+    (errors.GenerationError, 500, "server_error"),
+    (errors.FluxserveError, 500, "server_error"),
+)
+
+
+def mark_job_started(request: Request, job_id: str) -> None:
+    """From now on a failure must not be retried by the client: work has begun."""
+    request.state.job_id = job_id
+
+
+def error_body(message: str, kind: str, *, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    headers = dict(headers or {})
+    job_id = getattr(request.state, "job_id", None)
+    if job_id is not None:
+        headers["x-should-retry"] = "false"
+        headers["x-job-id"] = job_id
+    request_id = getattr(request.state, "request_id", None)
+    if request_id is not None:
+        headers["x-request-id"] = request_id
+    return JSONResponse(error_body(message, kind, param=param, code=code), status_code=status, headers=headers)
+
+
+def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, errors.FluxserveError)
+    status, kind = next((s, k) for cls, s, k in _STATUS if isinstance(error, cls))
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    if status >= 500:
+        log.warning("request failed: %s", error)
+    param = getattr(error, "param", None)
+    return error_response(request, status, str(error), kind, param=param, code=error.code, headers=headers)
+
+
+def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    messages = {404: "no such endpoint", 405: f"method {request.method} is not allowed here"}
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = messages.get(error.status_code) or str(error.detail)
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    code = codes.get(error.status_code, "invalid_request")
+    return error_response(request, error.status_code, message, kind, code=code, headers=dict(error.headers or {}))
+
+
+def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    detail = error.errors()[0]
+    param = ".".join(str(p) for p in detail["loc"][1:]) or None
+    return error_response(request, 400, f"{param}: {detail['msg']}", "invalid_request_error", param=param)
+
+
+def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(request, 500, "internal error; see the server log", "server_error", code="internal")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.FluxserveError, _fluxserve_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

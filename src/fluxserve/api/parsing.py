@@ -1,0 +1,193 @@
+"""Read an images request, JSON or multipart, into checked fields and raw reference images.
+
+Both body forms end as the same :class:`ImageRequest`. JSON is typed strictly (a number where a
+string belongs is an error, never a 500); form fields arrive as text and are converted to the
+field's type. Reference images may come in every form clients already send:
+
+- multipart: ``image`` / ``image[]`` (OpenAI), ``input_image_0`` .. ``input_image_N`` (the
+  reference system);
+- JSON: ``images`` (data URLs, the reference system) or ``input_image``, ``input_image_2`` ..
+  ``input_image_8`` (base64 or data URL, BFL).
+
+Only one of these forms per request, so that "image 1, image 2" in a prompt is unambiguous.
+Images are only collected here; decoding happens later, off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from fluxserve.api.protocol import FormImageBody, ImageFields, JsonImageBody
+from fluxserve.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from fluxserve.settings import Settings
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """Undecoded reference bytes and the field they came from (for error messages)."""
+
+    param: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    fields: ImageFields
+    images: list[RawImage] = field(default_factory=list)
+    mask: bool = False
+
+
+_FORM_FILE = re.compile(r"image|image\[\d*\]|input_image_(\d+)|mask")
+_JSON_IMAGE = re.compile(r"input_image(?:_([2-8]))?")
+_DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
+
+
+async def read_image_request(request: Request, settings: Settings) -> ImageRequest:
+    """Parse the body by its content type; anything else is a 415."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        return _from_json(await request.body(), settings)
+    if media_type == "multipart/form-data":
+        return await _from_form(request, settings)
+    raise UnsupportedMediaType(
+        f"content type {media_type or '(none)'!r} is not accepted; send application/json or multipart/form-data"
+    )
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def _from_json(body: bytes, settings: Settings) -> ImageRequest:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    except ValueError as error:
+        raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
+    fields = _validated(JsonImageBody, data, strict=True)
+    assert isinstance(fields, JsonImageBody)
+    images = _json_images(data, settings)
+    plain = ImageFields.model_validate(fields.model_dump(include=set(ImageFields.model_fields)))
+    return ImageRequest(plain, images)
+
+
+def _json_images(data: dict[str, Any], settings: Settings) -> list[RawImage]:
+    listed = data.get("images") or []
+    named = sorted(
+        (int(m.group(1) or 1), key) for key in data if (m := _JSON_IMAGE.fullmatch(key)) and data[key] is not None
+    )
+    if listed and named:
+        raise InvalidRequest("send reference images either as images or as input_image, input_image_2, ...")
+    sources = [(f"images[{i}]", value) for i, value in enumerate(listed)]
+    sources += [(key, data[key]) for _, key in named]
+    _check_count(len(sources), settings)
+    return [RawImage(param, _decode_base64(value, param, settings)) for param, value in sources]
+
+
+def _decode_base64(value: str, param: str, settings: Settings) -> bytes:
+    text = value.strip()
+    if text.startswith(("http://", "https://")):
+        raise InvalidRequest(
+            f"{param} is a URL; fluxserve does not fetch images: send base64 or a data: URL", param=param
+        )
+    if text.startswith("data:"):
+        match = _DATA_URL.match(text)
+        if match is None:
+            raise InvalidRequest(f"{param} must be a data:image/...;base64, URL", param=param)
+        text = text[match.end() :]
+    if len(text) * 3 // 4 > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"{param} is larger than {settings.max_upload_mb:g} MB", param=param)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{param} is not valid base64", param=param) from None
+
+
+# -- multipart ----------------------------------------------------------------------------------
+
+
+async def _from_form(request: Request, settings: Settings) -> ImageRequest:
+    form = await request.form(max_files=settings.max_uploads + 2, max_fields=64)
+    values: dict[str, Any] = {}
+    images: list[tuple[int, RawImage]] = []
+    forms: set[str] = set()
+    mask = False
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            match = _FORM_FILE.fullmatch(key)
+            if match is None:
+                raise InvalidRequest(f"unexpected file field {key!r}", param=key)
+            data = await _read_upload(value, key, settings)
+            if key == "mask":
+                mask = True
+                continue
+            forms.add("input_image" if match.group(1) is not None else "image")
+            order = int(match.group(1)) if match.group(1) is not None else len(images)
+            param = key if match.group(1) is not None else f"image[{len(images)}]"
+            images.append((order, RawImage(param, data)))
+        elif key in values:
+            raise InvalidRequest(f"{key} was sent more than once", param=key)
+        else:
+            values[key] = _form_value(key, value)
+    if len(forms) > 1:
+        raise InvalidRequest("send reference images either as image / image[] or as input_image_0, input_image_1, ...")
+    _check_count(len(images), settings)
+    fields = _validated(FormImageBody, values, strict=False)
+    plain = ImageFields.model_validate(fields.model_dump(include=set(ImageFields.model_fields)))
+    return ImageRequest(plain, [image for _, image in sorted(images, key=lambda pair: pair[0])], mask)
+
+
+async def _read_upload(upload: UploadFile, key: str, settings: Settings) -> bytes:
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"{key} is larger than {settings.max_upload_mb:g} MB", param=key)
+    return data
+
+
+def _form_value(key: str, value: str) -> Any:
+    """A text field; a prompt that is a JSON object is a structured prompt."""
+    if key in ("prompt", "input") and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, dict) else value
+    return value
+
+
+# -- shared ----------------------------------------------------------------------------------
+
+
+def _check_count(count: int, settings: Settings) -> None:
+    if count > settings.max_uploads:
+        raise InvalidRequest(f"{count} images sent; the limit is {settings.max_uploads}", param="image")
+
+
+def _validated(model: type[ImageFields], data: dict[str, Any], *, strict: bool) -> ImageFields:
+    if "input" in data:  # the reference system's other name for prompt
+        if "prompt" in data:
+            raise InvalidRequest("send prompt or input, not both", param="input")
+        data["prompt"] = data.pop("input")
+    try:
+        return model.model_validate(data, strict=strict)
+    except ValidationError as error:
+        detail = error.errors(include_url=False)[0]
+        loc = [str(part) for part in detail["loc"]]
+        param = loc[0] if loc else None
+        if detail["type"] == "extra_forbidden":
+            raise InvalidRequest(f"unknown field {param!r}", param=param) from None
+        if param == "prompt":  # the union's branch messages say nothing useful
+            raise InvalidRequest("prompt must be text or a JSON object", param=param) from None
+        where = ".".join(loc) or "body"
+        raise InvalidRequest(f"{where}: {detail['msg']}", param=param) from None

@@ -1,0 +1,164 @@
+"""The wire format: request fields and response bodies of the images API, as pydantic models.
+
+The request models serve two purposes: they validate what clients send (JSON strictly, form
+fields as text converted to numbers) and they describe both body forms in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QUALITY = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
+
+
+class ImageFields(BaseModel):
+    """Fields shared by generations and edits, in JSON or in a multipart form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | dict[str, Any] | None = Field(
+        None, description="Text in any language, or a structured JSON prompt (an object)."
+    )
+    model: str | None = Field(None, description="A model this server serves (GET /v1/models); default the first.")
+    n: int | None = Field(None, description="Number of images, 1-10. Image i uses seed + i.")
+    size: str | None = Field(None, description='"WIDTHxHEIGHT" or "auto". Or give width and height.')
+    width: int | None = Field(None, description="Output width in pixels: a multiple of 16.")
+    height: int | None = Field(None, description="Output height in pixels: a multiple of 16.")
+    response_format: Literal["b64_json", "url"] | None = Field(None, description="Default b64_json.")
+    output_format: str | None = Field(None, description="png (default), jpeg (or jpg) or webp.")
+    output_compression: int | None = Field(None, description="0-100: quality loss for jpeg/webp, effort for png.")
+    quality: QUALITY | None = Field(
+        None,
+        description="A step preset: low = half the model's default steps, auto/medium/standard = default, "
+        "high/hd = 1.5x, xhigh/max = 2x, within the model's range. Step-distilled models run their "
+        "fixed steps at every quality. Send quality or steps, not both.",
+    )
+    background: Literal["auto", "opaque", "transparent"] | None = Field(
+        None, description="FLUX makes opaque images; transparent is refused."
+    )
+    moderation: Literal["auto", "low"] | None = Field(None, description="Accepted; fluxserve does not moderate.")
+    user: str | None = Field(None, max_length=256, description="An end-user id, recorded with the job.")
+    safety_identifier: str | None = Field(None, max_length=256, description="Recorded with the job, like user.")
+    stream: bool | None = Field(None, description="Streaming is not available yet; true is refused.")
+    partial_images: int | None = Field(None, description="Only with stream, which is not available yet.")
+    seed: int | None = Field(None, description="Seed of the first image, 0 to 4294967295. Default: random.")
+    steps: int | None = Field(None, description="Denoising steps. Default: the model's (see /v1/models).")
+    guidance: float | None = Field(None, description="Guidance scale, for models that use it.")
+
+
+class JsonImageBody(ImageFields):
+    """The JSON body. References are base64 strings or ``data:image/...;base64,`` URLs."""
+
+    input: str | dict[str, Any] | None = Field(None, description="Another name for prompt.")
+    images: list[str] | None = Field(None, description="Reference images as data URLs (or base64).")
+    input_image: str | None = Field(None, description="First reference image, base64 or data URL (BFL style).")
+    input_image_2: str | None = None
+    input_image_3: str | None = None
+    input_image_4: str | None = None
+    input_image_5: str | None = None
+    input_image_6: str | None = None
+    input_image_7: str | None = None
+    input_image_8: str | None = None
+
+
+class FormImageBody(ImageFields):
+    """The multipart body: the same fields as text, reference images as file parts."""
+
+    image: list[bytes] | None = Field(None, description="Reference image file(s); also sent as image[].")
+    input_image_0: bytes | None = Field(None, description="Reference files input_image_0, input_image_1, ...")
+    mask: bytes | None = Field(None, description="Refused: no served model supports masks.")
+
+
+def _form_schema() -> dict[str, Any]:
+    schema = FormImageBody.model_json_schema()
+    file = {"type": "string", "format": "binary"}
+    schema["properties"]["image[]"] = {"type": "array", "items": file, "description": "Reference image files."}
+    for index in range(1, 10):
+        schema["properties"][f"input_image_{index}"] = dict(file)
+    return schema
+
+
+def images_request_body(*, required_images: bool) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of the images endpoints: both body forms."""
+    json_schema = JsonImageBody.model_json_schema()
+    form_schema = _form_schema()
+    if required_images:
+        form_schema["description"] = "Send one image, or several as image[] (or input_image_0, input_image_1, ...)."
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": json_schema}, "multipart/form-data": {"schema": form_schema}},
+    }
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str = Field(description="The exact text the model received.")
+    prompt: str = Field(description="The same text (the reference system's field name).")
+    seed: int = Field(description="Generate with this seed and n=1 to get this image alone.")
+
+
+class ImageUsage(BaseModel):
+    input_megapixels: float = Field(description="Reference pixels the model saw (1 megapixel = 1024x1024).")
+    output_megapixels: float
+    steps: int = Field(description="Denoising steps, summed over the images.")
+    images: int
+
+
+class ImagesResponse(BaseModel):
+    id: str = Field(description="The job id (also in the X-Job-Id header).")
+    object: Literal["image.generation", "image.edit"]
+    created: int
+    model: str
+    data: list[ImageData]
+    output_format: Literal["png", "jpeg", "webp"]
+    size: str
+    quality: str | None = None
+    background: Literal["opaque"] = "opaque"
+    usage: ImageUsage
+
+
+class ModelCapabilities(BaseModel):
+    family: str
+    min_side: int
+    max_side: int
+    max_megapixels: float
+    size_multiple: int
+    max_aspect_ratio: float
+    default_size: str
+    max_reference_images: int
+    default_steps: int
+    min_steps: int
+    max_steps: int
+    guidance: bool
+    default_guidance: float | None
+    min_guidance: float | None
+    max_guidance: float | None
+    max_images: int
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "fluxserve"
+    status: Literal["loading", "ready", "failed"]
+    capabilities: ModelCapabilities | None = Field(None, description="Known once the model has loaded.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

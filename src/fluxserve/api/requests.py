@@ -1,0 +1,137 @@
+"""Resolve a parsed images request against a model into a job spec: every default filled in.
+
+Runs off the event loop (it decodes and scales the reference images). The spec it returns is
+deterministic: the seed is drawn here and recorded, so the job can run again after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from fluxserve.api.parsing import ImageRequest
+from fluxserve.api.protocol import ImageFields
+from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.engines.validation import MEGAPIXEL, parse_size, validate
+from fluxserve.errors import InvalidRequest
+from fluxserve.imaging.decode import DecodeLimits, decode_image
+from fluxserve.imaging.encode import ImageFormat, check_compression
+from fluxserve.jobs.models import JobSpec
+from fluxserve.settings import Settings
+
+# quality -> multiple of the model's default steps (clamped to its range).
+QUALITY_STEPS = {
+    "low": 0.5,
+    "medium": 1.0,
+    "auto": 1.0,
+    "standard": 1.0,
+    "high": 1.5,
+    "hd": 1.5,
+    "xhigh": 2.0,
+    "max": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    spec: JobSpec
+    references: list[Image.Image]
+
+
+def steps_for_quality(quality: str, caps: Capabilities) -> int:
+    """The step count a quality preset means for a model (documented in the README)."""
+    if caps.fixed_steps:
+        return caps.default_steps
+    wanted = round(caps.default_steps * QUALITY_STEPS[quality])
+    return max(caps.min_steps, min(caps.max_steps, wanted))
+
+
+def _size(fields: ImageFields) -> tuple[int | None, int | None]:
+    size = parse_size(fields.size) if fields.size is not None else None
+    if size is not None and fields.width is not None and (fields.width, fields.height) != size:
+        raise InvalidRequest(f"size {fields.size} and width/height {fields.width}x{fields.height} disagree; send one")
+    if size is not None:
+        return size
+    return fields.width, fields.height
+
+
+def _steps(fields: ImageFields, caps: Capabilities) -> int | None:
+    if fields.quality is None or fields.quality == "auto":
+        return fields.steps
+    if fields.steps is not None:
+        raise InvalidRequest("send steps or quality, not both (quality is a step preset)", param="quality")
+    return steps_for_quality(fields.quality, caps)
+
+
+def _check_unsupported(request: ImageRequest) -> None:
+    fields = request.fields
+    if request.mask:
+        raise InvalidRequest(
+            "masks are not supported: FLUX edits the whole image from the prompt; send the image without a mask",
+            param="mask",
+        )
+    if fields.background == "transparent":
+        raise InvalidRequest("FLUX makes opaque images; omit background or send opaque", param="background")
+    if fields.stream:
+        raise InvalidRequest("streaming is not available yet; omit stream", param="stream")
+    if fields.partial_images:
+        raise InvalidRequest("partial_images needs stream, which is not available yet", param="partial_images")
+
+
+def _decode(request: ImageRequest, settings: Settings) -> list[Image.Image]:
+    limits = DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=int(settings.max_upload_megapixels * 1e6))
+    return [decode_image(raw.data, param=raw.param, limits=limits) for raw in request.images]
+
+
+def resolve(
+    request: ImageRequest, *, model: str, caps: Capabilities, operation: str, settings: Settings
+) -> ResolvedRequest:
+    """Check everything and fill in every default; raise :class:`InvalidRequest` otherwise."""
+    fields = request.fields
+    _check_unsupported(request)
+    if fields.prompt is None:
+        raise InvalidRequest("prompt is required", param="prompt")
+    if operation == "edit" and not request.images:
+        raise InvalidRequest("an edit needs at least one image (image or image[])", param="image")
+    fmt = ImageFormat.parse(fields.output_format or "png")
+    check_compression(fields.output_compression)
+    width, height = _size(fields)
+    if (width is None) != (height is None):
+        raise InvalidRequest("send both width and height, or neither", param="width" if width is None else "height")
+    resolved = validate(
+        GenerationRequest(
+            prompt=fields.prompt,  # type: ignore[arg-type]  # validate() serialises a structured prompt
+            references=_decode(request, settings),
+            width=width,
+            height=height,
+            steps=_steps(fields, caps),
+            guidance=fields.guidance,
+            seed=fields.seed,
+            n=1 if fields.n is None else fields.n,
+        ),
+        caps,
+    )
+    assert resolved.width is not None
+    assert resolved.height is not None
+    assert resolved.steps is not None
+    assert resolved.seed is not None
+    spec = JobSpec(
+        model=model,
+        operation=operation,
+        prompt=resolved.prompt,
+        width=resolved.width,
+        height=resolved.height,
+        steps=resolved.steps,
+        guidance=resolved.guidance,
+        seed=resolved.seed,
+        n=resolved.n,
+        output_format=fmt.value,
+        output_compression=fields.output_compression,
+        response_format=fields.response_format or "b64_json",
+        references=len(resolved.references),
+        input_megapixels=round(sum(im.width * im.height for im in resolved.references) / MEGAPIXEL, 4),
+        quality=fields.quality,
+        user=fields.user or fields.safety_identifier,
+    )
+    return ResolvedRequest(spec, resolved.references)

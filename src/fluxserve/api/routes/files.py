@@ -1,0 +1,58 @@
+"""GET /v1/images/files/{job_id}/{index}.{ext}: the images of ``url`` responses.
+
+The path only selects a job record and an index; the file's location comes from the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse
+
+from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.serving import context
+from fluxserve.errors import NotFound
+from fluxserve.imaging.encode import ImageFormat
+from fluxserve.jobs.models import JobStatus
+from fluxserve.jobs.service import JobService
+from fluxserve.storage.files import is_job_id
+
+router = APIRouter(tags=["images"])
+
+_NAME = re.compile(r"(\d{1,2})\.(png|jpg|webp)")
+# Results never change once written; the id is unguessable but the file is still someone's.
+CACHE_CONTROL = "private, max-age=31536000, immutable"
+
+
+def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, ImageFormat]:
+    """The stored file behind a result URL, or NotFound."""
+    missing = NotFound(f"no image {job_id}/{name}")
+    match = _NAME.fullmatch(name)
+    if not is_job_id(job_id) or match is None:
+        raise missing
+    job = service.store.get(job_id)
+    if job is None or job.status is not JobStatus.SUCCEEDED:
+        raise missing
+    fmt = ImageFormat(job.spec.output_format)
+    index = int(match.group(1))
+    if match.group(2) != fmt.extension or index >= len(job.outputs):
+        raise missing
+    return str(service.files.output_path(job_id, index, fmt.extension)), fmt
+
+
+@router.get(
+    "/v1/images/files/{job_id}/{name}",
+    summary="Download one generated image",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."},
+        404: {"model": ErrorBody, "description": "No such image."},
+    },
+)
+async def image_file(job_id: str, name: str, request: Request) -> FileResponse:
+    path, fmt = await asyncio.to_thread(locate_output, context(request).service, job_id, name)
+    headers = {"cache-control": CACHE_CONTROL, "x-content-type-options": "nosniff"}
+    return FileResponse(path, media_type=fmt.media_type, headers=headers)

@@ -1,0 +1,129 @@
+"""The images endpoints' work: parse, resolve, queue a job, wait for it, answer in OpenAI's shape.
+
+Handlers never touch a pipeline: they queue a job and wait for its completion event. Everything
+slow or CPU-bound (decoding references, reading files, base64, JSON) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fluxserve.api.errors import mark_job_started
+from fluxserve.api.parsing import read_image_request
+from fluxserve.api.protocol import ImageData, ImagesResponse, ImageUsage
+from fluxserve.api.requests import resolve
+from fluxserve.errors import GenerationCancelled, JobFailed, ModelUnavailable
+from fluxserve.imaging.encode import ImageFormat
+from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.service import JobService
+from fluxserve.settings import Settings
+
+log = logging.getLogger("fluxserve.api")
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What handlers need, kept on ``app.state.context``."""
+
+    settings: Settings
+    service: JobService
+    started: int
+
+
+def context(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.context
+    return ctx
+
+
+async def serve_images(request: Request, operation: str) -> Response:
+    ctx = context(request)
+    parsed = await read_image_request(request, ctx.settings)
+    model = parsed.fields.model or ctx.service.default_model
+    caps = ctx.service.capabilities(model)
+    resolved = await asyncio.to_thread(
+        resolve, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings
+    )
+    job = await asyncio.to_thread(ctx.service.submit, resolved.spec, resolved.references)
+    mark_job_started(request, job.id)
+    finished = await _wait_unless_disconnected(request, ctx.service, job.id)
+    if finished is None:
+        return Response(status_code=499)  # nobody is listening any more
+    _raise_if_unsuccessful(finished)
+    body = await asyncio.to_thread(render_images_response, finished, ctx.service, _base_url(request, ctx.settings))
+    return Response(body, media_type="application/json", headers={"x-job-id": job.id})
+
+
+async def _wait_unless_disconnected(request: Request, service: JobService, job_id: str) -> Job | None:
+    """The finished job; or None when the client left first (its job is canceled if not started)."""
+    waiting = asyncio.ensure_future(service.wait(job_id))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if waiting.done():
+        return waiting.result()
+    waiting.cancel()
+    if await asyncio.to_thread(service.cancel_if_queued, job_id):
+        log.info("job %s canceled: its client disconnected before it started", job_id)
+    else:
+        log.info("job %s goes on: its client disconnected, the result will be kept", job_id)
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _raise_if_unsuccessful(job: Job) -> None:
+    if job.status is JobStatus.CANCELED:
+        raise GenerationCancelled(f"job {job.id} was canceled")
+    if job.status is JobStatus.FAILED:
+        message = job.error_message or "the generation failed"
+        if job.error_type == ModelUnavailable.code:
+            raise ModelUnavailable(message)
+        raise JobFailed(message, code=job.error_type or "generation_failed")
+
+
+def _base_url(request: Request, settings: Settings) -> str:
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def file_url(base_url: str, job: Job, index: int) -> str:
+    extension = ImageFormat(job.spec.output_format).extension
+    return f"{base_url}/v1/images/files/{job.id}/{index}.{extension}"
+
+
+def render_images_response(job: Job, service: JobService, base_url: str) -> bytes:
+    """The OpenAI-shaped body for a succeeded job (reads its files for ``b64_json``)."""
+    spec = job.spec
+    assert job.usage is not None
+    data = []
+    for output in job.outputs:
+        item = ImageData(revised_prompt=spec.prompt, prompt=spec.prompt, seed=output.seed)
+        if spec.response_format == "url":
+            item.url = file_url(base_url, job, output.index)
+        else:
+            path = service.files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
+            item.b64_json = base64.b64encode(path.read_bytes()).decode("ascii")
+        data.append(item)
+    body = ImagesResponse(
+        id=job.id,
+        object="image.edit" if spec.operation == "edit" else "image.generation",
+        created=int(job.created_at),
+        model=spec.model,
+        data=data,
+        output_format=ImageFormat(spec.output_format).value,
+        size=f"{spec.width}x{spec.height}",
+        quality=spec.quality,
+        usage=ImageUsage(**job.usage.to_json()),
+    )
+    return json.dumps(body.model_dump(exclude_none=True), separators=(",", ":")).encode()

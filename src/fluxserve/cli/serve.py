@@ -1,0 +1,28 @@
+"""``fluxserve serve``: build the settings, the app, and run it under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fluxserve.settings import Settings, load_settings
+
+
+def build_settings(overrides: dict[str, Any], config_file: Path | None) -> Settings:
+    return load_settings(overrides, config_file=config_file)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from fluxserve.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("fluxserve")
+    log.info("data in %s; models: %s", settings.data_dir, ", ".join(settings.models))
+    log.info("serving on http://%s:%d (OpenAPI at /docs)", settings.host, settings.port)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=10
+    )

@@ -1,0 +1,103 @@
+"""What a job is: the resolved request it runs, its state, and its result."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from fluxserve.engines.base import Progress
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def new_job_id() -> str:
+    """An unguessable id: 144 random bits."""
+    return "job_" + secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A fully resolved request: running it again gives the same images."""
+
+    model: str
+    operation: str  # "generation" or "edit"
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float | None
+    seed: int
+    n: int
+    output_format: str
+    output_compression: int | None
+    response_format: str
+    references: int = 0
+    input_megapixels: float = 0.0
+    quality: str | None = None
+    user: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    index: int
+    seed: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_megapixels: float
+    output_megapixels: float
+    steps: int
+    images: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    spec: JobSpec
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    outputs: list[OutputImage] = field(default_factory=list)
+    usage: Usage | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job, as watchers see it."""
+
+    job_id: str
+    type: str  # queued, started, progress, completed, failed, canceled
+    progress: Progress | None = None
+    job: Job | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in ("completed", "failed", "canceled")

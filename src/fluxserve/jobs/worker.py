@@ -1,0 +1,209 @@
+"""One worker thread per model: it alone owns the engine, and runs that model's jobs in order.
+
+Encoding and writing the images happen on a shared thread pool, so the worker starts the next
+job while the last one is still being encoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Executor
+from enum import StrEnum
+
+from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
+from fluxserve.engines.validation import MEGAPIXEL
+from fluxserve.errors import FluxserveError, GenerationCancelled
+from fluxserve.imaging.encode import ImageFormat
+from fluxserve.imaging.outputs import encode_result
+from fluxserve.jobs.events import EventBus
+from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, Usage
+from fluxserve.jobs.store import JobStore
+from fluxserve.storage.files import FileStore
+
+log = logging.getLogger("fluxserve.worker")
+
+
+class WorkerState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ModelWorker:
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        *,
+        store: JobStore,
+        files: FileStore,
+        bus: EventBus,
+        encoder: Executor,
+        warmup: bool,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.state = WorkerState.LOADING
+        self.load_error: str | None = None
+        self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._wakeup = threading.Condition()
+        self._running: tuple[str, threading.Event] | None = None
+        self._stopping = False
+        self._seconds_per_job = 1.0
+        self._thread = threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)
+
+    # -- called from other threads -------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._wakeup:
+            self._stopping = True
+            if self._running is not None:
+                self._running[1].set()
+            self._wakeup.notify_all()
+        self._thread.join(timeout)
+
+    def enqueue(self, job_id: str) -> None:
+        with self._wakeup:
+            self._pending[job_id] = None
+            self._wakeup.notify()
+
+    @property
+    def queued(self) -> int:
+        with self._wakeup:
+            return len(self._pending)
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job to run; None when not waiting."""
+        with self._wakeup:
+            for position, pending in enumerate(self._pending, start=1):
+                if pending == job_id:
+                    return position
+        return None
+
+    def retry_after(self) -> int:
+        """Seconds until a new job could be admitted, from the observed job duration."""
+        return max(1, round(self._seconds_per_job * (self.queued + 1)))
+
+    def cancel(self, job_id: str) -> None:
+        """Drop a queued job, or stop a running one at its next step."""
+        with self._wakeup:
+            self._pending.pop(job_id, None)
+            if self._running is not None and self._running[0] == job_id:
+                self._running[1].set()
+
+    # -- the worker thread -----------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self.engine.load()
+            if self._warmup:
+                self._warm_up()
+        except Exception as error:
+            self.load_error = str(error)
+            self.state = WorkerState.FAILED
+            log.error("model %s failed to load: %s", self.name, error)
+            self._fail_waiting(error)
+            return
+        self.state = WorkerState.READY
+        log.info("model %s is ready", self.name)
+        while (job_id := self._next()) is not None:
+            self._process(job_id)
+
+    def _warm_up(self) -> None:
+        caps = self.engine.capabilities
+        size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
+        steps = caps.default_steps if caps.fixed_steps else caps.min_steps
+        self.engine.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
+
+    def _next(self) -> str | None:
+        with self._wakeup:
+            while not self._pending and not self._stopping:
+                self._wakeup.wait()
+            if self._stopping:
+                return None
+            job_id, _ = self._pending.popitem(last=False)
+            self._running = (job_id, threading.Event())
+            return job_id
+
+    def _fail_waiting(self, error: Exception) -> None:
+        with self._wakeup:
+            waiting, self._pending = list(self._pending), OrderedDict()
+        for job_id in waiting:
+            self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded: {error}")
+
+    def _process(self, job_id: str) -> None:
+        assert self._running is not None
+        cancel = self._running[1]
+        try:
+            if not self._store.mark_running(job_id):
+                return  # canceled while it waited
+            job = self._store.get(job_id)
+            assert job is not None
+            self._bus.publish(JobEvent(job_id, "started", job=job))
+            started = time.perf_counter()
+            result = self.engine.generate(self._request(job), progress=self._reporter(job_id), cancel=cancel)
+            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
+            self._encoder.submit(self._finish, job, result)
+        except GenerationCancelled:
+            if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING):
+                self._bus.publish(JobEvent(job_id, "canceled", job=self._store.get(job_id)))
+        except FluxserveError as error:
+            self._fail(job_id, error.code, str(error))
+        except Exception:
+            log.exception("job %s failed", job_id)
+            self._fail(job_id, "server_error", "the generation failed unexpectedly; see the server log")
+        finally:
+            with self._wakeup:
+                self._running = None
+
+    def _request(self, job: Job) -> GenerationRequest:
+        spec = job.spec
+        return GenerationRequest(
+            prompt=spec.prompt,
+            references=self._files.read_references(job.id, spec.references),
+            width=spec.width,
+            height=spec.height,
+            steps=spec.steps,
+            guidance=spec.guidance,
+            seed=spec.seed,
+            n=spec.n,
+        )
+
+    def _reporter(self, job_id: str) -> ProgressCallback:
+        def report(progress: Progress) -> None:
+            self._bus.publish(JobEvent(job_id, "progress", progress=progress))
+
+        return report
+
+    def _finish(self, job: Job, result: GenerationResult) -> None:
+        """On the encoder pool: encode, write atomically, then mark the job done."""
+        try:
+            fmt = ImageFormat(job.spec.output_format)
+            encoded = encode_result(result, fmt, compression=job.spec.output_compression)
+            outputs = []
+            for index, image in enumerate(encoded):
+                self._files.write_output(job.id, index, fmt.extension, image.data)
+                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
+            if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result)):
+                self._bus.publish(JobEvent(job.id, "completed", job=self._store.get(job.id)))
+        except Exception:
+            log.exception("job %s: encoding or writing failed", job.id)
+            self._fail(job.id, "server_error", "the images could not be saved; see the server log")
+
+    def _fail(self, job_id: str, error_type: str, message: str) -> None:
+        self._store.mark_failed(job_id, error_type, message)
+        self._bus.publish(JobEvent(job_id, "failed", job=self._store.get(job_id)))
+
+
+def usage_of(spec: JobSpec, result: GenerationResult) -> Usage:
+    return Usage(
+        input_megapixels=spec.input_megapixels,
+        output_megapixels=round(len(result.images) * result.width * result.height / MEGAPIXEL, 4),
+        steps=result.steps * len(result.images),
+        images=len(result.images),
+    )

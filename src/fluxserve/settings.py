@@ -1,0 +1,110 @@
+"""Server settings: one object, built once at start-up and passed down.
+
+Values come from, highest first: command-line flags, environment variables (``FLUXSERVE_*``;
+``FLUXSERVE_MODELS`` is comma-separated), a TOML config file (``--config``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.errors import InvalidRequest
+
+DEFAULT_MODEL = "flux.2-klein-4b"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "fluxserve"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    device: str | None = None
+    dtype: str | None = None
+    offload: Literal["none", "model", "sequential"] = "none"
+    allow_download: bool = True
+    warmup: bool = True
+    public_url: str | None = None
+    """The server's address as clients see it (behind a proxy); image URLs start with it."""
+    max_queue: int = Field(64, ge=1)
+    """Jobs waiting per model before new requests get 429."""
+    max_body_mb: float = Field(64, gt=0)
+    max_upload_mb: float = Field(20, gt=0)
+    max_uploads: int = Field(10, ge=1)
+    max_upload_megapixels: float = Field(40, gt=0)
+    encode_threads: int = Field(2, ge=1)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each model may be listed once")
+        return value
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            cache_dir=self.cache_dir,
+            device=self.device,
+            dtype=self.dtype,
+            offload=self.offload,
+            allow_download=self.allow_download,
+        )
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(f"FLUXSERVE_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the sources and validate; a bad value is an :class:`InvalidRequest` naming it."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values.update(tomllib.loads(config_file.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise InvalidRequest(f"cannot read config file {config_file}: {error}", param="config") from None
+    values.update(_from_env(os.environ if environ is None else environ))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        detail = error.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in detail["loc"]) or "settings"
+        raise InvalidRequest(f"setting {field}: {detail['msg']}", param=field) from None
