@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from fluxserve.api.app import create_app
+from fluxserve.settings import Settings
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
@@ -36,3 +42,38 @@ def engines(options: EngineOptions) -> Iterator[dict[str, DiffusersEngine]]:
 @pytest.fixture
 def klein(engines: dict[str, DiffusersEngine]) -> DiffusersEngine:
     return engines["tiny-random"]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
+    """Settings for a test server: its own data folder, the session's tiny models, no warm-up."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "cache_dir": cache_dir,
+            "models": ["tiny-random"],
+            "warmup": False,
+            "allow_download": False,
+        }
+        return Settings(**{**values, **overrides})
+
+    return build
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings], engines: dict[str, DiffusersEngine]) -> Callable[..., FastAPI]:
+    """An app serving already-loaded tiny engines (``models=[...]`` picks which)."""
+
+    def build(**overrides: Any) -> FastAPI:
+        settings = make_settings(**overrides)
+        return create_app(settings, {name: engines[name] for name in settings.models})
+
+    return build
+
+
+@pytest.fixture
+def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
+    """The app in-process, serving tiny-random, tiny-random-base and tiny-random-flux1."""
+    with TestClient(make_app(models=["tiny-random", "tiny-random-base", "tiny-random-flux1"])) as test_client:
+        yield test_client

@@ -46,6 +46,8 @@ class Settings(BaseModel):
     max_upload_mb: float = Field(20, gt=0)
     max_uploads: int = Field(10, ge=1)
     max_upload_megapixels: float = Field(40, gt=0)
+    max_output_megapixels: float = Field(40, gt=0)
+    """Output megapixels one request may ask for (n x width x height)."""
     encode_threads: int = Field(2, ge=1)
 
     @field_validator("models", mode="before")

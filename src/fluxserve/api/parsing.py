@@ -56,7 +56,7 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         return _from_json(await request.body(), settings)
-    if media_type == "multipart/form-data":
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _from_form(request, settings)
     raise UnsupportedMediaType(
         f"content type {media_type or '(none)'!r} is not accepted; send application/json or multipart/form-data"
@@ -118,13 +118,18 @@ def _decode_base64(value: str, param: str, settings: Settings) -> bytes:
 
 
 async def _from_form(request: Request, settings: Settings) -> ImageRequest:
-    form = await request.form(max_files=settings.max_uploads + 2, max_fields=64)
-    values: dict[str, Any] = {}
-    images: list[tuple[int, RawImage]] = []
-    forms: set[str] = set()
-    mask = False
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
+    async with request.form(max_files=settings.max_uploads + 2, max_fields=64) as form:
+        items = list(form.multi_items())
+        values: dict[str, Any] = {}
+        images: list[tuple[int, RawImage]] = []
+        forms: set[str] = set()
+        mask = False
+        for key, value in items:
+            if not isinstance(value, UploadFile):
+                if key in values:
+                    raise InvalidRequest(f"{key} was sent more than once", param=key)
+                values[key] = _form_value(key, value)
+                continue
             match = _FORM_FILE.fullmatch(key)
             if match is None:
                 raise InvalidRequest(f"unexpected file field {key!r}", param=key)
@@ -132,14 +137,10 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
             if key == "mask":
                 mask = True
                 continue
-            forms.add("input_image" if match.group(1) is not None else "image")
-            order = int(match.group(1)) if match.group(1) is not None else len(images)
-            param = key if match.group(1) is not None else f"image[{len(images)}]"
-            images.append((order, RawImage(param, data)))
-        elif key in values:
-            raise InvalidRequest(f"{key} was sent more than once", param=key)
-        else:
-            values[key] = _form_value(key, value)
+            numbered = match.group(1) is not None
+            forms.add("input_image" if numbered else "image")
+            order = int(match.group(1)) if numbered else len(images)
+            images.append((order, RawImage(key if numbered else f"image[{len(images)}]", data)))
     if len(forms) > 1:
         raise InvalidRequest("send reference images either as image / image[] or as input_image_0, input_image_1, ...")
     _check_count(len(images), settings)

@@ -79,6 +79,15 @@ def _check_unsupported(request: ImageRequest) -> None:
         raise InvalidRequest("partial_images needs stream, which is not available yet", param="partial_images")
 
 
+def _check_output_budget(pixels: int, settings: Settings) -> None:
+    if pixels > settings.max_output_megapixels * MEGAPIXEL:
+        raise InvalidRequest(
+            f"this request asks for {pixels / MEGAPIXEL:.1f} megapixels of images; this server allows "
+            f"{settings.max_output_megapixels:g} per request: lower n or the size",
+            param="n",
+        )
+
+
 def _decode(request: ImageRequest, settings: Settings) -> list[Image.Image]:
     limits = DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=int(settings.max_upload_megapixels * 1e6))
     return [decode_image(raw.data, param=raw.param, limits=limits) for raw in request.images]
@@ -116,6 +125,7 @@ def resolve(
     assert resolved.height is not None
     assert resolved.steps is not None
     assert resolved.seed is not None
+    _check_output_budget(resolved.n * resolved.width * resolved.height, settings)
     spec = JobSpec(
         model=model,
         operation=operation,

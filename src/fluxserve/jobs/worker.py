@@ -78,6 +78,11 @@ class ModelWorker:
         with self._wakeup:
             return len(self._pending)
 
+    @property
+    def running_job(self) -> str | None:
+        with self._wakeup:
+            return None if self._running is None else self._running[0]
+
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when not waiting."""
         with self._wakeup:
