@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -21,3 +23,16 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     base = np.stack([np.sin(x / 37 + y / 53), np.cos(y / 29), np.sin((x + y) / 61)], axis=-1) * 100 + 128
     pixels = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
+
+
+def png_bomb(side: int) -> bytes:
+    """A real PNG of side x side black pixels (1 bit each): a few hundred KB that inflate enormously."""
+    row = b"\x00" + b"\x00" * ((side + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

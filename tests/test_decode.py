@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from fluxserve.errors import InvalidImage
 from fluxserve.imaging.decode import DecodeLimits, decode_image
-from tests.helpers import photo
+from tests.helpers import photo, png_bomb
 
 
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_bomb(side: int) -> bytes:
-    """A real PNG of side x side black pixels (1 bit each): a few hundred KB that inflate enormously."""
-    row = b"\x00" + b"\x00" * ((side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
@@ -98,3 +83,10 @@ def test_empty_and_oversized_payloads() -> None:
         decode_image(b"")
     with pytest.raises(InvalidImage, match="the limit is 1 MB"):
         decode_image(b"\x89PNG" + b"\x00" * 2_000_000, limits=DecodeLimits(max_bytes=1_000_000))
+
+
+def test_a_jpeg_cut_inside_its_header_is_an_error() -> None:
+    data = encoded(photo(128, 128), "JPEG")
+    for cut in (300, 600):
+        with pytest.raises(InvalidImage, match="truncated or corrupt"):
+            decode_image(data[:cut], param="input_image")

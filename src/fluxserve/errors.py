@@ -66,6 +66,7 @@ class NotFound(FluxserveError):
 
 class UnknownModel(FluxserveError):
     code = "model_not_found"
+    param = "model"
 
 
 class ModelUnavailable(FluxserveError):

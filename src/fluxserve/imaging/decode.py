@@ -9,6 +9,7 @@ applied and the result is 8-bit RGB (transparency composited on white).
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -66,6 +67,10 @@ def decode_image(data: bytes, *, param: str = "image", limits: DecodeLimits | No
         if found is None:
             raise InvalidImage(f"{param} is not an image (send PNG, JPEG or WebP)", param=param) from None
         raise InvalidImage(f"{param} is {found}, which is not supported; send PNG, JPEG or WebP", param=param) from None
+    except (OSError, SyntaxError, ValueError, struct.error) as error:
+        raise InvalidImage(
+            f"{param} could not be read ({error}); it may be truncated or corrupt", param=param
+        ) from None
     with image:
         width, height = image.size
         if width * height > limits.max_pixels:
