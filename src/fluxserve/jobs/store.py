@@ -78,6 +78,11 @@ class JobStore:
         row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
 
+    def recent(self, limit: int = 50) -> list[Job]:
+        """The newest jobs first."""
+        rows = self._execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(row) for row in rows]
+
     def mark_running(self, job_id: str) -> bool:
         """Queued to running; False when the job is no longer queued (canceled meanwhile)."""
         cursor = self._execute(

@@ -1,0 +1,145 @@
+"""The queue behind the sync endpoints, on a real server: backpressure, disconnects, cancel.
+
+A "slow" job is a real one: tiny-random-base at 256x256 with 100 steps takes about a second
+on a laptop CPU, long enough to queue others behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from fluxserve.api.serving import ServerContext
+from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.worker import ModelWorker
+from tests.servers import serve_in_thread
+
+GENERATIONS = "/v1/images/generations"
+SLOW = {"model": "tiny-random-base", "prompt": "slow", "size": "256x256", "steps": 100}
+QUICK = {"model": "tiny-random-base", "prompt": "quick", "size": "64x64", "steps": 1}
+
+
+class Server:
+    def __init__(self, app: FastAPI, url: str) -> None:
+        self.app, self.url = app, url
+        self.context: ServerContext = app.state.context
+
+    @property
+    def worker(self) -> ModelWorker:
+        return self.context.service.workers["tiny-random-base"]
+
+    def jobs(self) -> list[Job]:
+        return self.context.service.store.recent()
+
+    def post_in_background(self, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        """Send a request on a thread; the returned dict gets "response" or "error" when it ends."""
+        outcome: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                outcome["response"] = httpx.post(self.url + GENERATIONS, json=body, timeout=timeout)
+            except httpx.HTTPError as error:
+                outcome["error"] = error
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        outcome["thread"] = thread
+        return outcome
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def server(make_app: Callable[..., FastAPI]) -> Iterator[Server]:
+    app = make_app(models=["tiny-random-base"], max_queue=1)
+    with serve_in_thread(app) as url:
+        yield Server(app, url)
+
+
+def test_a_full_queue_is_429_with_retry_after_and_loses_nothing(server: Server) -> None:
+    running = server.post_in_background(SLOW)
+    wait_for(lambda: server.worker.running_job is not None)
+    queued = server.post_in_background(QUICK)
+    wait_for(lambda: server.worker.queued == 1)
+
+    refused = httpx.post(server.url + GENERATIONS, json=QUICK, timeout=30)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert error["code"] == "queue_full"
+    assert "x-should-retry" not in refused.headers  # nothing was started: retrying is right
+
+    for outcome in (running, queued):
+        outcome["thread"].join(60)
+        assert outcome["response"].status_code == 200
+    assert sorted(job.status for job in server.jobs()) == [JobStatus.SUCCEEDED] * 2
+    assert httpx.post(server.url + GENERATIONS, json=QUICK, timeout=30).status_code == 200
+
+
+def test_a_client_that_leaves_before_its_job_starts_cancels_it(server: Server) -> None:
+    running = server.post_in_background(SLOW)
+    wait_for(lambda: server.worker.running_job is not None)
+    leaving = server.post_in_background(QUICK, timeout=0.5)
+    leaving["thread"].join(10)
+    assert isinstance(leaving["error"], httpx.ReadTimeout)
+
+    wait_for(lambda: any(job.status is JobStatus.CANCELED for job in server.jobs()), timeout=10)
+    running["thread"].join(60)
+    assert running["response"].status_code == 200
+    statuses = {job.spec.prompt: job.status for job in server.jobs()}
+    assert statuses == {"slow": JobStatus.SUCCEEDED, "quick": JobStatus.CANCELED}
+
+
+def test_a_client_that_leaves_after_its_job_started_finds_the_result_kept(server: Server) -> None:
+    leaving = server.post_in_background({**SLOW, "response_format": "url"}, timeout=0.3)
+    leaving["thread"].join(10)
+    assert isinstance(leaving["error"], httpx.ReadTimeout)
+
+    wait_for(lambda: server.jobs()[0].status.finished)
+    [job] = server.jobs()
+    assert job.status is JobStatus.SUCCEEDED
+    image = httpx.get(f"{server.url}/v1/images/files/{job.id}/0.png")
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+
+
+def test_a_failure_after_the_job_started_says_do_not_retry(server: Server) -> None:
+    waiting = server.post_in_background(SLOW)
+    wait_for(lambda: server.worker.running_job is not None)
+    job_id = server.worker.running_job
+    assert job_id is not None
+    server.context.service.cancel(job_id)  # someone else stops it mid-run
+
+    waiting["thread"].join(60)
+    response = waiting["response"]
+    assert response.status_code == 409
+    assert response.headers["x-should-retry"] == "false"
+    assert response.headers["x-job-id"] == job_id
+    assert response.json()["error"]["code"] == "cancelled"
+    assert server.context.service.get(job_id).status is JobStatus.CANCELED
+    assert not server.context.service.files.output_path(job_id, 0, "png").exists()
+
+
+def test_the_event_loop_stays_responsive_while_generating(server: Server) -> None:
+    running = server.post_in_background(SLOW)
+    wait_for(lambda: server.worker.running_job is not None)
+    answered = 0
+    while server.worker.running_job is not None and answered < 20:
+        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+        answered += 1
+    running["thread"].join(60)
+    assert running["response"].status_code == 200
+    assert answered > 0
