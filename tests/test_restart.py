@@ -1,0 +1,98 @@
+"""kill -9 with jobs queued and running: after a restart every accepted job finishes, once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fluxserve.engines.diffusers_engine import DiffusersEngine
+from tests.servers import ServerProcess
+
+SLOW = {"model": "tiny-random-base", "size": "256x256", "steps": 100, "response_format": "url"}
+
+
+def statuses(db: Path) -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute("SELECT id, status, attempts, spec FROM jobs").fetchall()
+    return {row["id"]: dict(row) for row in rows}
+
+
+def wait_for(condition: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def post_in_background(url: str, body: dict[str, Any]) -> threading.Thread:
+    def send() -> None:
+        try:
+            httpx.post(url + "/v1/images/generations", json=body, timeout=120)
+        except httpx.HTTPError:
+            pass  # the server is killed under it: expected
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
+    tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]
+) -> None:
+    data_dir = tmp_path / "data"
+    db = data_dir / "jobs.sqlite3"
+    server = ServerProcess(data_dir, cache_dir, ["tiny-random-base"])
+    try:
+        server.wait_ready()
+        done = httpx.post(
+            server.url + "/v1/images/generations", json={**SLOW, "prompt": "before", "steps": 2}, timeout=60
+        ).json()
+        done_file = data_dir / "outputs" / done["id"] / "0.png"
+        done_mtime = done_file.stat().st_mtime_ns
+
+        threads = [post_in_background(server.url, {**SLOW, "prompt": f"job {i}", "seed": i}) for i in range(4)]
+        wait_for(lambda: len(statuses(db)) == 5)  # all four accepted
+        wait_for(lambda: any(job["status"] == "running" for job in statuses(db).values()))
+        server.kill()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        server.stop()
+
+    before = statuses(db)
+    assert len(before) == 5
+    interrupted = [job_id for job_id, job in before.items() if job["status"] == "running"]
+    assert len(interrupted) == 1
+    assert sum(job["status"] == "queued" for job in before.values()) >= 2
+
+    restarted = ServerProcess(data_dir, cache_dir, ["tiny-random-base"])
+    try:
+        restarted.wait_ready()
+        wait_for(lambda: all(job["status"] == "succeeded" for job in statuses(db).values()))
+        after = statuses(db)
+        assert set(after) == set(before)
+        assert after[done["id"]]["attempts"] == 1
+        assert done_file.stat().st_mtime_ns == done_mtime  # a finished job is not run again
+        assert after[interrupted[0]]["attempts"] == 2
+
+        for job_id in after:
+            image = httpx.get(f"{restarted.url}/v1/images/files/{job_id}/0.png")
+            assert image.status_code == 200
+        # The interrupted job ran again from its recorded seed: the same image as a fresh request.
+        spec = json.loads(after[interrupted[0]]["spec"])
+        fresh = httpx.post(
+            restarted.url + "/v1/images/generations",
+            json={**SLOW, "prompt": spec["prompt"], "seed": spec["seed"]},
+            timeout=120,
+        ).json()
+        fresh_bytes = httpx.get(fresh["data"][0]["url"]).content
+        assert httpx.get(f"{restarted.url}/v1/images/files/{interrupted[0]}/0.png").content == fresh_bytes
+    finally:
+        restarted.stop()
