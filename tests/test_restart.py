@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -33,10 +34,8 @@ def wait_for(condition: Any, timeout: float = 120) -> None:
 
 def post_in_background(url: str, body: dict[str, Any]) -> threading.Thread:
     def send() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # the server is killed under it: expected
             httpx.post(url + "/v1/images/generations", json=body, timeout=120)
-        except httpx.HTTPError:
-            pass  # the server is killed under it: expected
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()

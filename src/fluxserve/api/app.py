@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,6 +25,21 @@ and OpenAI lacks (seed, steps, guidance, reference images, structured JSON promp
 request becomes a durable job. Errors have OpenAI's shape: `{"error": {"message", "type",
 "param", "code"}}`.
 """
+
+
+def _document_served_models(app: FastAPI, names: list[str]) -> None:
+    """The OpenAPI document lists the models this server serves as the ``model`` field's values."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for path in ("/v1/images/generations", "/v1/images/edits"):
+                for content in document["paths"][path]["post"]["requestBody"]["content"].values():
+                    content["schema"]["properties"]["model"]["anyOf"][0]["enum"] = names
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -> FastAPI:
@@ -48,6 +64,7 @@ def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) 
     errors.install(app)
     for module in (images, files, models, health):
         app.include_router(module.router)
+    _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestId)
     return app

@@ -13,22 +13,48 @@ from pydantic import BaseModel, ConfigDict, Field
 QUALITY = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 
 
+def _range(low: int, high: int) -> dict[str, Any]:
+    """Bounds for the OpenAPI document only: fluxserve's own checks give the better messages."""
+    return {"minimum": low, "maximum": high}
+
+
+def _side() -> dict[str, Any]:
+    return {"minimum": 64, "maximum": 4096, "multipleOf": 16}
+
+
 class ImageFields(BaseModel):
     """Fields shared by generations and edits, in JSON or in a multipart form."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: str | dict[str, Any] | None = Field(
-        None, description="Text in any language, or a structured JSON prompt (an object)."
+        None,
+        description="Required. Text in any language (up to 10,000 characters), or a structured JSON prompt "
+        "(an object).",
     )
     model: str | None = Field(None, description="A model this server serves (GET /v1/models); default the first.")
-    n: int | None = Field(None, description="Number of images, 1-10. Image i uses seed + i.")
-    size: str | None = Field(None, description='"WIDTHxHEIGHT" or "auto". Or give width and height.')
-    width: int | None = Field(None, description="Output width in pixels: a multiple of 16.")
-    height: int | None = Field(None, description="Output height in pixels: a multiple of 16.")
+    n: int | None = Field(
+        None, description="Number of images, 1-10. Image i uses seed + i.", json_schema_extra=_range(1, 10)
+    )
+    size: str | None = Field(
+        None,
+        description='"WIDTHxHEIGHT" or "auto" (the model\'s default, or the first reference\'s shape). '
+        "Or give width and height.",
+        json_schema_extra={"pattern": r"^(auto|[0-9]+x[0-9]+)$"},
+    )
+    width: int | None = Field(
+        None,
+        description="Output width in pixels: a multiple of 16 (limits: GET /v1/models).",
+        json_schema_extra=_side(),
+    )
+    height: int | None = Field(
+        None, description="Output height in pixels: a multiple of 16.", json_schema_extra=_side()
+    )
     response_format: Literal["b64_json", "url"] | None = Field(None, description="Default b64_json.")
     output_format: str | None = Field(None, description="png (default), jpeg (or jpg) or webp.")
-    output_compression: int | None = Field(None, description="0-100: quality loss for jpeg/webp, effort for png.")
+    output_compression: int | None = Field(
+        None, description="0-100: quality loss for jpeg/webp, effort for png.", json_schema_extra=_range(0, 100)
+    )
     quality: QUALITY | None = Field(
         None,
         description="A step preset: low = half the model's default steps, auto/medium/standard = default, "
@@ -43,8 +69,16 @@ class ImageFields(BaseModel):
     safety_identifier: str | None = Field(None, max_length=256, description="Recorded with the job, like user.")
     stream: bool | None = Field(None, description="Streaming is not available yet; true is refused.")
     partial_images: int | None = Field(None, description="Only with stream, which is not available yet.")
-    seed: int | None = Field(None, description="Seed of the first image, 0 to 4294967295. Default: random.")
-    steps: int | None = Field(None, description="Denoising steps. Default: the model's (see /v1/models).")
+    seed: int | None = Field(
+        None,
+        description="Seed of the first image, 0 to 4294967295. Default: random.",
+        json_schema_extra=_range(0, 2**32 - 1),
+    )
+    steps: int | None = Field(
+        None,
+        description="Denoising steps. Default and range: the model's (GET /v1/models).",
+        json_schema_extra=_range(1, 100),
+    )
     guidance: float | None = Field(None, description="Guidance scale, for models that use it.")
 
 
@@ -82,8 +116,8 @@ def _form_schema() -> dict[str, Any]:
 
 def images_request_body(*, required_images: bool) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of the images endpoints: both body forms."""
-    json_schema = JsonImageBody.model_json_schema()
-    form_schema = _form_schema()
+    json_schema = {**JsonImageBody.model_json_schema(), "required": ["prompt"]}
+    form_schema = {**_form_schema(), "required": ["prompt"]}
     if required_images:
         form_schema["description"] = "Send one image, or several as image[] (or input_image_0, input_image_1, ...)."
     return {
