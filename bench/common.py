@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import httpx
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -36,3 +43,33 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     """What the tiny random-weight models draw: the worst case for every codec."""
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+@contextmanager
+def fluxserve_server(models: list[str], **settings: str) -> Iterator[str]:
+    """``fluxserve serve`` in a child process on a free loopback port, ready; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as data_dir:
+        command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(port), "--data-dir", data_dir]
+        for model in models:
+            command += ["--model", model]
+        env = {**os.environ, **{f"FLUXSERVE_{key.upper()}": value for key, value in settings.items()}}
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the fluxserve server did not become ready")
+                try:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
