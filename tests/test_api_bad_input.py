@@ -202,3 +202,19 @@ def test_output_megapixels_per_request_are_limited(strict_client: TestClient) ->
     response = strict_client.post(GENERATIONS, json=body(size="512x512", n=3))
     assert_error_shape(response, 400, "n")
     assert "0.5" in response.json()["error"]["message"]
+
+
+def test_invalid_utf8_in_a_form_field_never_breaks_the_server(client: TestClient) -> None:
+    # Starlette's form parser falls back to Latin-1 for a part that is not UTF-8, so the bytes
+    # cannot be told apart afterwards; what matters here is no 5xx and service goes on.
+    boundary = "b0undary"
+    payload = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'.encode()
+        + b"\xff\xfe\xfd"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        GENERATIONS, content=payload, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code < 500
+    assert client.post(GENERATIONS, json=body()).status_code == 200
