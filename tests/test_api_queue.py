@@ -6,6 +6,7 @@ on a laptop CPU, long enough to queue others behind it.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -143,3 +144,24 @@ def test_the_event_loop_stays_responsive_while_generating(server: Server) -> Non
     running["thread"].join(60)
     assert running["response"].status_code == 200
     assert answered > 0
+
+
+def test_a_graceful_shutdown_leaves_the_running_job_to_resume(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(models=["tiny-random-base"])
+    with serve_in_thread(app) as url:
+        server = Server(app, url)
+        server.post_in_background(SLOW)
+        wait_for(lambda: server.worker.running_job is not None)
+        job_id = server.worker.running_job
+        assert job_id is not None
+        server.context.service.stop()  # what the lifespan does on SIGTERM
+    database = app.state.context.settings.data_dir / "jobs.sqlite3"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        [(status,)] = connection.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchall()
+    assert status == "running"  # not canceled: it was accepted, so it must still happen
+    reopened = make_app(models=["tiny-random-base"])
+    with serve_in_thread(reopened) as url:
+        service = reopened.state.context.service
+        wait_for(lambda: service.get(job_id).status.finished)
+        assert service.get(job_id).status is JobStatus.SUCCEEDED
+        assert service.get(job_id).attempts == 2

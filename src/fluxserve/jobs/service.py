@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
@@ -30,6 +31,7 @@ class JobService:
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
         self.files = FileStore(settings.data_dir)
         self.bus = EventBus()
+        self._admission = threading.Lock()
         self._encoder = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self.workers = {
             name: ModelWorker(
@@ -82,15 +84,17 @@ class JobService:
 
     def submit(self, spec: JobSpec, references: list[Image.Image]) -> Job:
         worker = self.worker(spec.model)
-        if worker.queued >= self.settings.max_queue:
-            retry = worker.retry_after()
-            raise QueueFull(
-                f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s", retry_after=retry
-            )
         job_id = new_job_id()
         self.files.write_references(job_id, references)
-        job = self.store.create(job_id, spec)
-        worker.enqueue(job_id)
+        with self._admission:  # check and enqueue as one step, so the bound holds under concurrency
+            if worker.queued >= self.settings.max_queue:
+                self.files.delete_job(job_id)
+                retry = worker.retry_after()
+                raise QueueFull(
+                    f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s", retry_after=retry
+                )
+            job = self.store.create(job_id, spec)
+            worker.enqueue(job_id)
         self.bus.publish(JobEvent(job_id, "queued", job=job))
         return job
 

@@ -155,6 +155,9 @@ class ModelWorker:
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
             self._encoder.submit(self._finish, job, result)
         except GenerationCancelled:
+            if self._stopping:  # shutting down: the job stays "running" and resumes at the next start
+                log.info("job %s interrupted by shutdown; it will run again at the next start", job_id)
+                return
             if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING):
                 self._bus.publish(JobEvent(job_id, "canceled", job=self._store.get(job_id)))
         except FluxserveError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class FileStore:
         """Store the prepared references losslessly, so a re-run sees the same pixels."""
         for index, image in enumerate(images):
             write_atomically(self.reference_path(job_id, index), encode_png(image, level=1))
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove every file of a job (its references and outputs)."""
+        for folder in ("references", "outputs"):
+            shutil.rmtree(self.root / folder / self._checked(job_id), ignore_errors=True)
 
     def read_references(self, job_id: str, count: int) -> list[Image.Image]:
         images = []
