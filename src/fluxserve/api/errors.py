@@ -58,6 +58,8 @@ def error_response(
     if job_id is not None:
         headers["x-should-retry"] = "false"
         headers["x-job-id"] = job_id
+    # The RequestId middleware stamps every response it sees, but the 500 handler answers from
+    # Starlette's outermost middleware, outside it: so errors carry the id themselves.
     request_id = getattr(request.state, "request_id", None)
     if request_id is not None:
         headers["x-request-id"] = request_id

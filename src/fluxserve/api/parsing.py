@@ -76,10 +76,7 @@ def _from_json(body: bytes, settings: Settings) -> ImageRequest:
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     fields = _validated(JsonImageBody, data, strict=True)
-    assert isinstance(fields, JsonImageBody)
-    images = _json_images(data, settings)
-    plain = ImageFields.model_validate(fields.model_dump(include=set(ImageFields.model_fields)))
-    return ImageRequest(plain, images)
+    return ImageRequest(fields, _json_images(data, settings))
 
 
 def _json_images(data: dict[str, Any], settings: Settings) -> list[RawImage]:
@@ -145,8 +142,7 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
         raise InvalidRequest("send reference images either as image / image[] or as input_image_0, input_image_1, ...")
     _check_count(len(images), settings)
     fields = _validated(FormImageBody, values, strict=False)
-    plain = ImageFields.model_validate(fields.model_dump(include=set(ImageFields.model_fields)))
-    return ImageRequest(plain, [image for _, image in sorted(images, key=lambda pair: pair[0])], mask)
+    return ImageRequest(fields, [image for _, image in sorted(images, key=lambda pair: pair[0])], mask)
 
 
 async def _read_upload(upload: UploadFile, key: str, settings: Settings) -> bytes:
@@ -176,12 +172,13 @@ def _check_count(count: int, settings: Settings) -> None:
 
 
 def _validated(model: type[ImageFields], data: dict[str, Any], *, strict: bool) -> ImageFields:
+    """Check ``data`` against the body model; return only the shared fields (images travel apart)."""
     if "input" in data:  # the reference system's other name for prompt
         if "prompt" in data:
             raise InvalidRequest("send prompt or input, not both", param="input")
         data["prompt"] = data.pop("input")
     try:
-        return model.model_validate(data, strict=strict)
+        checked = model.model_validate(data, strict=strict)
     except ValidationError as error:
         detail = error.errors(include_url=False)[0]
         loc = [str(part) for part in detail["loc"]]
@@ -192,3 +189,4 @@ def _validated(model: type[ImageFields], data: dict[str, Any], *, strict: bool) 
             raise InvalidRequest("prompt must be text or a JSON object", param=param) from None
         where = ".".join(loc) or "body"
         raise InvalidRequest(f"{where}: {detail['msg']}", param=param) from None
+    return ImageFields.model_validate(checked.model_dump(include=set(ImageFields.model_fields)))

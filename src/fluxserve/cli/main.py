@@ -11,9 +11,10 @@ import typer
 from fluxserve import __version__
 from fluxserve.cli.generate import GenerateArgs, run_generate
 from fluxserve.cli.models import print_models
-from fluxserve.cli.serve import build_settings, run_server
+from fluxserve.cli.serve import run_server
 from fluxserve.engines.loading import Offload, default_cache_dir
 from fluxserve.errors import FluxserveError, InvalidRequest
+from fluxserve.settings import load_settings
 
 app = typer.Typer(
     name="fluxserve",
@@ -125,7 +126,7 @@ def serve(
     overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir}
     if offline:
         overrides["allow_download"] = False
-    run_server(build_settings(overrides, config))
+    run_server(load_settings(overrides, config_file=config))
 
 
 @app.command()

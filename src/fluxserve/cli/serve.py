@@ -1,16 +1,10 @@
-"""``fluxserve serve``: build the settings, the app, and run it under uvicorn."""
+"""``fluxserve serve``: build the app from the settings and run it under uvicorn."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
-from fluxserve.settings import Settings, load_settings
-
-
-def build_settings(overrides: dict[str, Any], config_file: Path | None) -> Settings:
-    return load_settings(overrides, config_file=config_file)
+from fluxserve.settings import Settings
 
 
 def run_server(settings: Settings) -> None:

@@ -107,10 +107,8 @@ class JobService:
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job at once; ask a running one to stop at its next step."""
         job = self.get(job_id)
-        if self.cancel_if_queued(job_id):
-            return self.get(job_id)
         worker = self.workers.get(job.spec.model)
-        if worker is not None:
+        if not self.cancel_if_queued(job_id) and worker is not None:
             worker.cancel(job_id)
         return self.get(job_id)
 
