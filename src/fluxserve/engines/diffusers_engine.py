@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxserve.engines.base import (
     Capabilities,
@@ -24,6 +24,10 @@ from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
 from fluxserve.engines.validation import seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
+from fluxserve.imaging.preview import preview_from_tokens
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class _StopRequested(Exception):
@@ -109,12 +113,28 @@ class DiffusersEngine:
         cancel: threading.Event | None,
     ) -> Any:
         steps = request.steps or 1
+        family = self.family.key
+        assert request.width is not None
+        assert request.height is not None
+        width, height = request.width, request.height
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if cancel is not None and cancel.is_set():
                 raise _StopRequested()
             if progress is not None:
-                progress(Progress(index * steps + step + 1, request.n * steps, index, request.n))
+                latents = tensors["latents"]
+
+                def preview() -> Image.Image:
+                    # Reads batch item 0 (each call generates one image); copies, never writes.
+                    return preview_from_tokens(
+                        latents[0],
+                        family=family,
+                        width=width,
+                        height=height,
+                        vae_scale_factor=pipeline.vae_scale_factor,
+                    )
+
+                progress(Progress(index * steps + step + 1, request.n * steps, index, request.n, preview=preview))
             return {}
 
         return on_step_end
