@@ -11,6 +11,9 @@ statuses in one place; the engines and the CLI never speak HTTP.
     │   ├── PayloadTooLarge       a body or upload over the configured limits
     │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
     ├── NotFound                  no such job or file
+    ├── Conflict                  the request contradicts the job's state or an earlier request
+    │   ├── JobFinished           cancel of a job that has already finished
+    │   └── IdempotencyKeyReused  the same Idempotency-Key with a different request
     ├── UnknownModel              no model of that name, repository or folder
     ├── ModelUnavailable          a known model whose weights are not here and cannot be fetched
     ├── MissingExtra              an optional dependency group is not installed
@@ -62,6 +65,18 @@ class UnsupportedMediaType(InvalidRequest):
 
 class NotFound(FluxserveError):
     code = "not_found"
+
+
+class Conflict(FluxserveError):
+    code = "conflict"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
 
 
 class UnknownModel(FluxserveError):

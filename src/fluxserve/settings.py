@@ -49,6 +49,23 @@ class Settings(BaseModel):
     max_output_megapixels: float = Field(40, gt=0)
     """Output megapixels one request may ask for (n x width x height)."""
     encode_threads: int = Field(2, ge=1)
+    job_retention_hours: float = Field(168, gt=0)
+    """Finished jobs and their images are deleted this long after they finish."""
+    cleanup_interval_seconds: float = Field(600, gt=0)
+    """How often the retention clean-up runs."""
+    preview_every: int = Field(0, ge=0)
+    """A preview image in the progress event every this many steps (0: none)."""
+    sse_keepalive_seconds: float = Field(15, gt=0)
+    """A comment line this often keeps an idle event stream open through proxies."""
+    max_wait_seconds: float = Field(60, ge=0)
+    """The longest ``Prefer: wait=N`` honoured."""
+    webhook_secret: str | None = None
+    """The Standard Webhooks signing secret (``whsec_`` + base64); default: made once, kept in the data dir."""
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_base_seconds: float = Field(1.0, gt=0)
+    """Retry n waits base x 2^(n-1) seconds, capped at webhook_retry_max_seconds."""
+    webhook_retry_max_seconds: float = Field(300, gt=0)
+    webhook_timeout_seconds: float = Field(10, gt=0)
 
     @field_validator("models", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fluxserve import __version__
 from fluxserve.api import errors
 from fluxserve.api.middleware import BodyLimit, RequestId
-from fluxserve.api.routes import files, health, images, models
+from fluxserve.api.routes import files, health, images, jobs, models
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
 from fluxserve.engines.registry import create_engine
@@ -22,8 +22,9 @@ from fluxserve.settings import Settings
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
 and OpenAI lacks (seed, steps, guidance, reference images, structured JSON prompts). Every
-request becomes a durable job. Errors have OpenAI's shape: `{"error": {"message", "type",
-"param", "code"}}`.
+request becomes a durable job, which the jobs API (`/v1/jobs`) exposes: submit, poll, watch live
+progress as Server-Sent Events, cancel, list and delete; webhooks and `Idempotency-Key` too.
+Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 """
 
 
@@ -34,7 +35,7 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            for path in ("/v1/images/generations", "/v1/images/edits"):
+            for path in ("/v1/images/generations", "/v1/images/edits", "/v1/jobs"):
                 for content in document["paths"][path]["post"]["requestBody"]["content"].values():
                     content["schema"]["properties"]["model"]["anyOf"][0]["enum"] = names
         return app.openapi_schema or build()
@@ -62,7 +63,7 @@ def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) 
     app = FastAPI(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ServerContext(settings=settings, service=service, started=int(time.time()))
     errors.install(app)
-    for module in (images, files, models, health):
+    for module in (images, jobs, files, models, health):
         app.include_router(module.router)
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -25,6 +25,7 @@ _STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
     (errors.InvalidRequest, 400, "invalid_request_error"),
     (errors.NotFound, 404, "invalid_request_error"),
     (errors.UnknownModel, 404, "invalid_request_error"),
+    (errors.Conflict, 409, "invalid_request_error"),
     (errors.QueueFull, 429, "rate_limit_error"),
     (errors.EngineNotReady, 503, "service_unavailable"),
     (errors.ModelUnavailable, 503, "service_unavailable"),

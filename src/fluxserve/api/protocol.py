@@ -67,8 +67,28 @@ class ImageFields(BaseModel):
     moderation: Literal["auto", "low"] | None = Field(None, description="Accepted; fluxserve does not moderate.")
     user: str | None = Field(None, max_length=256, description="An end-user id, recorded with the job.")
     safety_identifier: str | None = Field(None, max_length=256, description="Recorded with the job, like user.")
-    stream: bool | None = Field(None, description="Streaming is not available yet; true is refused.")
-    partial_images: int | None = Field(None, description="Only with stream, which is not available yet.")
+    stream: bool | None = Field(
+        None,
+        description="Images endpoints only: answer with Server-Sent Events in OpenAI's shape "
+        "(image_generation.partial_image, image_generation.completed; image_edit.* for edits). Needs n=1 and "
+        "b64_json.",
+    )
+    partial_images: int | None = Field(
+        None,
+        description="With stream: 0-3 early looks at the image, decoded cheaply from the latents (small, at "
+        "1/8 of the output size), spread over the steps.",
+        json_schema_extra=_range(0, 3),
+    )
+    webhook_url: str | None = Field(
+        None,
+        description="An http(s) URL that receives the job's events as signed POSTs (Standard Webhooks).",
+        max_length=2048,
+    )
+    webhook_events: list[str] | str | None = Field(
+        None,
+        description="Which events to post: any of started, completed, failed, canceled (a list, or "
+        "comma-separated in a form). Default: all four.",
+    )
     seed: int | None = Field(
         None,
         description="Seed of the first image, 0 to 4294967295. Default: random.",

@@ -6,6 +6,8 @@ deterministic: the seed is drawn here and recorded, so the job can run again aft
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from PIL import Image
@@ -17,7 +19,8 @@ from fluxserve.engines.validation import MEGAPIXEL, parse_size, validate
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.decode import DecodeLimits, decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
-from fluxserve.jobs.models import JobSpec
+from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, WebhookTarget
+from fluxserve.jobs.webhooks import check_webhook_url
 from fluxserve.settings import Settings
 
 # quality -> multiple of the model's default steps (clamped to its range).
@@ -64,6 +67,9 @@ def _steps(fields: ImageFields, caps: Capabilities) -> int | None:
     return steps_for_quality(fields.quality, caps)
 
 
+MAX_PARTIAL_IMAGES = 3
+
+
 def _check_unsupported(request: ImageRequest) -> None:
     fields = request.fields
     if request.mask:
@@ -73,10 +79,31 @@ def _check_unsupported(request: ImageRequest) -> None:
         )
     if fields.background == "transparent":
         raise InvalidRequest("FLUX makes opaque images; omit background or send opaque", param="background")
-    if fields.stream:
-        raise InvalidRequest("streaming is not available yet; omit stream", param="stream")
-    if fields.partial_images:
-        raise InvalidRequest("partial_images needs stream, which is not available yet", param="partial_images")
+
+
+def _partial_images(fields: ImageFields, operation: str) -> int:
+    """How many partial images a streamed request wants; refuse stream settings that cannot work."""
+    if fields.stream and operation == "job":
+        raise InvalidRequest(
+            "a job streams its progress at GET /v1/jobs/{id}/events (urls.events); omit stream", param="stream"
+        )
+    partial = fields.partial_images or 0
+    if not 0 <= partial <= MAX_PARTIAL_IMAGES:
+        raise InvalidRequest(f"partial_images must be 0 to {MAX_PARTIAL_IMAGES}, not {partial}", param="partial_images")
+    if not fields.stream:
+        if partial:
+            raise InvalidRequest("partial_images needs stream: true", param="partial_images")
+        return 0
+    if fields.n not in (None, 1):
+        raise InvalidRequest(
+            "a streamed request makes one image: send n=1, or several requests, or use POST /v1/jobs", param="n"
+        )
+    if fields.response_format == "url":
+        raise InvalidRequest(
+            "a stream carries the image as b64_json: omit response_format, or send stream: false for a url",
+            param="response_format",
+        )
+    return partial
 
 
 def _check_output_budget(pixels: int, settings: Settings) -> None:
@@ -96,9 +123,14 @@ def _decode(request: ImageRequest, settings: Settings) -> list[Image.Image]:
 def resolve(
     request: ImageRequest, *, model: str, caps: Capabilities, operation: str, settings: Settings
 ) -> ResolvedRequest:
-    """Check everything and fill in every default; raise :class:`InvalidRequest` otherwise."""
+    """Check everything and fill in every default; raise :class:`InvalidRequest` otherwise.
+
+    ``operation`` is "generation", "edit", or "job" (POST /v1/jobs: a generation that cannot stream).
+    """
     fields = request.fields
     _check_unsupported(request)
+    partial_images = _partial_images(fields, operation)
+    operation = "generation" if operation == "job" else operation
     if fields.prompt is None:
         raise InvalidRequest("prompt is required", param="prompt")
     if operation == "edit" and not request.images:
@@ -143,5 +175,40 @@ def resolve(
         input_megapixels=round(sum(im.width * im.height for im in resolved.references) / MEGAPIXEL, 4),
         quality=fields.quality,
         user=fields.user or fields.safety_identifier,
+        partial_images=partial_images,
     )
     return ResolvedRequest(spec, resolved.references)
+
+
+def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
+    """Where the job's events go, checked; None when the request asks for no webhook."""
+    events = fields.webhook_events
+    if isinstance(events, str):
+        events = [name.strip() for name in events.split(",") if name.strip()]
+    if fields.webhook_url is None:
+        if events is not None:
+            raise InvalidRequest("webhook_events needs webhook_url", param="webhook_events")
+        return None
+    url = check_webhook_url(fields.webhook_url)
+    if events is None:
+        return WebhookTarget(url, WEBHOOK_EVENTS, base_url)
+    unknown = [name for name in events if name not in WEBHOOK_EVENTS]
+    if unknown or not events:
+        raise InvalidRequest(
+            f"webhook_events must name some of {', '.join(WEBHOOK_EVENTS)}; got {events!r}", param="webhook_events"
+        )
+    return WebhookTarget(url, tuple(name for name in WEBHOOK_EVENTS if name in events), base_url)
+
+
+def request_digest(endpoint: str, request: ImageRequest) -> str:
+    """A digest of what a client sent, for Idempotency-Key checks: the same request gives the same digest.
+
+    Made from the parsed fields and the images' bytes, not the raw body, so a retry whose
+    multipart boundary or JSON key order differs is still the same request.
+    """
+    digest = hashlib.sha256(endpoint.encode())
+    digest.update(json.dumps(request.fields.model_dump(mode="json"), sort_keys=True).encode())
+    for image in request.images:
+        digest.update(image.param.encode() + b"\0" + hashlib.sha256(image.data).digest())
+    digest.update(b"mask" if request.mask else b"")
+    return digest.hexdigest()

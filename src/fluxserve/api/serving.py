@@ -10,19 +10,24 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from fluxserve.api import sse
 from fluxserve.api.errors import mark_job_started
+from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
-from fluxserve.api.protocol import ImageData, ImagesResponse, ImageUsage
-from fluxserve.api.requests import resolve
-from fluxserve.errors import GenerationCancelled, JobFailed, ModelUnavailable
+from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
+from fluxserve.api.requests import request_digest, resolve, webhook_target
+from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed, ModelUnavailable
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobStatus
-from fluxserve.jobs.service import JobService
+from fluxserve.jobs.service import JobService, Submitted
+from fluxserve.jobs.store import Idempotency
+from fluxserve.jobs.views import image_url
 from fluxserve.settings import Settings
 
 log = logging.getLogger("fluxserve.api")
@@ -42,22 +47,70 @@ def context(request: Request) -> ServerContext:
     return ctx
 
 
-async def serve_images(request: Request, operation: str) -> Response:
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A request that became a job (or found the job an earlier identical request made)."""
+
+    submitted: Submitted
+    fields: ImageFields
+
+    @property
+    def job(self) -> Job:
+        return self.submitted.job
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-job-id": self.job.id}
+        if self.submitted.replayed:
+            headers["idempotent-replayed"] = "true"
+        return headers
+
+
+async def accept(request: Request, operation: str) -> Accepted:
+    """Parse, check and queue an images request (``operation``: generation, edit or job)."""
     ctx = context(request)
     parsed = await read_image_request(request, ctx.settings)
+    key = idempotency_key(request)
     model = parsed.fields.model or ctx.service.default_model
     caps = ctx.service.capabilities(model)
     resolved = await asyncio.to_thread(
         resolve, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings
     )
-    job = await asyncio.to_thread(ctx.service.submit, resolved.spec, resolved.references)
-    mark_job_started(request, job.id)
+    webhook = webhook_target(parsed.fields, base_url(request, ctx.settings))
+    idempotency = None
+    if key is not None:
+        idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
+    submitted = await asyncio.to_thread(
+        ctx.service.submit, resolved.spec, resolved.references, webhook=webhook, idempotency=idempotency
+    )
+    mark_job_started(request, submitted.job.id)
+    return Accepted(submitted, parsed.fields)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 visible ASCII characters, for example a UUID", param="Idempotency-Key"
+        )
+    return key
+
+
+async def serve_images(request: Request, operation: str) -> Response:
+    ctx = context(request)
+    accepted = await accept(request, operation)
+    job = accepted.job
+    if accepted.fields.stream:
+        events = image_stream(ctx.service, job, keepalive=ctx.settings.sse_keepalive_seconds)
+        return StreamingResponse(events, media_type="text/event-stream", headers={**sse.HEADERS, **accepted.headers()})
     finished = await _wait_unless_disconnected(request, ctx.service, job.id)
     if finished is None:
         return Response(status_code=499)  # nobody is listening any more
-    _raise_if_unsuccessful(finished)
-    body = await asyncio.to_thread(render_images_response, finished, ctx.service, _base_url(request, ctx.settings))
-    return Response(body, media_type="application/json", headers={"x-job-id": job.id})
+    raise_if_unsuccessful(finished)
+    body = await asyncio.to_thread(render_images_response, finished, ctx.service, base_url(request, ctx.settings))
+    return Response(body, media_type="application/json", headers=accepted.headers())
 
 
 async def _wait_unless_disconnected(request: Request, service: JobService, job_id: str) -> Job | None:
@@ -83,7 +136,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _raise_if_unsuccessful(job: Job) -> None:
+def raise_if_unsuccessful(job: Job) -> None:
     if job.status is JobStatus.CANCELED:
         raise GenerationCancelled(f"job {job.id} was canceled")
     if job.status is JobStatus.FAILED:
@@ -93,13 +146,8 @@ def _raise_if_unsuccessful(job: Job) -> None:
         raise JobFailed(message, code=job.error_type or "generation_failed")
 
 
-def _base_url(request: Request, settings: Settings) -> str:
+def base_url(request: Request, settings: Settings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def file_url(base_url: str, job: Job, index: int) -> str:
-    extension = ImageFormat(job.spec.output_format).extension
-    return f"{base_url}/v1/images/files/{job.id}/{index}.{extension}"
 
 
 def render_images_response(job: Job, service: JobService, base_url: str) -> bytes:
@@ -110,7 +158,7 @@ def render_images_response(job: Job, service: JobService, base_url: str) -> byte
     for output in job.outputs:
         item = ImageData(revised_prompt=spec.prompt, prompt=spec.prompt, seed=output.seed)
         if spec.response_format == "url":
-            item.url = file_url(base_url, job, output.index)
+            item.url = image_url(base_url, job, output.index)
         else:
             path = service.files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
             item.b64_json = base64.b64encode(path.read_bytes()).decode("ascii")

@@ -62,12 +62,18 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported once per denoising step. ``step`` counts from 1 up to ``total_steps``."""
+    """Reported once per denoising step. ``step`` counts from 1 up to ``total_steps``.
+
+    ``preview``, where the engine offers one, returns a small RGB picture decoded cheaply from
+    the current latents (no VAE). Call it inside the callback only: the latents move on after.
+    Nothing is computed unless it is called.
+    """
 
     step: int
     total_steps: int
     image_index: int
     images: int
+    preview: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
 
     @property
     def fraction(self) -> float:

@@ -47,6 +47,8 @@ class JobSpec:
     input_megapixels: float = 0.0
     quality: str | None = None
     user: str | None = None
+    partial_images: int = 0
+    """Streamed requests: how many partial images to send while the job runs (0-3)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +76,25 @@ class Usage:
         return asdict(self)
 
 
+WEBHOOK_EVENTS = ("started", "completed", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where a job's events are posted, which of them, and the base of the image URLs they carry."""
+
+    url: str
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    base_url: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "events": list(self.events), "base_url": self.base_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WebhookTarget:
+        return cls(data["url"], tuple(data["events"]), data.get("base_url", ""))
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -87,17 +108,39 @@ class Job:
     outputs: list[OutputImage] = field(default_factory=list)
     usage: Usage | None = None
     attempts: int = 0
+    webhook: WebhookTarget | None = None
+    idempotency_key: str | None = None
+
+
+LIFECYCLE_EVENTS = ("queued", "started", "completed", "failed", "canceled")
+TERMINAL_EVENTS = ("completed", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """An early look at a streamed job's image, encoded in the job's output format."""
+
+    index: int
+    data: bytes
 
 
 @dataclass(frozen=True)
 class JobEvent:
-    """Something that happened to a job, as watchers see it."""
+    """Something that happened to a job, as watchers see it.
+
+    ``id`` is given by the event bus when the event is published: ``"<boot>-<sequence>"``,
+    increasing within one server process, never reused by the next.
+    """
 
     job_id: str
     type: str  # queued, started, progress, completed, failed, canceled
     progress: Progress | None = None
     job: Job | None = None
+    position: int | None = None
+    preview: bytes | None = None  # a small JPEG decoded from the latents
+    partial_image: PartialImage | None = None
+    id: str = ""
 
     @property
     def terminal(self) -> bool:
-        return self.type in ("completed", "failed", "canceled")
+        return self.type in TERMINAL_EVENTS

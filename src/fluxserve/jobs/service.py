@@ -1,23 +1,38 @@
-"""The job service: the one place requests become jobs, wait, and are canceled.
+"""The job service: the one place requests become jobs, wait, are canceled, kept and cleaned up.
 
-HTTP handlers call it; it owns the store, the files, the event bus and one worker per model.
-Its blocking methods are quick (a SQLite row, a file write) and are meant for a thread pool.
+HTTP handlers call it; it owns the store, the files, the event bus, the webhook sender and one
+worker per model. Its blocking methods are quick (a SQLite row, a file write) and are meant for
+a thread pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from PIL import Image
 
-from fluxserve.engines.base import Capabilities, Engine
-from fluxserve.errors import EngineNotReady, ModelUnavailable, NotFound, QueueFull, UnknownModel
+from fluxserve.engines.base import Capabilities, Engine, Progress
+from fluxserve.errors import (
+    Conflict,
+    EngineNotReady,
+    IdempotencyKeyReused,
+    JobFinished,
+    ModelUnavailable,
+    NotFound,
+    QueueFull,
+    UnknownModel,
+)
 from fluxserve.jobs.events import EventBus
-from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, new_job_id
-from fluxserve.jobs.store import JobStore
+from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
+from fluxserve.jobs.store import Idempotency, JobStore
+from fluxserve.jobs.views import JobProgress, JobView, job_view
+from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
 from fluxserve.jobs.worker import ModelWorker, WorkerState
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
@@ -30,8 +45,14 @@ class JobService:
         self.settings = settings
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
         self.files = FileStore(settings.data_dir)
-        self.bus = EventBus()
+        self.bus = EventBus(self.store.next_boot())
+        self.webhooks = WebhookSender(
+            self.store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret)
+        )
+        self.bus.listen(self._notify_webhooks)
         self._admission = threading.Lock()
+        self._stopping = threading.Event()
+        self._janitor = threading.Thread(target=self._clean_up_periodically, name="retention", daemon=True)
         self._encoder = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self.workers = {
             name: ModelWorker(
@@ -42,6 +63,7 @@ class JobService:
                 bus=self.bus,
                 encoder=self._encoder,
                 warmup=settings.warmup,
+                preview_every=settings.preview_every,
             )
             for name, engine in engines.items()
         }
@@ -60,12 +82,22 @@ class JobService:
                 worker.enqueue(job.id)
         for worker in self.workers.values():
             worker.start()
+        self.webhooks.start()
+        self._janitor.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         for worker in self.workers.values():
             worker.stop()
         self._encoder.shutdown(wait=True)
+        self.webhooks.stop()
+        if self._janitor.is_alive():
+            self._janitor.join()
         self.store.close()
+
+    def _notify_webhooks(self, event: JobEvent) -> None:
+        if event.job is not None and event.type in WEBHOOK_EVENTS:
+            self.webhooks.notify(event.job, event.type)
 
     def worker(self, model: str) -> ModelWorker:
         worker = self.workers.get(model)
@@ -82,21 +114,70 @@ class JobService:
             raise EngineNotReady(f"model {model} is still loading; try again shortly", retry_after=5)
         return worker.engine.capabilities
 
-    def submit(self, spec: JobSpec, references: list[Image.Image]) -> Job:
+    def submit(
+        self,
+        spec: JobSpec,
+        references: list[Image.Image],
+        *,
+        webhook: WebhookTarget | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Submitted:
+        """Queue a job; with an idempotency key already used for the same request, return that job."""
         worker = self.worker(spec.model)
+        if idempotency is not None and (earlier := self._replay(idempotency)) is not None:
+            return Submitted(earlier, replayed=True)
         job_id = new_job_id()
         self.files.write_references(job_id, references)
-        with self._admission:  # check and enqueue as one step, so the bound holds under concurrency
-            if worker.queued >= self.settings.max_queue:
-                self.files.delete_job(job_id)
-                retry = worker.retry_after()
-                raise QueueFull(
-                    f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s", retry_after=retry
-                )
-            job = self.store.create(job_id, spec)
-            worker.enqueue(job_id)
-        self.bus.publish(JobEvent(job_id, "queued", job=job))
+        try:
+            with self._admission:  # check and enqueue as one step, so the bound holds under concurrency
+                if idempotency is not None and (earlier := self._replay(idempotency)) is not None:
+                    self.files.delete_job(job_id)
+                    return Submitted(earlier, replayed=True)
+                if worker.queued >= self.settings.max_queue:
+                    retry = worker.retry_after()
+                    raise QueueFull(
+                        f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s",
+                        retry_after=retry,
+                    )
+                job = self.store.create(job_id, spec, webhook=webhook, idempotency=idempotency)
+                worker.enqueue(job_id)
+        except BaseException:
+            self.files.delete_job(job_id)
+            raise
+        self.bus.publish(JobEvent(job_id, "queued", job=job, position=worker.position(job_id)))
+        return Submitted(job, replayed=False)
+
+    def _replay(self, idempotency: Idempotency) -> Job | None:
+        """The job an earlier request with this key made; 409 when that request was different."""
+        found = self.store.by_idempotency_key(idempotency.key)
+        if found is None:
+            return None
+        job, request_hash = found
+        if request_hash != idempotency.request_hash:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency.key!r} was used for a different request (job {job.id}); "
+                "use a new key for a new request"
+            )
         return job
+
+    def position(self, job: Job) -> int | None:
+        worker = self.workers.get(job.spec.model)
+        return None if worker is None else worker.position(job.id)
+
+    def progress(self, job_id: str) -> Progress | None:
+        event = self.bus.latest(job_id, "progress")
+        return None if event is None else event.progress
+
+    def view(self, job: Job, base_url: str) -> JobView:
+        """The client's view of a job, with its live queue position or progress."""
+        progress = self.progress(job.id) if job.status is JobStatus.RUNNING else None
+        return job_view(
+            job,
+            base_url,
+            position=self.position(job) if job.status is JobStatus.QUEUED else None,
+            progress=None if progress is None else JobProgress(step=progress.step, total=progress.total_steps),
+            deliveries=self.webhooks.deliveries(job.id) if job.webhook is not None else None,
+        )
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id)
@@ -105,12 +186,46 @@ class JobService:
         return job
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job at once; ask a running one to stop at its next step."""
+        """Cancel a queued job at once; ask a running one to stop at its next step.
+
+        A job that has already finished cannot be canceled: :class:`JobFinished`.
+        """
         job = self.get(job_id)
+        if job.status.finished:
+            raise JobFinished(f"job {job_id} has already {job.status.value}; there is nothing to cancel")
         worker = self.workers.get(job.spec.model)
         if not self.cancel_if_queued(job_id) and worker is not None:
             worker.cancel(job_id)
         return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished job and its files."""
+        job = self.get(job_id)
+        if not job.status.finished or not self.store.delete(job_id):
+            raise Conflict(f"job {job_id} has not finished; cancel it first, then delete it")
+        self.files.delete_job(job_id)
+        self.bus.forget(job_id)
+
+    def clean_up(self, now: float | None = None) -> int:
+        """Delete the jobs that finished longer ago than the retention period; return how many."""
+        cutoff = (time.time() if now is None else now) - self.settings.job_retention_hours * 3600
+        removed = 0
+        while ids := self.store.finished_before(cutoff):
+            for job_id in ids:
+                if self.store.delete(job_id):
+                    self.files.delete_job(job_id)
+                    self.bus.forget(job_id)
+                    removed += 1
+        if removed:
+            log.info("retention: removed %d finished jobs and their files", removed)
+        return removed
+
+    def _clean_up_periodically(self) -> None:
+        while not self._stopping.wait(self.settings.cleanup_interval_seconds):
+            try:
+                self.clean_up()
+            except Exception:
+                log.exception("retention clean-up failed; it will run again")
 
     def cancel_if_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; a running or finished job is left to finish."""
@@ -123,12 +238,21 @@ class JobService:
         self.bus.publish(JobEvent(job_id, "canceled", job=job))
         return True
 
-    async def wait(self, job_id: str) -> Job:
-        """Wait until the job has finished, and return it."""
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then."""
         with self.bus.watch(job_id) as events:
             job = await asyncio.to_thread(self.get, job_id)
-            while not job.status.finished:
-                event = await events.get()
-                if event.terminal:
-                    job = await asyncio.to_thread(self.get, job_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not job.status.finished:
+                        event = await events.get()
+                        if event.terminal:
+                            job = await asyncio.to_thread(self.get, job_id)
         return job
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key made this job."""

@@ -6,14 +6,18 @@ One connection guarded by a lock serves every thread; each call is a short trans
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage
+from fluxserve.errors import InvalidRequest
+from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 
 # Each entry moves the schema one version forward. Never edit one that has shipped: add another.
 MIGRATIONS: tuple[str, ...] = (
@@ -35,7 +39,46 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_status ON jobs (status, created_at);
     CREATE INDEX jobs_by_created ON jobs (created_at);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+    ALTER TABLE jobs ADD COLUMN webhook TEXT;
+    CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_by_model ON jobs (model, created_at);
+    CREATE INDEX jobs_by_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        url TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id, created_at);
+    CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (status, next_attempt_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` and a digest of what it sent with it."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
 
 
 class JobStore:
@@ -62,37 +105,138 @@ class JobStore:
         with self._lock:
             self._db.close()
 
-    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; return how many rows it changed."""
         with self._lock:
-            return self._db.execute(sql, params)
+            return self._db.execute(sql, params).rowcount
 
-    def create(self, job_id: str, spec: JobSpec) -> Job:
+    def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+            return row
+
+    def next_boot(self) -> int:
+        """Count this process's start: event ids begin with it, so a restart never reuses one."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
+            boot = 1 if row is None else int(row[0]) + 1
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (str(boot),))
+            self._db.execute("COMMIT")
+            return boot
+
+    def create(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        webhook: WebhookTarget | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Job:
         now = time.time()
-        self._execute(
-            "INSERT INTO jobs (id, model, status, spec, created_at) VALUES (?, ?, ?, ?, ?)",
-            (job_id, spec.model, JobStatus.QUEUED, json.dumps(spec.to_json()), now),
+        self.execute(
+            "INSERT INTO jobs (id, model, status, spec, created_at, webhook, idempotency_key, request_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                spec.model,
+                JobStatus.QUEUED,
+                json.dumps(spec.to_json()),
+                now,
+                None if webhook is None else json.dumps(webhook.to_json()),
+                None if idempotency is None else idempotency.key,
+                None if idempotency is None else idempotency.request_hash,
+            ),
         )
-        return Job(job_id, spec, JobStatus.QUEUED, now)
+        return Job(
+            job_id,
+            spec,
+            JobStatus.QUEUED,
+            now,
+            webhook=webhook,
+            idempotency_key=None if idempotency is None else idempotency.key,
+        )
 
     def get(self, job_id: str) -> Job | None:
-        row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
+
+    def by_idempotency_key(self, key: str) -> tuple[Job, str] | None:
+        """The job made for ``key`` and the digest of the request that made it."""
+        row = self.fetch_one("SELECT * FROM jobs WHERE idempotency_key = ?", (key,))
+        return None if row is None else (_job(row), row["request_hash"])
 
     def recent(self, limit: int = 50) -> list[Job]:
         """The newest jobs first."""
-        rows = self._execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
-        return [_job(row) for row in rows]
+        return self.page(limit=limit).jobs
+
+    def page(
+        self, *, limit: int = 50, cursor: str | None = None, status: JobStatus | None = None, model: str | None = None
+    ) -> Page:
+        """Jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
+        where: list[str] = []
+        params: list[Any] = []
+        if cursor is not None:
+            created_at, rowid = _parse_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
+            params += [created_at, created_at, rowid]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        sql = "SELECT rowid AS row_number, * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        rows = self.fetch_all(sql, (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _cursor(rows[-1]) if more else None
+        return Page([_job(row) for row in rows], next_cursor)
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+        """Ids of jobs that finished before ``cutoff`` (a time.time() value), oldest first."""
+        rows = self.fetch_all(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [row["id"] for row in rows]
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job's record and its webhook deliveries; False if it is not finished."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._db.execute(
+                    "DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                    (job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED),
+                ).rowcount
+                if removed:
+                    self._db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return removed == 1
 
     def mark_running(self, job_id: str) -> bool:
         """Queued to running; False when the job is no longer queued (canceled meanwhile)."""
-        cursor = self._execute(
-            "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE id = ? AND status = ?",
-            (JobStatus.RUNNING, time.time(), job_id, JobStatus.QUEUED),
+        return (
+            self.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING, time.time(), job_id, JobStatus.QUEUED),
+            )
+            == 1
         )
-        return cursor.rowcount == 1
 
     def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool:
-        cursor = self._execute(
+        changed = self.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ? WHERE id = ? AND status = ?",
             (
                 JobStatus.SUCCEEDED,
@@ -103,10 +247,10 @@ class JobStore:
                 JobStatus.RUNNING,
             ),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     def mark_failed(self, job_id: str, error_type: str, message: str) -> None:
-        self._execute(
+        self.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
             "WHERE id = ? AND status IN (?, ?)",
             (JobStatus.FAILED, time.time(), error_type, message, job_id, JobStatus.QUEUED, JobStatus.RUNNING),
@@ -114,21 +258,34 @@ class JobStore:
 
     def mark_canceled(self, job_id: str, *, only_if: JobStatus) -> bool:
         """Cancel a job that is still ``only_if``; False when its state had moved on."""
-        cursor = self._execute(
+        changed = self.execute(
             "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
             (JobStatus.CANCELED, time.time(), job_id, only_if),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
     def requeue_unfinished(self) -> list[Job]:
         """After a restart: every queued or running job is queued again, oldest first."""
-        self._execute(
+        self.execute(
             "UPDATE jobs SET status = ?, started_at = NULL WHERE status = ?", (JobStatus.QUEUED, JobStatus.RUNNING)
         )
-        rows = self._execute(
-            "SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.QUEUED,)
-        ).fetchall()
+        rows = self.fetch_all("SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.QUEUED,))
         return [_job(row) for row in rows]
+
+
+def _cursor(row: sqlite3.Row) -> str:
+    raw = f"{row['created_at']!r}:{row['row_number']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, rowid = raw.split(":")
+        return float(created_at), int(rowid)
+    except (ValueError, binascii.Error):
+        message = "cursor is not one this server gave out; send next_cursor as it came"
+        raise InvalidRequest(message, param="cursor") from None
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -145,4 +302,6 @@ def _job(row: sqlite3.Row) -> Job:
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],
         usage=Usage(**usage) if usage else None,
         attempts=row["attempts"],
+        webhook=WebhookTarget.from_json(json.loads(row["webhook"])) if row["webhook"] else None,
+        idempotency_key=row["idempotency_key"],
     )

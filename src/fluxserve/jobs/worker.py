@@ -11,19 +11,26 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor
+from dataclasses import replace
 from enum import StrEnum
+
+from PIL import Image
 
 from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import FluxserveError, GenerationCancelled
-from fluxserve.imaging.encode import ImageFormat
+from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.imaging.outputs import encode_result
 from fluxserve.jobs.events import EventBus
-from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, Usage
+from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, PartialImage, Usage
 from fluxserve.jobs.store import JobStore
 from fluxserve.storage.files import FileStore
 
 log = logging.getLogger("fluxserve.worker")
+
+
+PREVIEW_JPEG_LOSS = 30
+"""Previews are JPEG at quality 70: small, and only a glimpse."""
 
 
 class WorkerState(StrEnum):
@@ -43,12 +50,14 @@ class ModelWorker:
         bus: EventBus,
         encoder: Executor,
         warmup: bool,
+        preview_every: int = 0,
     ) -> None:
         self.name = name
         self.engine = engine
         self.state = WorkerState.LOADING
         self.load_error: str | None = None
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
+        self._preview_every = preview_every
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._wakeup = threading.Condition()
         self._running: tuple[str, threading.Event] | None = None
@@ -133,7 +142,15 @@ class ModelWorker:
                 return None
             job_id, _ = self._pending.popitem(last=False)
             self._running = (job_id, threading.Event())
-            return job_id
+            waiting = list(self._pending)
+        self._announce_positions(waiting)
+        return job_id
+
+    def _announce_positions(self, waiting: list[str]) -> None:
+        """Tell the watchers of each waiting job that it moved up the queue."""
+        for position, job_id in enumerate(waiting, start=1):
+            if self._bus.watched(job_id):
+                self._bus.publish(JobEvent(job_id, "queued", position=position))
 
     def _fail_waiting(self, error: Exception) -> None:
         with self._wakeup:
@@ -151,7 +168,7 @@ class ModelWorker:
             assert job is not None
             self._bus.publish(JobEvent(job_id, "started", job=job))
             started = time.perf_counter()
-            result = self.engine.generate(self._request(job), progress=self._reporter(job_id), cancel=cancel)
+            result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
             self._encoder.submit(self._finish, job, result)
         except GenerationCancelled:
@@ -182,11 +199,34 @@ class ModelWorker:
             n=spec.n,
         )
 
-    def _reporter(self, job_id: str) -> ProgressCallback:
+    def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:
+        partial_at = partial_image_steps(spec.partial_images, spec.steps * spec.n)
+        partial_format = ImageFormat(spec.output_format)
+
         def report(progress: Progress) -> None:
-            self._bus.publish(JobEvent(job_id, "progress", progress=progress))
+            preview = partial = None
+            if progress.preview is not None:
+                wants_preview = self._preview_every > 0 and progress.step % self._preview_every == 0
+                wants_partial = progress.step in partial_at
+                image = self._preview(progress) if wants_preview or wants_partial else None
+                if image is not None and wants_preview:
+                    preview = encode_image(image, ImageFormat.JPEG, compression=PREVIEW_JPEG_LOSS)
+                if image is not None and wants_partial:
+                    data = encode_image(image, partial_format, compression=spec.output_compression)
+                    partial = PartialImage(partial_at.index(progress.step), data)
+            event = JobEvent(job_id, "progress", progress=replace(progress, preview=None), preview=preview)
+            self._bus.publish(replace(event, partial_image=partial))
 
         return report
+
+    def _preview(self, progress: Progress) -> Image.Image | None:
+        """The engine's preview of this step; a preview that fails is skipped, never the job."""
+        assert progress.preview is not None
+        try:
+            return progress.preview()
+        except Exception:
+            log.exception("model %s: the step preview failed; the job goes on without it", self.name)
+            return None
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
         """On the encoder pool: encode, write atomically, then mark the job done."""
@@ -206,6 +246,15 @@ class ModelWorker:
     def _fail(self, job_id: str, error_type: str, message: str) -> None:
         self._store.mark_failed(job_id, error_type, message)
         self._bus.publish(JobEvent(job_id, "failed", job=self._store.get(job_id)))
+
+
+def partial_image_steps(count: int, total_steps: int) -> list[int]:
+    """The steps after which a streamed job sends its ``count`` partial images, evenly spread.
+
+    Never the last step (the final image follows it); fewer when the job has too few steps.
+    """
+    steps = {round(total_steps * i / (count + 1)) for i in range(1, count + 1)}
+    return sorted(step for step in steps if 1 <= step < total_steps)
 
 
 def usage_of(spec: JobSpec, result: GenerationResult) -> Usage:

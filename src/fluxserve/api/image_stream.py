@@ -1,0 +1,94 @@
+"""``stream: true`` on the images endpoints: OpenAI's image streaming events over SSE.
+
+``image_generation.partial_image`` for each partial image the request asked for, then
+``image_generation.completed`` with the image and ``usage`` (``image_edit.*`` for edits). A
+failure is an ``error`` event in the API's error shape, which the official client raises.
+A client that leaves before its job starts cancels it; once started, the job finishes and is
+kept (its id is in the ``x-job-id`` header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fluxserve.api import sse
+from fluxserve.api.errors import error_body
+from fluxserve.errors import ModelUnavailable
+from fluxserve.imaging.encode import ImageFormat
+from fluxserve.jobs.models import Job, JobStatus, PartialImage
+from fluxserve.jobs.service import JobService
+
+log = logging.getLogger("fluxserve.api")
+
+
+def _common(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    return {
+        "background": "opaque",
+        "created_at": int(job.created_at),
+        "output_format": ImageFormat(spec.output_format).value,
+        "quality": spec.quality or "auto",
+        "size": f"{spec.width}x{spec.height}",
+    }
+
+
+def _prefix(job: Job) -> str:
+    return "image_edit" if job.spec.operation == "edit" else "image_generation"
+
+
+def partial_event(job: Job, partial: PartialImage) -> bytes:
+    kind = f"{_prefix(job)}.partial_image"
+    data = {"type": kind, "b64_json": base64.b64encode(partial.data).decode("ascii"), **_common(job)}
+    return sse.frame(kind, {**data, "partial_image_index": partial.index})
+
+
+def completed_events(job: Job, service: JobService) -> list[bytes]:
+    """The completed event of each image (a streamed job has one), read from its stored file."""
+    assert job.usage is not None
+    kind = f"{_prefix(job)}.completed"
+    events = []
+    for output in job.outputs:
+        path = service.files.output_path(job.id, output.index, ImageFormat(job.spec.output_format).extension)
+        data = {"type": kind, "b64_json": base64.b64encode(path.read_bytes()).decode("ascii"), **_common(job)}
+        data.update(usage=job.usage.to_json(), seed=output.seed, id=job.id)
+        if job.spec.user is not None:
+            data["safety_identifier"] = job.spec.user
+        events.append(sse.frame(kind, data))
+    return events
+
+
+def error_event(job: Job) -> bytes:
+    if job.status is JobStatus.CANCELED:
+        body = error_body(f"job {job.id} was canceled", "invalid_request_error", code="cancelled")
+    else:
+        kind = "service_unavailable" if job.error_type == ModelUnavailable.code else "server_error"
+        body = error_body(job.error_message or "the generation failed", kind, code=job.error_type)
+    return sse.frame("error", body)
+
+
+async def image_stream(service: JobService, job: Job, *, keepalive: float) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        with service.bus.watch(job.id) as live:
+            job = await asyncio.to_thread(service.get, job.id)
+            while not job.status.finished:
+                event = await sse.next_event(live, keepalive)
+                if event is None:
+                    yield sse.KEEPALIVE
+                elif event.partial_image is not None:
+                    yield partial_event(job, event.partial_image)
+                elif event.terminal:
+                    job = await asyncio.to_thread(service.get, job.id)
+        finished = True
+        if job.status is JobStatus.SUCCEEDED:
+            for frame in await asyncio.to_thread(completed_events, job, service):
+                yield frame
+        else:
+            yield error_event(job)
+    finally:
+        if not finished and service.cancel_if_queued(job.id):  # quick; must not await while being torn down
+            log.info("job %s canceled: its stream closed before it started", job.id)

@@ -1,0 +1,106 @@
+"""GET /v1/jobs/{id}/events: a job's life as Server-Sent Events, for any number of watchers.
+
+Events: ``queued`` (with the position), ``started``, ``progress`` (step and total, and a
+preview at the configured interval), then one of ``completed``, ``failed`` or ``canceled``
+carrying the whole job, after which the stream ends. A client that reconnects with
+``Last-Event-ID`` gets the events it missed; when they are no longer known (the server
+restarted, or too long ago) it gets the job's current state instead, then the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fluxserve.api import sse
+from fluxserve.jobs.models import Job, JobEvent, JobStatus
+from fluxserve.jobs.service import JobService
+from fluxserve.jobs.views import view_json
+
+
+def event_data(event: JobEvent, service: JobService, base_url: str) -> dict[str, Any]:
+    """The JSON of one event as clients see it."""
+    data: dict[str, Any] = {"job_id": event.job_id}
+    if event.type == "queued":
+        data["position"] = event.position
+    elif event.type == "started" and event.job is not None:
+        data["started_at"] = event.job.started_at
+    elif event.type == "progress" and event.progress is not None:
+        progress = event.progress
+        data.update(step=progress.step, total=progress.total_steps, image=progress.image_index, images=progress.images)
+        if event.preview is not None:
+            data["preview"] = "data:image/jpeg;base64," + base64.b64encode(event.preview).decode("ascii")
+    elif event.terminal and event.job is not None:
+        data = view_json(service.view(event.job, base_url))
+    return data
+
+
+END_ID = "end"
+"""The id of a terminal event that describes a finished job rather than replaying it."""
+
+
+def snapshot(job: Job, service: JobService) -> list[JobEvent]:
+    """Events that describe where ``job`` stands now, for a new watcher or one that missed its history."""
+    if job.status is JobStatus.QUEUED:
+        return [JobEvent(job.id, "queued", job=job, position=service.position(job))]
+    if job.status is JobStatus.RUNNING:
+        latest = service.bus.latest(job.id, "progress")
+        return [JobEvent(job.id, "started", job=job)] + ([latest] if latest is not None else [])
+    terminal = {"succeeded": "completed", "failed": "failed", "canceled": "canceled"}[job.status.value]
+    return [JobEvent(job.id, terminal, job=job, id=END_ID)]
+
+
+def seen_the_end(service: JobService, job: Job, last_event_id: str | None) -> bool:
+    """True when a reconnecting watcher of a finished job already has its final event."""
+    if last_event_id is None or not job.status.finished:
+        return False
+    return last_event_id == END_ID or service.bus.since(job.id, last_event_id) == []
+
+
+async def job_event_stream(
+    service: JobService, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
+) -> AsyncIterator[bytes]:
+    """The event stream of one job: where it stands (or what the watcher missed), then live events."""
+    yield sse.retry_field()
+    with service.bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
+        job = await asyncio.to_thread(service.get, job_id)
+        missed = None if last_event_id is None else service.bus.since(job_id, last_event_id)
+        backlog = snapshot(job, service) if missed is None else missed
+        sent = last_event_id or ""
+        for event in backlog:
+            yield await _framed(event, service, base_url)
+            sent = event.id or sent
+            if event.terminal:
+                return
+        while True:
+            received = await sse.next_event(live, keepalive)
+            if received is None:
+                yield sse.KEEPALIVE
+                continue
+            if sent and not _after(service, received.id, sent):
+                continue  # already sent
+            if received.terminal:
+                received = await _with_final_job(received, service)
+            yield await _framed(received, service, base_url)
+            if received.terminal:
+                return
+
+
+def _after(service: JobService, event_id: str, sent_id: str) -> bool:
+    new, old = service.bus.sequence_of(event_id), service.bus.sequence_of(sent_id)
+    return new is None or old is None or new > old
+
+
+async def _with_final_job(event: JobEvent, service: JobService) -> JobEvent:
+    """Terminal events carry the job as stored, with its images and usage."""
+    if event.job is not None and event.job.status.finished:
+        return event
+    job = await asyncio.to_thread(service.get, event.job_id)
+    return JobEvent(event.job_id, event.type, job=job, id=event.id)
+
+
+async def _framed(event: JobEvent, service: JobService, base_url: str) -> bytes:
+    data = await asyncio.to_thread(event_data, event, service, base_url) if event.terminal else None
+    return sse.frame(event.type, data or event_data(event, service, base_url), event.id or None)

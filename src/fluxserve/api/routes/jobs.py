@@ -1,0 +1,215 @@
+"""The async jobs API: submit, poll, watch (SSE), cancel, list and delete jobs.
+
+POST /v1/jobs takes the same body as /v1/images/generations and answers at once with 202 and
+the job; ``Prefer: wait=N`` holds the answer up to N seconds for the finished job instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from fluxserve.api import sse
+from fluxserve.api.job_events import job_event_stream, seen_the_end
+from fluxserve.api.protocol import ErrorBody, images_request_body
+from fluxserve.api.serving import ServerContext, accept, base_url, context
+from fluxserve.errors import InvalidRequest, JobFinished, NotFound
+from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.views import JobView, view_json
+from fluxserve.storage.files import is_job_id
+
+router = APIRouter(tags=["jobs"])
+
+_WAIT = re.compile(r"wait=(\d{1,6})")
+MAX_PAGE = 100
+CANCEL_WAIT_SECONDS = 10.0
+"""How long a cancel request waits for a running job to stop before answering 202."""
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobView]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+def _errors(*pairs: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": description} for status, description in pairs}
+
+
+_NOT_FOUND = (404, "No such job.")
+
+
+def wait_preference(request: Request, limit: float) -> int | None:
+    """The N of a ``Prefer: wait=N`` header (RFC 7240), capped at ``limit``; None without one."""
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            token = preference.split(";")[0].strip().lower()
+            if not token.startswith("wait"):
+                continue  # other preferences are not ours to act on (RFC 7240)
+            match = _WAIT.fullmatch(token.replace(" ", ""))
+            if match is None:
+                raise InvalidRequest(f"Prefer: {token!r} should be wait=SECONDS, e.g. wait=30", param="Prefer")
+            return min(int(match.group(1)), int(limit))
+    return None
+
+
+def _json(view: JobView, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(view_json(view), status_code=status, headers=headers)
+
+
+async def _job(ctx: ServerContext, job_id: str) -> Job:
+    if not is_job_id(job_id):
+        raise NotFound(f"no job {job_id!r}")
+    return await asyncio.to_thread(ctx.service.get, job_id)
+
+
+async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
+    return await asyncio.to_thread(ctx.service.view, job, base_url(request, ctx.settings))
+
+
+@router.post(
+    "/v1/jobs",
+    summary="Submit a generation as a job; answers at once (202) or, with Prefer: wait=N, when done",
+    response_model=JobView,
+    status_code=202,
+    responses={
+        200: {"model": JobView, "description": "Prefer: wait=N, and the job finished in time."},
+        **_errors(
+            (400, "Invalid request: the message says what to send instead; param names the field."),
+            (404, "Unknown model."),
+            (409, "The Idempotency-Key was used for a different request."),
+            (413, "The body or an upload is too large."),
+            (415, "The body is neither JSON nor multipart/form-data."),
+            (429, "The model's queue is full; see Retry-After."),
+            (503, "The model is loading or failed to load; see Retry-After."),
+        ),
+    },
+    openapi_extra={"requestBody": images_request_body(required_images=False)},
+)
+async def submit_job(request: Request) -> Response:
+    ctx = context(request)
+    wait = wait_preference(request, ctx.settings.max_wait_seconds)
+    accepted = await accept(request, "job")
+    headers = accepted.headers()
+    job = accepted.job
+    if wait is not None:
+        job = await ctx.service.wait(job.id, timeout=wait)
+        headers["preference-applied"] = f"wait={wait}"
+    view = await _view(ctx, request, job)
+    headers["location"] = view.urls.get
+    return _json(view, 200 if job.status.finished else 202, headers)
+
+
+@router.get(
+    "/v1/jobs",
+    summary="Job history, newest first",
+    response_model=JobList,
+    responses=_errors((400, "A bad filter or cursor.")),
+)
+async def list_jobs(
+    request: Request,
+    limit: int = 20,
+    cursor: str | None = None,
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
+    model: str | None = None,
+) -> Response:
+    unknown = set(request.query_params) - {"limit", "cursor", "status", "model"}
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, not {limit}", param="limit")
+    ctx = context(request)
+    page = await asyncio.to_thread(
+        ctx.service.store.page,
+        limit=limit,
+        cursor=cursor,
+        status=None if status is None else JobStatus(status),
+        model=model,
+    )
+    views = [await _view(ctx, request, job) for job in page.jobs]
+    body = JobList(data=views, has_more=page.next_cursor is not None, next_cursor=page.next_cursor)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="A job: status, queue position or progress, error, images and usage",
+    response_model=JobView,
+    responses=_errors(_NOT_FOUND),
+)
+async def get_job(job_id: str, request: Request) -> Response:
+    ctx = context(request)
+    return _json(await _view(ctx, request, await _job(ctx, job_id)), 200)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="A job's events as Server-Sent Events (reconnect with Last-Event-ID)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "queued, started, progress, then the end."},
+        204: {"description": "Last-Event-ID says the watcher already has the job's final event."},
+        **_errors(_NOT_FOUND),
+    },
+)
+async def job_events(job_id: str, request: Request) -> Response:
+    ctx = context(request)
+    job = await _job(ctx, job_id)
+    last_event_id = request.headers.get("last-event-id") or None
+    if seen_the_end(ctx.service, job, last_event_id):
+        return Response(status_code=204)  # tells EventSource clients to stop reconnecting
+    stream = job_event_stream(
+        ctx.service, job.id, base_url(request, ctx.settings), last_event_id, ctx.settings.sse_keepalive_seconds
+    )
+    return StreamingResponse(stream, media_type="text/event-stream", headers=sse.HEADERS)
+
+
+async def _cancel(request: Request, job_id: str) -> Response:
+    ctx = context(request)
+    await _job(ctx, job_id)
+    job = await asyncio.to_thread(ctx.service.cancel, job_id)
+    if not job.status.finished:  # running: it stops at its next step
+        job = await ctx.service.wait(job_id, timeout=CANCEL_WAIT_SECONDS)
+    if job.status.finished and job.status is not JobStatus.CANCELED:
+        raise JobFinished(f"job {job_id} {job.status.value} before it could stop; there is nothing to cancel")
+    return _json(await _view(ctx, request, job), 200 if job.status.finished else 202)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    summary="Cancel a job: a queued one never starts, a running one stops at its next step",
+    response_model=JobView,
+    responses={
+        202: {"model": JobView, "description": "Still stopping; watch the job for canceled."},
+        **_errors(_NOT_FOUND, (409, "The job has already finished.")),
+    },
+)
+async def cancel_job(job_id: str, request: Request) -> Response:
+    return await _cancel(request, job_id)
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    summary="Delete a finished job and its images; a job that has not finished is canceled instead",
+    status_code=204,
+    response_model=None,
+    responses={
+        200: {"model": JobView, "description": "The job had not finished: it is now canceled (delete it again)."},
+        202: {"model": JobView, "description": "The job is stopping; delete it once it is canceled."},
+        **_errors(_NOT_FOUND),
+    },
+)
+async def delete_job(job_id: str, request: Request) -> Response:
+    ctx = context(request)
+    job = await _job(ctx, job_id)
+    if not job.status.finished:
+        return await _cancel(request, job_id)
+    await asyncio.to_thread(ctx.service.delete, job_id)
+    return Response(status_code=204)

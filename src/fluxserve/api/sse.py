@@ -1,0 +1,39 @@
+"""Server-Sent Events: framing, keep-alives, and waiting for the next job event.
+
+A comment line goes out whenever the stream has been quiet for the keep-alive interval, so
+proxies and load balancers that drop idle connections keep it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fluxserve.jobs.models import JobEvent
+
+KEEPALIVE = b": keep-alive\n\n"
+RECONNECT_MS = 2000
+"""The reconnection delay suggested to clients (the ``retry:`` field)."""
+
+HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+"""No caching, and no buffering in nginx-style proxies: events must arrive as they happen."""
+
+
+def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    """One event. ``data`` is compact JSON on a single line, as every SSE client can read it."""
+    lines = [] if not event_id else [f"id: {event_id}"]
+    lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"))]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def retry_field() -> bytes:
+    return f"retry: {RECONNECT_MS}\n\n".encode()
+
+
+async def next_event(queue: asyncio.Queue[JobEvent], keepalive: float) -> JobEvent | None:
+    """The next event, or None when ``keepalive`` seconds passed without one."""
+    try:
+        return await asyncio.wait_for(queue.get(), keepalive)
+    except TimeoutError:
+        return None

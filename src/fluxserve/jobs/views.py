@@ -1,0 +1,162 @@
+"""A job as clients see it: the body of GET /v1/jobs/{id}, of history pages, events and webhooks.
+
+One builder serves the HTTP API and the webhook sender, so a job reads the same everywhere.
+Image URLs need the server's address as the client saw it: ``base_url``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from fluxserve.imaging.encode import ImageFormat
+from fluxserve.jobs.models import Job, JobSpec
+
+
+class JobUrls(BaseModel):
+    get: str
+    cancel: str
+    events: str
+
+
+class JobProgress(BaseModel):
+    step: int = Field(description="Steps done so far, over all images of the job.")
+    total: int
+
+
+class JobError(BaseModel):
+    type: str = Field(description="A stable code, for example generation_failed or model_unavailable.")
+    message: str
+
+
+class JobImage(BaseModel):
+    index: int
+    url: str
+    seed: int = Field(description="Generate with this seed and n=1 to get this image alone.")
+    bytes: int
+
+
+class JobUsage(BaseModel):
+    input_megapixels: float
+    output_megapixels: float
+    steps: int
+    images: int
+
+
+class JobRequest(BaseModel):
+    """The resolved request: every default filled in, the seed drawn."""
+
+    operation: Literal["generation", "edit"]
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float | None
+    seed: int
+    n: int
+    output_format: str
+    references: int
+
+
+class WebhookDeliveryView(BaseModel):
+    id: str = Field(description="The webhook-id header of the delivery.")
+    event: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: float
+    delivered_at: float | None = None
+
+
+class WebhookView(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: list[WebhookDeliveryView] = Field(default_factory=list)
+
+
+class JobView(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    model: str
+    created: int = Field(description="Unix seconds.")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    position: int | None = Field(default=None, description="While queued: 1 means next to run.")
+    progress: JobProgress | None = Field(default=None, description="While running.")
+    error: JobError | None = None
+    images: list[JobImage] | None = Field(default=None, description="When succeeded.")
+    usage: JobUsage | None = None
+    request: JobRequest
+    urls: JobUrls
+    webhook: WebhookView | None = None
+
+
+def job_urls(base_url: str, job_id: str) -> JobUrls:
+    root = f"{base_url}/v1/jobs/{job_id}"
+    return JobUrls(get=root, cancel=f"{root}/cancel", events=f"{root}/events")
+
+
+def image_url(base_url: str, job: Job, index: int) -> str:
+    extension = ImageFormat(job.spec.output_format).extension
+    return f"{base_url}/v1/images/files/{job.id}/{index}.{extension}"
+
+
+def _request(spec: JobSpec) -> JobRequest:
+    return JobRequest(
+        operation="edit" if spec.operation == "edit" else "generation",
+        prompt=spec.prompt,
+        width=spec.width,
+        height=spec.height,
+        steps=spec.steps,
+        guidance=spec.guidance,
+        seed=spec.seed,
+        n=spec.n,
+        output_format=spec.output_format,
+        references=spec.references,
+    )
+
+
+def job_view(
+    job: Job,
+    base_url: str,
+    *,
+    position: int | None = None,
+    progress: JobProgress | None = None,
+    deliveries: list[WebhookDeliveryView] | None = None,
+) -> JobView:
+    """The client's view of ``job``; ``position`` and ``progress`` come from the live worker."""
+    view = JobView(
+        id=job.id,
+        status=job.status.value,
+        model=job.spec.model,
+        created=int(job.created_at),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        request=_request(job.spec),
+        urls=job_urls(base_url, job.id),
+    )
+    if job.status == "queued":
+        view.position = position
+    if job.status == "running":
+        view.progress = progress
+    if job.error_type is not None:
+        view.error = JobError(type=job.error_type, message=job.error_message or "")
+    if job.status == "succeeded":
+        view.images = [
+            JobImage(index=o.index, url=image_url(base_url, job, o.index), seed=o.seed, bytes=o.bytes)
+            for o in job.outputs
+        ]
+    if job.usage is not None:
+        view.usage = JobUsage(**job.usage.to_json())
+    if job.webhook is not None:
+        view.webhook = WebhookView(url=job.webhook.url, events=list(job.webhook.events), deliveries=deliveries or [])
+    return view
+
+
+def view_json(view: JobView) -> dict[str, Any]:
+    return view.model_dump(mode="json", exclude_none=True)

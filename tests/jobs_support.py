@@ -1,0 +1,63 @@
+"""Helpers for the jobs API tests: a real server on loopback and ways to poll it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from fluxserve.api.serving import ServerContext
+from fluxserve.jobs.service import JobService
+
+JOBS = "/v1/jobs"
+# tiny-random-base at 256x256 runs real classifier-free guidance: about 10 ms a step on a laptop CPU.
+SLOW = {"model": "tiny-random-base", "prompt": "slow", "size": "256x256", "steps": 100}
+QUICK = {"model": "tiny-random-base", "prompt": "quick", "size": "64x64", "steps": 3}
+
+
+class LiveServer:
+    """A fluxserve app under uvicorn on loopback, with a client and its job service at hand."""
+
+    def __init__(self, app: FastAPI, url: str) -> None:
+        self.app, self.url = app, url
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    @property
+    def service(self) -> JobService:
+        context: ServerContext = self.app.state.context
+        return context.service
+
+    def submit(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        response = self.http.post(JOBS, json=body, **kwargs)
+        assert response.status_code in (200, 202), response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"{JOBS}/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (job := self.job(job_id))["status"] not in statuses:
+            assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
+            time.sleep(0.02)
+        return job
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
