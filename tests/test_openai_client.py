@@ -162,3 +162,63 @@ def test_models_through_the_client(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
     assert ids == ["tiny-random", "tiny-random-base"]
     assert client.models.retrieve("tiny-random-base").id == "tiny-random-base"
+
+
+def test_streaming_generation_with_partial_images(client: openai.OpenAI) -> None:
+    stream = client.images.generate(
+        model="tiny-random-base",
+        prompt="a harbour at dawn",
+        size="128x64",
+        stream=True,
+        partial_images=2,
+        extra_body={"steps": 6, "seed": 3},
+    )
+    events = list(stream)
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    partials = [event for event in events if event.type == "image_generation.partial_image"]
+    assert [event.partial_image_index for event in partials] == [0, 1]
+    completed = events[-1]
+    assert completed.type == "image_generation.completed"
+    assert decoded(completed.b64_json).size == (128, 64)
+    assert completed.size == "128x64"
+    assert completed.output_format == "png"
+    assert completed.usage.model_extra is not None
+    assert completed.usage.model_extra["steps"] == 6
+    same = client.images.generate(
+        model="tiny-random-base", prompt="a harbour at dawn", size="128x64", extra_body={"steps": 6, "seed": 3}
+    )
+    assert same.data is not None
+    assert same.data[0].b64_json == completed.b64_json  # streaming changes nothing in the image
+
+
+def test_streaming_edit(client: openai.OpenAI) -> None:
+    stream = client.images.edit(
+        model="tiny-random",
+        image=("cat.png", png_bytes(photo(64, 64, 1)), "image/png"),
+        prompt="the cat in the rain",
+        stream=True,
+        partial_images=1,
+    )
+    events = list(stream)
+    assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
+    completed = events[-1]
+    assert completed.type == "image_edit.completed"
+    assert decoded(completed.b64_json).size == (64, 64)
+
+
+def test_a_streaming_request_that_cannot_stream_raises_bad_request(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(model="tiny-random", prompt="x", size="64x64", n=2, stream=True)
+    assert raised.value.param == "n"
+
+
+def test_idempotency_key_through_the_client(client: openai.OpenAI) -> None:
+    key = {"Idempotency-Key": "client-retry-1"}
+    first = client.images.generate(model="tiny-random", prompt="once", size="64x64", extra_headers=key)
+    again = client.images.generate(model="tiny-random", prompt="once", size="64x64", extra_headers=key)
+    assert first.model_extra is not None
+    assert again.model_extra is not None
+    assert first.model_extra["id"] == again.model_extra["id"]
+    with pytest.raises(openai.ConflictError) as raised:
+        client.images.generate(model="tiny-random", prompt="twice", size="64x64", extra_headers=key)
+    assert raised.value.code == "idempotency_key_reused"

@@ -74,6 +74,8 @@ def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(retry_after)
+    if isinstance(error, errors.Conflict):  # the SDK retries 409s; the same request would conflict again
+        headers["x-should-retry"] = "false"
     if status >= 500:
         log.warning("request failed: %s", error)
     param = getattr(error, "param", None)

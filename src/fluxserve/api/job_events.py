@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fluxserve.api import sse
@@ -43,11 +44,13 @@ END_ID = "end"
 
 def snapshot(job: Job, service: JobService) -> list[JobEvent]:
     """Events that describe where ``job`` stands now, for a new watcher or one that missed its history."""
-    if job.status is JobStatus.QUEUED:
-        return [JobEvent(job.id, "queued", job=job, position=service.position(job))]
+    kept = {kind: service.bus.latest(job.id, kind) for kind in ("queued", "started", "progress")}
+    if job.status is JobStatus.QUEUED:  # the queued event as kept (for its id), with the position of now
+        queued = kept["queued"] or JobEvent(job.id, "queued")
+        return [replace(queued, job=job, position=service.position(job))]
     if job.status is JobStatus.RUNNING:
-        latest = service.bus.latest(job.id, "progress")
-        return [JobEvent(job.id, "started", job=job)] + ([latest] if latest is not None else [])
+        started = replace(kept["started"] or JobEvent(job.id, "started"), job=job)
+        return [started] + ([kept["progress"]] if kept["progress"] is not None else [])
     terminal = {"succeeded": "completed", "failed": "failed", "canceled": "canceled"}[job.status.value]
     return [JobEvent(job.id, terminal, job=job, id=END_ID)]
 
@@ -63,15 +66,14 @@ async def job_event_stream(
     service: JobService, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
 ) -> AsyncIterator[bytes]:
     """The event stream of one job: where it stands (or what the watcher missed), then live events."""
-    yield sse.retry_field()
     with service.bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
         job = await asyncio.to_thread(service.get, job_id)
         missed = None if last_event_id is None else service.bus.since(job_id, last_event_id)
         backlog = snapshot(job, service) if missed is None else missed
-        sent = last_event_id or ""
+        sent, first = last_event_id or "", True
         for event in backlog:
-            yield await _framed(event, service, base_url)
-            sent = event.id or sent
+            yield await _framed(event, service, base_url, first=first)
+            sent, first = event.id or sent, False
             if event.terminal:
                 return
         while True:
@@ -83,7 +85,8 @@ async def job_event_stream(
                 continue  # already sent
             if received.terminal:
                 received = await _with_final_job(received, service)
-            yield await _framed(received, service, base_url)
+            yield await _framed(received, service, base_url, first=first)
+            first = False
             if received.terminal:
                 return
 
@@ -101,6 +104,6 @@ async def _with_final_job(event: JobEvent, service: JobService) -> JobEvent:
     return JobEvent(event.job_id, event.type, job=job, id=event.id)
 
 
-async def _framed(event: JobEvent, service: JobService, base_url: str) -> bytes:
+async def _framed(event: JobEvent, service: JobService, base_url: str, *, first: bool = False) -> bytes:
     data = await asyncio.to_thread(event_data, event, service, base_url) if event.terminal else None
-    return sse.frame(event.type, data or event_data(event, service, base_url), event.id or None)
+    return sse.frame(event.type, data or event_data(event, service, base_url), event.id or None, retry=first)

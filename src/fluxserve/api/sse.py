@@ -20,15 +20,16 @@ HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """No caching, and no buffering in nginx-style proxies: events must arrive as they happen."""
 
 
-def frame(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
-    """One event. ``data`` is compact JSON on a single line, as every SSE client can read it."""
-    lines = [] if not event_id else [f"id: {event_id}"]
+def frame(event: str, data: dict[str, Any], event_id: str | None = None, *, retry: bool = False) -> bytes:
+    """One event. ``data`` is compact JSON on a single line, as every SSE client can read it.
+
+    ``retry`` adds the suggested reconnection delay (sent with a stream's first event: some
+    clients take a block without data for an event of its own).
+    """
+    lines = [f"retry: {RECONNECT_MS}"] if retry else []
+    lines += [] if not event_id else [f"id: {event_id}"]
     lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"))]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-def retry_field() -> bytes:
-    return f"retry: {RECONNECT_MS}\n\n".encode()
 
 
 async def next_event(queue: asyncio.Queue[JobEvent], keepalive: float) -> JobEvent | None:

@@ -1,0 +1,242 @@
+"""GET /v1/jobs/{id}/events read by a real SSE client (httpx-sse) from a real server on loopback;
+and ``stream: true`` on the images endpoints, read raw."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from httpx_sse import ServerSentEvent, connect_sse
+from PIL import Image
+
+from tests.jobs_support import QUICK, SLOW, LiveServer, wait_for
+from tests.servers import serve_in_thread
+
+
+@pytest.fixture
+def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides: Any) -> LiveServer:
+            app = make_app(**{"models": ["tiny-random-base"], **overrides})
+            url = stack.enter_context(serve_in_thread(app))
+            return stack.enter_context(LiveServer(app, url))
+
+        yield start
+
+
+@pytest.fixture
+def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server()
+
+
+def events_of(
+    server: LiveServer,
+    job: dict[str, Any],
+    last_event_id: str | None = None,
+    until: Callable[[ServerSentEvent], bool] | None = None,
+) -> list[ServerSentEvent]:
+    """Read a job's events until the stream ends (or ``until`` says stop)."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    received = []
+    with connect_sse(server.http, "GET", job["urls"]["events"], headers=headers) as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        for event in source.iter_sse():
+            received.append(event)
+            if until is not None and until(event):
+                break
+    return received
+
+
+def test_a_watcher_sees_queued_started_every_step_in_order_then_completed(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    job = server.submit({**QUICK, "steps": 5})
+
+    received: list[ServerSentEvent] = []
+    with connect_sse(server.http, "GET", job["urls"]["events"]) as source:
+        for event in source.iter_sse():
+            received.append(event)
+            if event.event == "queued":
+                server.http.post(blocker["urls"]["cancel"])  # let ours start
+
+    kinds = [event.event for event in received]
+    assert kinds == ["queued", "started"] + ["progress"] * 5 + ["completed"]
+    assert received[0].json() == {"job_id": job["id"], "position": 1}
+    steps = [event.json() for event in received if event.event == "progress"]
+    assert [(s["step"], s["total"]) for s in steps] == [(step, 5) for step in range(1, 6)]
+    assert all("preview" not in s for s in steps)  # previews are off by default
+    final = received[-1].json()
+    assert final["status"] == "succeeded"
+    assert final["images"][0]["url"].endswith(".png")
+    live_ids = [int(event.id.split("-")[1]) for event in received[1:]]
+    assert live_ids == sorted(live_ids)
+    assert received[0].retry == 2000
+
+
+def test_a_reconnect_with_last_event_id_gets_exactly_what_it_missed(server: LiveServer) -> None:
+    job = server.submit({**SLOW, "steps": 40})
+    first = events_of(server, job, until=lambda event: event.event == "progress" and event.json()["step"] >= 3)
+    last = first[-1]
+
+    rest = events_of(server, job, last_event_id=last.id)
+    steps = [event.json()["step"] for event in first + rest if event.event == "progress"]
+    assert steps[-1] == 40
+    assert steps[steps.index(last.json()["step"]) :] == list(range(last.json()["step"], 41))
+    assert rest[-1].event == "completed"
+    assert len({event.id for event in first + rest}) == len(first + rest)  # nothing twice
+
+
+def test_any_number_of_clients_watch_one_job(server: LiveServer) -> None:
+    job = server.submit({**SLOW, "steps": 30})
+    finals: list[dict[str, Any]] = []
+
+    def watch() -> None:
+        finals.append(events_of(server, job)[-1].json())
+
+    watchers = [threading.Thread(target=watch) for _ in range(4)]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        watcher.join(60)
+    assert len(finals) == 4
+    assert all(final["status"] == "succeeded" and final["id"] == job["id"] for final in finals)
+
+
+def test_a_finished_job_sends_its_end_and_a_watcher_that_has_it_gets_204(server: LiveServer) -> None:
+    job = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    received = events_of(server, job)
+    assert [event.event for event in received] == ["completed"]
+    assert received[0].id == "end"
+    assert received[0].json()["images"] == job["images"]
+
+    again = server.http.get(job["urls"]["events"], headers={"Last-Event-ID": "end"})
+    assert again.status_code == 204
+
+
+def test_a_watcher_whose_last_event_was_the_live_end_gets_204(server: LiveServer) -> None:
+    job = server.submit({**QUICK, "steps": 20})
+    received = events_of(server, job)
+    assert received[-1].event == "completed"
+    response = server.http.get(job["urls"]["events"], headers={"Last-Event-ID": received[-1].id})
+    assert response.status_code == 204
+
+
+def test_an_unknown_last_event_id_gets_the_current_state(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    job = server.submit(QUICK)
+    received = events_of(server, job, last_event_id="999-12", until=lambda event: True)
+    assert received[0].event == "queued"
+    assert received[0].json()["position"] == 1
+    server.http.post(blocker["urls"]["cancel"])
+
+
+def test_a_watcher_of_a_running_job_sees_it_canceled(server: LiveServer) -> None:
+    job = server.submit({**SLOW, "size": "512x512"})
+    received: list[ServerSentEvent] = []
+    with connect_sse(server.http, "GET", job["urls"]["events"]) as source:
+        for event in source.iter_sse():
+            received.append(event)
+            if event.event == "progress":
+                server.http.post(job["urls"]["cancel"])
+    assert received[-1].event == "canceled"
+    assert received[-1].json()["status"] == "canceled"
+    assert "images" not in received[-1].json()
+
+
+def test_a_quiet_stream_sends_keep_alive_comments(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(sse_keepalive_seconds=0.05)
+    blocker = server.submit(SLOW)
+    job = server.submit(QUICK)
+    comments = 0
+    with server.http.stream("GET", job["urls"]["events"]) as response:
+        for line in response.iter_lines():
+            comments += line == ": keep-alive"
+            if comments == 2:
+                break
+    assert comments == 2
+    server.http.post(blocker["urls"]["cancel"])
+
+
+def test_previews_come_at_the_configured_interval(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(preview_every=2)
+    blocker = server.submit(SLOW)
+    job = server.submit({**QUICK, "size": "128x64", "steps": 5})
+    received = []
+    with connect_sse(server.http, "GET", job["urls"]["events"]) as source:
+        for event in source.iter_sse():
+            received.append(event)
+            if event.event == "queued":
+                server.http.post(blocker["urls"]["cancel"])
+    steps = [event.json() for event in received if event.event == "progress"]
+    assert [s["step"] for s in steps if "preview" in s] == [2, 4]
+    for step in steps:
+        if "preview" in step:
+            header, data = step["preview"].split(",", 1)
+            assert header == "data:image/jpeg;base64"
+            preview = Image.open(io.BytesIO(base64.b64decode(data)))
+            assert preview.format == "JPEG"
+            assert preview.size == (16, 8)  # the latent grid: 1/8 of the image
+
+
+def sse_lines(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a raw SSE body."""
+    pairs = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        pairs.append((fields["event"], json.loads(fields["data"])))
+    return pairs
+
+
+def test_stream_true_sends_partial_images_then_the_completed_image(server: LiveServer) -> None:
+    body = {**QUICK, "size": "128x128", "steps": 8, "stream": True, "partial_images": 3}
+    response = server.http.post("/v1/images/generations", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_lines(response)
+    assert [kind for kind, _ in events] == ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
+    assert [data["partial_image_index"] for _, data in events[:3]] == [0, 1, 2]
+    for kind, data in events:
+        assert data["type"] == kind
+        assert data["size"] == "128x128"
+        assert data["output_format"] == "png"
+        assert Image.open(io.BytesIO(base64.b64decode(data["b64_json"]))).format == "PNG"
+    completed = events[-1][1]
+    assert Image.open(io.BytesIO(base64.b64decode(completed["b64_json"]))).size == (128, 128)
+    assert completed["usage"]["steps"] == 8
+    job = server.job(response.headers["x-job-id"])
+    assert job["status"] == "succeeded"
+
+
+def test_a_stream_whose_job_is_canceled_ends_with_an_error_event(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    outcome: dict[str, httpx.Response] = {}
+
+    def stream() -> None:
+        outcome["response"] = server.http.post("/v1/images/generations", json={**QUICK, "stream": True})
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    wait_for(lambda: len(server.http.get("/v1/jobs").json()["data"]) == 2)
+    streamed = server.http.get("/v1/jobs", params={"status": "queued"}).json()["data"][0]
+    server.http.post(streamed["urls"]["cancel"])
+    thread.join(60)
+    kind, data = sse_lines(outcome["response"])[-1]
+    assert kind == "error"
+    assert data["error"]["code"] == "cancelled"
+    server.http.post(blocker["urls"]["cancel"])
+
+
+def test_a_stream_client_that_leaves_before_its_job_starts_cancels_it(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    with server.http.stream("POST", "/v1/images/generations", json={**QUICK, "stream": True}) as response:
+        job_id = response.headers["x-job-id"]
+    wait_for(lambda: server.job(job_id)["status"] == "canceled")
+    server.http.post(blocker["urls"]["cancel"])
