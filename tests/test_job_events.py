@@ -240,3 +240,20 @@ def test_a_stream_client_that_leaves_before_its_job_starts_cancels_it(server: Li
         job_id = response.headers["x-job-id"]
     wait_for(lambda: server.job(job_id)["status"] == "canceled")
     server.http.post(blocker["urls"]["cancel"])
+
+
+def test_a_queued_watcher_hears_its_position_move_up(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    ahead = [server.submit(QUICK) for _ in range(2)]
+    job = server.submit(QUICK)
+    positions = []
+    with connect_sse(server.http, "GET", job["urls"]["events"]) as source:
+        for event in source.iter_sse():
+            if event.event != "queued":
+                break
+            positions.append(event.json()["position"])
+            if len(positions) == 1:
+                server.http.post(ahead[0]["urls"]["cancel"])  # one ahead leaves the queue
+            if len(positions) == 2:
+                server.http.post(blocker["urls"]["cancel"])  # the running one stops: the next starts
+    assert positions == [3, 2, 1]

@@ -32,8 +32,9 @@ def base_url(
 
 
 @pytest.fixture
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused-on-loopback", max_retries=0)
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused-on-loopback", max_retries=0) as opened:
+        yield opened
 
 
 def decoded(b64: str | None) -> Image.Image:

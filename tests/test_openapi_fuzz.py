@@ -26,6 +26,10 @@ def test_openapi_document_describes_every_endpoint(make_app: Callable[..., FastA
         "/v1/models/{model_id}",
         "/health",
         "/ready",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/cancel",
     ):
         assert path in paths, path
     assert "/v1/images/files/{job_id}/{name}" in paths

@@ -107,9 +107,13 @@ class ModelWorker:
     def cancel(self, job_id: str) -> None:
         """Drop a queued job, or stop a running one at its next step."""
         with self._wakeup:
+            was_waiting = job_id in self._pending
             self._pending.pop(job_id, None)
             if self._running is not None and self._running[0] == job_id:
                 self._running[1].set()
+            waiting = list(self._pending)
+        if was_waiting:
+            self._announce_positions(waiting)
 
     # -- the worker thread -----------------------------------------------------------------
     def _main(self) -> None:
