@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from fluxserve.api.app import create_app
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.settings import Settings
+from tests.jobs_support import LiveServer
+from tests.servers import serve_in_thread
 
 TINY = ("tiny-random", "tiny-random-base", "tiny-random-dev", "tiny-random-flux1", "tiny-random-schnell")
 
@@ -76,3 +79,21 @@ def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
     """The app in-process, serving tiny-random, tiny-random-base and tiny-random-flux1."""
     with TestClient(make_app(models=["tiny-random", "tiny-random-base", "tiny-random-flux1"])) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
+    """Real servers on loopback (serving tiny-random-base and tiny-random unless told otherwise)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides: Any) -> LiveServer:
+            app = make_app(**{"models": ["tiny-random-base", "tiny-random"], **overrides})
+            url = stack.enter_context(serve_in_thread(app))
+            return stack.enter_context(LiveServer(app, url))
+
+        yield start
+
+
+@pytest.fixture
+def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server()

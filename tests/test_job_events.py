@@ -4,38 +4,17 @@ and ``stream: true`` on the images endpoints, read raw."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
 from tests.jobs_support import QUICK, SLOW, LiveServer, wait_for
-from tests.servers import serve_in_thread
-
-
-@pytest.fixture
-def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides: Any) -> LiveServer:
-            app = make_app(**{"models": ["tiny-random-base"], **overrides})
-            url = stack.enter_context(serve_in_thread(app))
-            return stack.enter_context(LiveServer(app, url))
-
-        yield start
-
-
-@pytest.fixture
-def server(make_server: Callable[..., LiveServer]) -> LiveServer:
-    return make_server()
 
 
 def events_of(

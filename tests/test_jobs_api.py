@@ -3,16 +3,14 @@ idempotency, backpressure and engine faults."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from PIL import Image
 
 from fluxserve.api.app import create_app
@@ -23,23 +21,6 @@ from fluxserve.settings import Settings
 from tests.helpers import photo, png_bytes
 from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer, wait_for
 from tests.servers import serve_in_thread
-
-
-@pytest.fixture
-def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides: Any) -> LiveServer:
-            app = make_app(**{"models": ["tiny-random-base", "tiny-random"], **overrides})
-            url = stack.enter_context(serve_in_thread(app))
-            return stack.enter_context(LiveServer(app, url))
-
-        yield start
-
-
-@pytest.fixture
-def server(make_server: Callable[..., LiveServer]) -> LiveServer:
-    return make_server()
 
 
 def test_submit_answers_202_at_once_and_the_job_is_pollable_to_its_images(server: LiveServer) -> None:

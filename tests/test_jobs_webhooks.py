@@ -3,34 +3,24 @@ receiver that fails forever changes nothing about the job."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from fluxserve.jobs.webhooks import new_secret
 from tests.jobs_support import JOBS, QUICK, LiveServer, wait_for
-from tests.servers import serve_in_thread
 from tests.webhook_receiver import Answer, Receiver
 
 SECRET = new_secret()
 
 
 @pytest.fixture
-def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides: Any) -> LiveServer:
-            settings = {"models": ["tiny-random-base"], "webhook_secret": SECRET, **overrides}
-            app = make_app(**settings)
-            url = stack.enter_context(serve_in_thread(app))
-            return stack.enter_context(LiveServer(app, url))
-
-        yield start
+def make_server(make_server: Callable[..., LiveServer]) -> Callable[..., LiveServer]:
+    """Servers that sign with a secret the tests know."""
+    return lambda **overrides: make_server(**{"webhook_secret": SECRET, **overrides})
 
 
 @pytest.fixture
