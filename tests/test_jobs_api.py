@@ -344,3 +344,19 @@ def test_an_engine_error_mid_run_fails_the_job_and_the_worker_goes_on(
         assert "failed" in failed["error"]["message"]
         assert "images" not in failed
         assert server.wait_status(after["id"], "succeeded")["images"]
+
+
+def test_a_client_with_an_idempotency_key_that_times_out_finds_its_job_on_retry(server: LiveServer) -> None:
+    blocker = server.submit(SLOW)
+    headers = {"Idempotency-Key": "retry-after-timeout"}
+    body = {**QUICK, "prompt": "worth waiting for"}
+    with pytest.raises(httpx.ReadTimeout):
+        server.http.post("/v1/images/generations", json=body, headers=headers, timeout=0.3)
+    [waiting] = server.http.get(JOBS, params={"status": "queued"}).json()["data"]
+    assert waiting["request"]["prompt"] == "worth waiting for"  # not canceled by the disconnect
+
+    retried = server.http.post("/v1/images/generations", json=body, headers=headers)
+    assert retried.status_code == 200
+    assert retried.headers["x-job-id"] == waiting["id"]
+    assert retried.headers["idempotent-replayed"] == "true"
+    server.http.post(blocker["urls"]["cancel"])

@@ -3,8 +3,9 @@
 ``image_generation.partial_image`` for each partial image the request asked for, then
 ``image_generation.completed`` with the image and ``usage`` (``image_edit.*`` for edits). A
 failure is an ``error`` event in the API's error shape, which the official client raises.
-A client that leaves before its job starts cancels it; once started, the job finishes and is
-kept (its id is in the ``x-job-id`` header).
+A client that leaves before its job starts cancels it, unless it sent an ``Idempotency-Key``
+(it means to come back); once started, the job finishes and is kept (its id is in the
+``x-job-id`` header).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def error_event(job: Job) -> bytes:
     return sse.frame("error", body)
 
 
-async def image_stream(service: JobService, job: Job, *, keepalive: float) -> AsyncIterator[bytes]:
+async def image_stream(
+    service: JobService, job: Job, *, keepalive: float, cancel_if_left: bool = True
+) -> AsyncIterator[bytes]:
     finished = False
     try:
         with service.bus.watch(job.id) as live:
@@ -90,5 +93,7 @@ async def image_stream(service: JobService, job: Job, *, keepalive: float) -> As
         else:
             yield error_event(job)
     finally:
-        if not finished and service.cancel_if_queued(job.id):  # quick; must not await while being torn down
+        if (
+            not finished and cancel_if_left and service.cancel_if_queued(job.id)
+        ):  # quick; must not await while being torn down
             log.info("job %s canceled: its stream closed before it started", job.id)

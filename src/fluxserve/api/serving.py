@@ -102,19 +102,26 @@ async def serve_images(request: Request, operation: str) -> Response:
     ctx = context(request)
     accepted = await accept(request, operation)
     job = accepted.job
+    # A client that sent an Idempotency-Key means to come back for its job: leaving does not cancel it.
+    cancel_if_left = job.idempotency_key is None
     if accepted.fields.stream:
-        events = image_stream(ctx.service, job, keepalive=ctx.settings.sse_keepalive_seconds)
+        events = image_stream(
+            ctx.service, job, keepalive=ctx.settings.sse_keepalive_seconds, cancel_if_left=cancel_if_left
+        )
         return StreamingResponse(events, media_type="text/event-stream", headers={**sse.HEADERS, **accepted.headers()})
-    finished = await _wait_unless_disconnected(request, ctx.service, job.id)
+    finished = await _wait_unless_disconnected(request, ctx.service, job.id, cancel_if_left=cancel_if_left)
     if finished is None:
         return Response(status_code=499)  # nobody is listening any more
-    raise_if_unsuccessful(finished)
+    _raise_if_unsuccessful(finished)
     body = await asyncio.to_thread(render_images_response, finished, ctx.service, base_url(request, ctx.settings))
     return Response(body, media_type="application/json", headers=accepted.headers())
 
 
-async def _wait_unless_disconnected(request: Request, service: JobService, job_id: str) -> Job | None:
-    """The finished job; or None when the client left first (its job is canceled if not started)."""
+async def _wait_unless_disconnected(
+    request: Request, service: JobService, job_id: str, *, cancel_if_left: bool
+) -> Job | None:
+    """The finished job; or None when the client left first (then, with ``cancel_if_left``, its
+    job is canceled if it has not started)."""
     waiting = asyncio.ensure_future(service.wait(job_id))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
@@ -124,7 +131,7 @@ async def _wait_unless_disconnected(request: Request, service: JobService, job_i
     if waiting.done():
         return waiting.result()
     waiting.cancel()
-    if await asyncio.to_thread(service.cancel_if_queued, job_id):
+    if cancel_if_left and await asyncio.to_thread(service.cancel_if_queued, job_id):
         log.info("job %s canceled: its client disconnected before it started", job_id)
     else:
         log.info("job %s goes on: its client disconnected, the result will be kept", job_id)
@@ -136,7 +143,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def raise_if_unsuccessful(job: Job) -> None:
+def _raise_if_unsuccessful(job: Job) -> None:
     if job.status is JobStatus.CANCELED:
         raise GenerationCancelled(f"job {job.id} was canceled")
     if job.status is JobStatus.FAILED:
