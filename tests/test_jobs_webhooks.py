@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from fluxserve.jobs.webhooks import new_secret
 from tests.jobs_support import JOBS, QUICK, LiveServer, wait_for
+from tests.servers import serve_in_thread
 from tests.webhook_receiver import Answer, Receiver
 
 SECRET = new_secret()
@@ -135,3 +137,17 @@ def test_sync_requests_take_webhooks_too(make_server: Callable[..., LiveServer],
     assert response.status_code == 200
     deliveries_settled(server, response.headers["x-job-id"], 1)
     assert json.loads(receiver.requests[0].body)["data"]["id"] == response.headers["x-job-id"]
+
+
+def test_a_job_failed_at_start_up_posts_failed(make_app: Callable[..., FastAPI], receiver: Receiver) -> None:
+    first = make_app(models=["tiny-random-base"], webhook_secret=SECRET)
+    with serve_in_thread(first) as url, LiveServer(first, url) as server:
+        server.submit({**QUICK, "size": "256x256", "steps": 100})
+        waiting = server.submit({**QUICK, "webhook_url": receiver.url, "webhook_events": ["failed"]})
+    # the next start serves another model: the waiting job cannot run and fails
+    second = make_app(models=["tiny-random"], webhook_secret=SECRET)
+    with serve_in_thread(second) as url, LiveServer(second, url) as server:
+        [delivery] = deliveries_settled(server, waiting["id"], 1)
+        assert delivery["event"] == "failed"
+        body = Webhook(SECRET).verify(receiver.requests[0].body, receiver.requests[0].headers)
+        assert body["data"]["error"]["type"] == "model_not_found"

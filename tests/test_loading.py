@@ -7,11 +7,13 @@ import json
 import re
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, import_diffusers, locate_model, pick_device, pick_dtype
 from fluxserve.engines.tiny import tiny_model_path
@@ -173,3 +175,28 @@ def test_flux2_dev_weights_need_torchvision_for_their_tokenizer(
     with pytest.raises(MissingExtra, match=re.escape("pip install 'fluxserve[flux2-dev]'")) as caught:
         DiffusersEngine(str(folder), options).load()
     assert "torchvision is not installed" in str(caught.value)
+
+
+def test_models_loaded_on_several_threads_at_once_all_load(
+    options: EngineOptions, engines: dict[str, DiffusersEngine]
+) -> None:
+    """A server loads each model on its own worker thread: loads must not corrupt each other."""
+    errors: list[BaseException] = []
+
+    def load(engine: DiffusersEngine) -> None:
+        try:
+            engine.load()
+        except BaseException as error:
+            errors.append(error)
+
+    for _ in range(3):
+        fresh = [DiffusersEngine(name, options) for name in ("tiny-random-base", "tiny-random", "tiny-random-flux1")]
+        threads = [threading.Thread(target=load, args=(engine,)) for engine in fresh]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert errors == []
+        for engine in fresh:
+            request = GenerationRequest("a loaded model", width=64, height=64, seed=1)
+            assert engine.generate(request).images[0].image.size == (64, 64)

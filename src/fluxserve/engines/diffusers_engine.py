@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+_LOADING = threading.Lock()
+"""One model loads (or builds) at a time in a process: ``from_pretrained`` swaps torch's module
+initialisation for meta-device stubs while it runs (accelerate's ``init_empty_weights``), so a
+model built or loaded on another thread meanwhile gets meta tensors ("Cannot copy out of meta
+tensor"). The lock is global because that patch is."""
+
+
 class _StopRequested(Exception):
     """Raised inside the pipeline's step callback to abandon a run."""
 
@@ -60,7 +67,7 @@ class DiffusersEngine:
         return self._device
 
     def load(self) -> None:
-        with self._lock:
+        with self._lock, _LOADING:
             if self._pipeline is not None:
                 return
             location = locate_model(self.model, self.options)

@@ -78,6 +78,7 @@ class JobService:
             worker = self.workers.get(job.spec.model)
             if worker is None:
                 self.store.mark_failed(job.id, "model_not_found", f"model {job.spec.model} is no longer served")
+                self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
             else:
                 worker.enqueue(job.id)
         for worker in self.workers.values():
