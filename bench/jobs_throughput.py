@@ -83,11 +83,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def baseline_block(engine: DiffusersEngine, jobs: int) -> float:
+def baseline_block(engine: DiffusersEngine, jobs: int, size: int) -> float:
     """Seconds per job for the engine alone: generate, then encode as the server does."""
     started = time.perf_counter()
     for seed in range(jobs):
-        result = engine.generate(GenerationRequest(PROMPT, width=SIZE, height=SIZE, steps=STEPS, seed=seed))
+        result = engine.generate(GenerationRequest(PROMPT, width=size, height=size, steps=STEPS, seed=seed))
         encode_result(result, ImageFormat.PNG)
     return (time.perf_counter() - started) / jobs
 
@@ -111,8 +111,10 @@ async def terminal_event(client: httpx.AsyncClient, url: str) -> tuple[str, dict
     raise RuntimeError(f"{url}: the stream ended without a final event")
 
 
-async def one_job(client: httpx.AsyncClient, seed: int, latencies: list[float], submits: list[float]) -> None:
-    body = {"prompt": PROMPT, "size": f"{SIZE}x{SIZE}", "steps": STEPS, "n": 1, "seed": seed}
+async def one_job(
+    client: httpx.AsyncClient, size: int, seed: int, latencies: list[float], submits: list[float]
+) -> None:
+    body = {"prompt": PROMPT, "size": f"{size}x{size}", "steps": STEPS, "n": 1, "seed": seed}
     started = time.perf_counter()
     response = await client.post("/v1/jobs", json=body)
     submits.append(time.perf_counter() - started)
@@ -124,18 +126,20 @@ async def one_job(client: httpx.AsyncClient, seed: int, latencies: list[float], 
         raise RuntimeError(f"job {job.get('id')} ended {name}: {job.get('error')}")
 
 
-async def load_run(url: str, clients: int, jobs: int, timeout: float) -> tuple[float, list[float], list[float]]:
+async def load_run(
+    url: str, clients: int, jobs: int, size: int, timeout: float
+) -> tuple[float, list[float], list[float]]:
     """``jobs`` jobs by ``clients`` concurrent clients; wall seconds, submit-to-completed and POST times."""
     latencies: list[float] = []
     submits: list[float] = []
     seeds = iter(range(jobs))
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await one_job(client, 0, [], [])  # open a connection; the server's caches are warm after this
+        await one_job(client, size, 0, [], [])  # open a connection; the server's caches are warm after this
 
         async def client_loop() -> None:
             for seed in seeds:  # the clients share one iterator: exactly ``jobs`` jobs in all
-                await one_job(client, seed, latencies, submits)
+                await one_job(client, size, seed, latencies, submits)
 
         started = time.perf_counter()
         async with asyncio.timeout(timeout):
@@ -150,6 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=JOBS, help="jobs per load run")
     parser.add_argument("--baseline-jobs", type=int, default=BASELINE_JOBS, help="engine calls per baseline block")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--size", type=int, default=SIZE, help="image side in pixels (a multiple of 16)")
     args = parser.parse_args(argv)
     args.clients = [int(n) for n in args.clients.split(",")]
     return args
@@ -162,15 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     figures = {n: Figures() for n in args.clients}
     queue = str(max(args.jobs, max(args.clients)) + 8)
     with fluxserve_server(["tiny-random"], max_queue=queue) as url:
-        baseline_block(engine, args.baseline_jobs)  # warm the engine up
-        before = baseline_block(engine, args.baseline_jobs)
+        baseline_block(engine, args.baseline_jobs, args.size)  # warm the engine up
+        before = baseline_block(engine, args.baseline_jobs, args.size)
         for _ in range(args.rounds):
             for n in args.clients:
                 limit = 60 + args.jobs * before * 20  # bounded: a stuck server fails the run, never hangs it
                 cpu = time.process_time()
-                wall, latencies, submits = asyncio.run(load_run(url, n, args.jobs, limit))
+                wall, latencies, submits = asyncio.run(load_run(url, n, args.jobs, args.size, limit))
                 cpu = time.process_time() - cpu
-                after = baseline_block(engine, args.baseline_jobs)
+                after = baseline_block(engine, args.baseline_jobs, args.size)
                 per_job = (before + after) / 2
                 got = figures[n]
                 got.rates.append(args.jobs / wall)
@@ -180,15 +185,15 @@ def main(argv: list[str] | None = None) -> int:
                 got.latencies += latencies
                 got.submits += submits
                 before = after
-    report(figures, args.jobs)
+    report(figures, args.jobs, args.size)
     return 0
 
 
-def report(figures: dict[int, Figures], jobs: int) -> None:
+def report(figures: dict[int, Figures], jobs: int, size: int) -> None:
     median = statistics.median
     engine_rates = [rate for got in figures.values() for rate in got.engine_rates]
     print(
-        f"baseline: engine.generate + PNG encode, {SIZE}x{SIZE}, {STEPS} steps, n=1, one after another: "
+        f"baseline: engine.generate + PNG encode, {size}x{size}, {STEPS} steps, n=1, one after another: "
         f"median {1000 / median(engine_rates):.1f} ms/job ({median(engine_rates):.2f} jobs/s), "
         f"{1000 / max(engine_rates):.1f} to {1000 / min(engine_rates):.1f} ms/job around single load runs"
     )

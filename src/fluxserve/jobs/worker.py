@@ -146,9 +146,7 @@ class ModelWorker:
                 return None
             job_id, _ = self._pending.popitem(last=False)
             self._running = (job_id, threading.Event())
-            waiting = list(self._pending)
-        self._announce_positions(waiting)
-        return job_id
+            return job_id
 
     def _announce_positions(self, waiting: list[str]) -> None:
         """Tell the watchers of each waiting job that it moved up the queue."""
@@ -171,6 +169,9 @@ class ModelWorker:
             job = self._store.get(job_id)
             assert job is not None
             self._bus.publish(JobEvent(job_id, "started", job=job))
+            with self._wakeup:
+                waiting = list(self._pending)
+            self._announce_positions(waiting)  # everyone behind it moved up
             started = time.perf_counter()
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
