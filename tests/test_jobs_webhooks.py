@@ -151,3 +151,14 @@ def test_a_job_failed_at_start_up_posts_failed(make_app: Callable[..., FastAPI],
         assert delivery["event"] == "failed"
         body = Webhook(SECRET).verify(receiver.requests[0].body, receiver.requests[0].headers)
         assert body["data"]["error"]["type"] == "model_not_found"
+
+
+def test_a_webhook_body_carries_the_job_without_the_delivery_records(
+    make_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    server = make_server()
+    job = server.submit({**QUICK, "webhook_url": receiver.url, "webhook_events": ["completed"]})
+    deliveries_settled(server, job["id"], 1)
+    sent = json.loads(receiver.requests[0].body)["data"]["webhook"]
+    assert sent == {"url": receiver.url, "events": ["completed"]}
+    assert len(server.job(job["id"])["webhook"]["deliveries"]) == 1

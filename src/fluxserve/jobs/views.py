@@ -73,7 +73,9 @@ class WebhookDeliveryView(BaseModel):
 class WebhookView(BaseModel):
     url: str
     events: list[str]
-    deliveries: list[WebhookDeliveryView] = Field(default_factory=list)
+    deliveries: list[WebhookDeliveryView] | None = Field(
+        default=None, description="In GET /v1/jobs/{id}; not in the webhook bodies themselves."
+    )
 
 
 class JobView(BaseModel):
@@ -154,7 +156,7 @@ def job_view(
     if job.usage is not None:
         view.usage = JobUsage(**job.usage.to_json())
     if job.webhook is not None:
-        view.webhook = WebhookView(url=job.webhook.url, events=list(job.webhook.events), deliveries=deliveries or [])
+        view.webhook = WebhookView(url=job.webhook.url, events=list(job.webhook.events), deliveries=deliveries)
     return view
 
 
