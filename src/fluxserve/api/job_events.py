@@ -83,8 +83,6 @@ async def job_event_stream(
                 continue
             if sent and not _after(service, received.id, sent):
                 continue  # already sent
-            if received.terminal:
-                received = await _with_final_job(received, service)
             yield await _framed(received, service, base_url, first=first)
             first = False
             if received.terminal:
@@ -96,14 +94,9 @@ def _after(service: JobService, event_id: str, sent_id: str) -> bool:
     return new is None or old is None or new > old
 
 
-async def _with_final_job(event: JobEvent, service: JobService) -> JobEvent:
-    """Terminal events carry the job as stored, with its images and usage."""
-    if event.job is not None and event.job.status.finished:
-        return event
-    job = await asyncio.to_thread(service.get, event.job_id)
-    return JobEvent(event.job_id, event.type, job=job, id=event.id)
-
-
 async def _framed(event: JobEvent, service: JobService, base_url: str, *, first: bool = False) -> bytes:
-    data = await asyncio.to_thread(event_data, event, service, base_url) if event.terminal else None
-    return sse.frame(event.type, data or event_data(event, service, base_url), event.id or None, retry=first)
+    if event.terminal:  # terminal events carry the stored job (published with it); its view reads the store
+        data = await asyncio.to_thread(event_data, event, service, base_url)
+    else:
+        data = event_data(event, service, base_url)
+    return sse.frame(event.type, data, event.id or None, retry=first)

@@ -84,15 +84,13 @@ class EventBus:
                 self._history.popitem(last=False)
         history.append(event)
 
-    def since(self, job_id: str, last_event_id: str | None) -> list[JobEvent] | None:
-        """The events of ``job_id`` after ``last_event_id`` (all kept ones for None).
+    def since(self, job_id: str, last_event_id: str) -> list[JobEvent] | None:
+        """The events of ``job_id`` after ``last_event_id``.
 
         None when they cannot be known: the id is from another process, or older than what is kept.
         """
         with self._lock:
             kept = list(self._history.get(job_id, ()))
-        if last_event_id is None:
-            return kept
         sequence = self.sequence_of(last_event_id)
         if sequence is None:
             return None

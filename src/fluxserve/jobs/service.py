@@ -201,25 +201,27 @@ class JobService:
 
     def delete(self, job_id: str) -> None:
         """Remove a finished job and its files."""
-        job = self.get(job_id)
-        if not job.status.finished or not self.store.delete(job_id):
+        self.get(job_id)  # NotFound for an unknown job
+        if not self._remove(job_id):
             raise Conflict(f"job {job_id} has not finished; cancel it first, then delete it")
-        self.files.delete_job(job_id)
-        self.bus.forget(job_id)
 
     def clean_up(self, now: float | None = None) -> int:
         """Delete the jobs that finished longer ago than the retention period; return how many."""
         cutoff = (time.time() if now is None else now) - self.settings.job_retention_hours * 3600
         removed = 0
         while ids := self.store.finished_before(cutoff):
-            for job_id in ids:
-                if self.store.delete(job_id):
-                    self.files.delete_job(job_id)
-                    self.bus.forget(job_id)
-                    removed += 1
+            removed += sum(self._remove(job_id) for job_id in ids)
         if removed:
             log.info("retention: removed %d finished jobs and their files", removed)
         return removed
+
+    def _remove(self, job_id: str) -> bool:
+        """Remove a finished job's record, files and kept events; False if it has not finished."""
+        if not self.store.delete(job_id):
+            return False
+        self.files.delete_job(job_id)
+        self.bus.forget(job_id)
+        return True
 
     def _clean_up_periodically(self) -> None:
         while not self._stopping.wait(self.settings.cleanup_interval_seconds):

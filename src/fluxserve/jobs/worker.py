@@ -111,9 +111,8 @@ class ModelWorker:
             self._pending.pop(job_id, None)
             if self._running is not None and self._running[0] == job_id:
                 self._running[1].set()
-            waiting = list(self._pending)
         if was_waiting:
-            self._announce_positions(waiting)
+            self._announce_positions()
 
     # -- the worker thread -----------------------------------------------------------------
     def _main(self) -> None:
@@ -148,8 +147,10 @@ class ModelWorker:
             self._running = (job_id, threading.Event())
             return job_id
 
-    def _announce_positions(self, waiting: list[str]) -> None:
-        """Tell the watchers of each waiting job that it moved up the queue."""
+    def _announce_positions(self) -> None:
+        """Tell the watchers of each waiting job where it now stands in the queue."""
+        with self._wakeup:
+            waiting = list(self._pending)
         for position, job_id in enumerate(waiting, start=1):
             if self._bus.watched(job_id):
                 self._bus.publish(JobEvent(job_id, "queued", position=position))
@@ -169,9 +170,7 @@ class ModelWorker:
             job = self._store.get(job_id)
             assert job is not None
             self._bus.publish(JobEvent(job_id, "started", job=job))
-            with self._wakeup:
-                waiting = list(self._pending)
-            self._announce_positions(waiting)  # everyone behind it moved up
+            self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
@@ -219,8 +218,8 @@ class ModelWorker:
                 if image is not None and wants_partial:
                     data = encode_image(image, partial_format, compression=spec.output_compression)
                     partial = PartialImage(partial_at.index(progress.step), data)
-            event = JobEvent(job_id, "progress", progress=replace(progress, preview=None), preview=preview)
-            self._bus.publish(replace(event, partial_image=partial))
+            step = replace(progress, preview=None)  # the preview callable is only valid during this call
+            self._bus.publish(JobEvent(job_id, "progress", progress=step, preview=preview, partial_image=partial))
 
         return report
 

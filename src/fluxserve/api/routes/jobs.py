@@ -64,9 +64,14 @@ def _json(view: JobView, status: int, headers: dict[str, str] | None = None) -> 
     return JSONResponse(view_json(view), status_code=status, headers=headers)
 
 
-async def _job(ctx: ServerContext, job_id: str) -> Job:
+def _check_id(job_id: str) -> None:
+    """A path that cannot name a job is a 404 before any lookup."""
     if not is_job_id(job_id):
         raise NotFound(f"no job {job_id!r}")
+
+
+async def _job(ctx: ServerContext, job_id: str) -> Job:
+    _check_id(job_id)
     return await asyncio.to_thread(ctx.service.get, job_id)
 
 
@@ -173,8 +178,8 @@ async def job_events(job_id: str, request: Request) -> Response:
 
 async def _cancel(request: Request, job_id: str) -> Response:
     ctx = context(request)
-    await _job(ctx, job_id)
-    job = await asyncio.to_thread(ctx.service.cancel, job_id)
+    _check_id(job_id)
+    job = await asyncio.to_thread(ctx.service.cancel, job_id)  # NotFound, JobFinished
     if not job.status.finished:  # running: it stops at its next step
         job = await ctx.service.wait(job_id, timeout=CANCEL_WAIT_SECONDS)
     if job.status.finished and job.status is not JobStatus.CANCELED:
