@@ -81,9 +81,9 @@ def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
         assert done_file.stat().st_mtime_ns == done_mtime  # a finished job is not run again
         assert after[interrupted[0]]["attempts"] == 2
 
-        for job_id in after:
-            image = httpx.get(f"{restarted.url}/v1/images/files/{job_id}/0.png")
-            assert image.status_code == 200
+        urls = {job_id: httpx.get(f"{restarted.url}/v1/jobs/{job_id}").json()["images"][0]["url"] for job_id in after}
+        for url in urls.values():
+            assert httpx.get(url).status_code == 200
         # The interrupted job ran again from its recorded seed: the same image as a fresh request.
         spec = json.loads(after[interrupted[0]]["spec"])
         fresh = httpx.post(
@@ -92,6 +92,6 @@ def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
             timeout=120,
         ).json()
         fresh_bytes = httpx.get(fresh["data"][0]["url"]).content
-        assert httpx.get(f"{restarted.url}/v1/images/files/{interrupted[0]}/0.png").content == fresh_bytes
+        assert httpx.get(urls[interrupted[0]]).content == fresh_bytes
     finally:
         restarted.stop()

@@ -28,6 +28,7 @@ from fluxserve.jobs.webhooks import (
     retry_after_seconds,
 )
 from fluxserve.settings import Settings
+from fluxserve.storage.signing import UrlSigner
 from tests.webhook_receiver import Answer, Receiver
 
 SPEC = JobSpec(
@@ -82,7 +83,8 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
             "webhook_timeout_seconds": 10,
         }
         settings = Settings(**{**values, **overrides})
-        sender = WebhookSender(store, settings, secret or new_secret())
+        signer = UrlSigner(b"k" * 32, settings.url_ttl_seconds)
+        sender = WebhookSender(store, settings, secret or new_secret(), signer)
         started.append(sender)
         if start:
             sender.start()
@@ -148,7 +150,8 @@ def test_a_delivery_is_signed_per_standard_webhooks_and_carries_the_job(
     assert payload["timestamp"].endswith("Z")
     assert payload["data"]["id"] == job.id
     assert payload["data"]["status"] == "succeeded"
-    assert payload["data"]["images"][0]["url"] == f"http://fluxserve.test/v1/images/files/{job.id}/0.png"
+    image_url = payload["data"]["images"][0]["url"]
+    assert image_url.startswith(f"http://fluxserve.test/v1/images/files/{job.id}/0.png?expires=")
     with pytest.raises(Exception, match="signature"):
         Webhook(new_secret()).verify(request.body, request.headers)
 

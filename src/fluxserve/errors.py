@@ -10,7 +10,9 @@ statuses in one place; the engines and the CLI never speak HTTP.
     │   └── InvalidImage          a reference image that cannot be decoded or used
     │   ├── PayloadTooLarge       a body or upload over the configured limits
     │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
-    ├── NotFound                  no such job or file
+    ├── NotFound                  no such job or file (or not the caller's)
+    ├── AuthenticationFailed      no API key, or one that is wrong, revoked or expired
+    ├── PermissionDenied          a key without the scope; a signed URL that is wrong or expired
     ├── Conflict                  the request contradicts the job's state or an earlier request
     │   ├── JobFinished           cancel of a job that has already finished
     │   └── IdempotencyKeyReused  the same Idempotency-Key with a different request
@@ -19,6 +21,9 @@ statuses in one place; the engines and the CLI never speak HTTP.
     ├── MissingExtra              an optional dependency group is not installed
     ├── EngineNotReady            generate() before load(); a server model still loading
     ├── QueueFull                 too much work waiting; ``retry_after`` says when to come back
+    ├── RateLimited               a key's requests per minute or concurrent jobs; ``retry_after``
+    ├── QuotaExceeded             a key's megapixels for the period are used; ``reset_at``
+    ├── InsecureConfiguration     a server that would be open to a network by accident
     └── GenerationError           the engine failed while generating
         ├── GenerationCancelled   the caller cancelled; no partial image is returned
         └── JobFailed             a job ended in failure (``code`` is the job's error type)
@@ -67,6 +72,20 @@ class NotFound(FluxserveError):
     code = "not_found"
 
 
+class AuthenticationFailed(FluxserveError):
+    """``code``: missing_api_key, invalid_api_key, revoked_api_key or expired_api_key."""
+
+    def __init__(self, message: str, *, code: str = "invalid_api_key") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PermissionDenied(FluxserveError):
+    def __init__(self, message: str, *, code: str = "permission_denied") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Conflict(FluxserveError):
     code = "conflict"
 
@@ -112,6 +131,30 @@ class QueueFull(FluxserveError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(FluxserveError):
+    """``code``: rate_limit_exceeded (requests per minute) or concurrency_limit_exceeded."""
+
+    def __init__(self, message: str, *, retry_after: int, code: str = "rate_limit_exceeded") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
+
+
+class QuotaExceeded(FluxserveError):
+    """The key's quota is used until ``reset_at`` (Unix seconds); retrying sooner cannot help."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, reset_at: int, retry_after: int) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+        self.retry_after = retry_after
+
+
+class InsecureConfiguration(FluxserveError):
+    code = "insecure_configuration"
 
 
 class GenerationError(FluxserveError):

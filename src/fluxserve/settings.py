@@ -7,6 +7,7 @@ Values come from, highest first: command-line flags, environment variables (``FL
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,11 +67,27 @@ class Settings(BaseModel):
     """Retry n waits base x 2^(n-1) seconds, capped at webhook_retry_max_seconds."""
     webhook_retry_max_seconds: float = Field(300, gt=0)
     webhook_timeout_seconds: float = Field(10, gt=0)
+    no_auth: bool = False
+    """Serve without API keys even on a network address (a warning is logged at every start)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins allowed to call the API from a browser (``*`` for any); none by default."""
+    url_ttl_seconds: int = Field(3600, ge=1)
+    """How long a signed image URL works."""
+    url_signing_secret: str | None = None
+    """The key that signs image URLs; default: made once, kept in the data dir."""
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://studio.example.com (no path)")
+        return value
 
     @field_validator("models")
     @classmethod

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from fluxserve import __version__
+from fluxserve.accounts.policy import check_access
 from fluxserve.api import errors
-from fluxserve.api.middleware import BodyLimit, RequestId
-from fluxserve.api.routes import files, health, images, jobs, models
+from fluxserve.api.middleware import BodyLimit, RequestId, SecurityHeaders
+from fluxserve.api.routes import admin, files, health, images, jobs, models, usage
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
 from fluxserve.engines.registry import create_engine
@@ -26,6 +28,11 @@ request becomes a durable job, which the jobs API (`/v1/jobs`) exposes: submit, 
 progress as Server-Sent Events, cancel, list and delete; webhooks and `Idempotency-Key` too.
 Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 """
+
+
+# What a browser page on an allowed origin may send and read (CORS is off without cors_origins).
+CORS_REQUEST_HEADERS = ["authorization", "x-key", "content-type", "idempotency-key", "prefer", "last-event-id"]
+CORS_RESPONSE_HEADERS = ["x-request-id", "x-job-id", "retry-after", "location", "idempotent-replayed", "x-quota-reset"]
 
 
 def _document_served_models(app: FastAPI, names: list[str]) -> None:
@@ -43,14 +50,26 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) -> FastAPI:
-    """The ASGI app. ``engines`` defaults to one engine per ``settings.models``."""
+def create_app(
+    settings: Settings, engines: Mapping[str, Engine] | None = None, *, clock: Callable[[], float] = time.time
+) -> FastAPI:
+    """The ASGI app. ``engines`` defaults to one engine per ``settings.models``; ``clock`` times
+    rate limits, quotas and URL expiry.
+
+    Raises :class:`~fluxserve.errors.InsecureConfiguration` for a server that would be open to a
+    network by accident.
+    """
     chosen = (
         dict(engines)
         if engines is not None
         else {m: create_engine(m, settings.engine_options()) for m in settings.models}
     )
-    service = JobService(settings, chosen)
+    service = JobService(settings, chosen, clock=clock)
+    try:
+        check_access(settings, service.keys)
+    except BaseException:
+        service.store.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,9 +82,19 @@ def create_app(settings: Settings, engines: Mapping[str, Engine] | None = None) 
     app = FastAPI(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ServerContext(settings=settings, service=service, started=int(time.time()))
     errors.install(app)
-    for module in (images, jobs, files, models, health):
+    for module in (images, jobs, files, models, usage, admin, health):
         app.include_router(module.router)
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     return app

@@ -23,10 +23,14 @@ _STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
     (errors.PayloadTooLarge, 413, "invalid_request_error"),
     (errors.UnsupportedMediaType, 415, "invalid_request_error"),
     (errors.InvalidRequest, 400, "invalid_request_error"),
+    (errors.AuthenticationFailed, 401, "authentication_error"),
+    (errors.PermissionDenied, 403, "permission_error"),
     (errors.NotFound, 404, "invalid_request_error"),
     (errors.UnknownModel, 404, "invalid_request_error"),
     (errors.Conflict, 409, "invalid_request_error"),
     (errors.QueueFull, 429, "rate_limit_error"),
+    (errors.RateLimited, 429, "rate_limit_error"),
+    (errors.QuotaExceeded, 429, "insufficient_quota"),
     (errors.EngineNotReady, 503, "service_unavailable"),
     (errors.ModelUnavailable, 503, "service_unavailable"),
     (errors.GenerationCancelled, 409, "invalid_request_error"),
@@ -74,8 +78,13 @@ def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(retry_after)
-    if isinstance(error, errors.Conflict):  # the SDK retries 409s; the same request would conflict again
+    if isinstance(error, errors.Conflict | errors.QuotaExceeded):
+        # The SDK retries 409 and 429 at once; the same request would be refused again.
         headers["x-should-retry"] = "false"
+    if isinstance(error, errors.QuotaExceeded):
+        headers["x-quota-reset"] = str(error.reset_at)
+    if isinstance(error, errors.AuthenticationFailed):
+        headers["www-authenticate"] = 'Bearer realm="fluxserve"'
     if status >= 500:
         log.warning("request failed: %s", error)
     param = getattr(error, "param", None)

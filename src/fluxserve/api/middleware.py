@@ -1,4 +1,4 @@
-"""ASGI middleware: a request id on every response, and a cap on the request body's size."""
+"""ASGI middleware: a request id on every response, a cap on the request body's size, security headers."""
 
 from __future__ import annotations
 
@@ -75,3 +75,46 @@ class BodyLimit:
         headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+# The studio page runs only its own scripts and styles and talks only to this server.
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Everything else is data, never a document to render.
+DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
+# FastAPI's interactive docs load Swagger UI and ReDoc from a CDN: no policy of ours there.
+_DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+class SecurityHeaders:
+    """Headers that stop browsers from sniffing, framing, or leaking URLs (signed image links) in referrers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"] in _DOCS
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
+                wanted = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                ]
+                if not docs:
+                    wanted.append((b"content-security-policy", (PAGE_POLICY if html else DATA_POLICY).encode()))
+                headers += [(name, value) for name, value in wanted if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

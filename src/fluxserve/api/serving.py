@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
 from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
@@ -68,8 +69,8 @@ class Accepted:
         return headers
 
 
-async def accept(request: Request, operation: str) -> Accepted:
-    """Parse, check and queue an images request (``operation``: generation, edit or job)."""
+async def accept(request: Request, operation: str, caller: Caller) -> Accepted:
+    """Parse, check and queue ``caller``'s images request (``operation``: generation, edit or job)."""
     ctx = context(request)
     parsed = await read_image_request(request, ctx.settings)
     key = idempotency_key(request)
@@ -83,7 +84,12 @@ async def accept(request: Request, operation: str) -> Accepted:
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
     submitted = await asyncio.to_thread(
-        ctx.service.submit, resolved.spec, resolved.references, webhook=webhook, idempotency=idempotency
+        ctx.service.submit,
+        resolved.spec,
+        resolved.references,
+        webhook=webhook,
+        idempotency=idempotency,
+        caller=caller,
     )
     mark_job_started(request, submitted.job.id)
     return Accepted(submitted, parsed.fields)
@@ -98,9 +104,9 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def serve_images(request: Request, operation: str) -> Response:
+async def serve_images(request: Request, operation: str, caller: Caller) -> Response:
     ctx = context(request)
-    accepted = await accept(request, operation)
+    accepted = await accept(request, operation, caller)
     job = accepted.job
     # A client that sent an Idempotency-Key means to come back for its job: leaving does not cancel it.
     cancel_if_left = job.idempotency_key is None
@@ -165,7 +171,7 @@ def render_images_response(job: Job, service: JobService, base_url: str) -> byte
     for output in job.outputs:
         item = ImageData(revised_prompt=spec.prompt, prompt=spec.prompt, seed=output.seed)
         if spec.response_format == "url":
-            item.url = image_url(base_url, job, output.index)
+            item.url = image_url(base_url, job, output.index, service.signer)
         else:
             path = service.files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
             item.b64_json = base64.b64encode(path.read_bytes()).decode("ascii")

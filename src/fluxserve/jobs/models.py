@@ -53,6 +53,11 @@ class JobSpec:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def megapixels(self) -> float:
+        """What the job is charged against a quota: output plus input megapixels (1024 x 1024 pixels)."""
+        return round(self.n * self.width * self.height / 1024**2 + self.input_megapixels, 4)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSpec:
         return cls(**data)
@@ -110,6 +115,8 @@ class Job:
     attempts: int = 0
     webhook: WebhookTarget | None = None
     idempotency_key: str | None = None
+    owner: str | None = None
+    """The id of the API key that made the job (None: made without a key)."""
 
 
 LIFECYCLE_EVENTS = ("queued", "started", "completed", "failed", "canceled")

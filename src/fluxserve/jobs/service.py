@@ -12,11 +12,15 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image
 
+from fluxserve.accounts.admission import Admission
+from fluxserve.accounts.keys import ANONYMOUS, Caller
+from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
@@ -36,18 +40,26 @@ from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
 from fluxserve.jobs.worker import ModelWorker, WorkerState
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
+from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 
 log = logging.getLogger("fluxserve.jobs")
 
 
 class JobService:
-    def __init__(self, settings: Settings, engines: dict[str, Engine]) -> None:
+    def __init__(
+        self, settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
         self.files = FileStore(settings.data_dir)
+        self.keys = KeyStore(self.store, clock)
+        self.admission = Admission(self.store, clock)
+        self.signer = UrlSigner(
+            load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
+        )
         self.bus = EventBus(self.store.next_boot())
         self.webhooks = WebhookSender(
-            self.store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret)
+            self.store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), self.signer
         )
         self.bus.listen(self._notify_webhooks)
         self._admission = threading.Lock()
@@ -109,8 +121,8 @@ class JobService:
 
     def capabilities(self, model: str) -> Capabilities:
         worker = self.worker(model)
-        if worker.state is WorkerState.FAILED:
-            raise ModelUnavailable(f"model {model} could not be loaded: {worker.load_error}")
+        if worker.state is WorkerState.FAILED:  # the reason, which may name local paths, is in the server log
+            raise ModelUnavailable(f"model {model} could not be loaded; the server's log says why")
         if worker.state is WorkerState.LOADING:
             raise EngineNotReady(f"model {model} is still loading; try again shortly", retry_after=5)
         return worker.engine.capabilities
@@ -122,35 +134,44 @@ class JobService:
         *,
         webhook: WebhookTarget | None = None,
         idempotency: Idempotency | None = None,
+        caller: Caller = ANONYMOUS,
     ) -> Submitted:
-        """Queue a job; with an idempotency key already used for the same request, return that job."""
+        """Queue a job for ``caller`` if its key's limits allow; with an idempotency key the caller
+        already used for the same request, return that job instead."""
         worker = self.worker(spec.model)
-        if idempotency is not None and (earlier := self._replay(idempotency)) is not None:
+        if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
         job_id = new_job_id()
         self.files.write_references(job_id, references)
         try:
-            with self._admission:  # check and enqueue as one step, so the bound holds under concurrency
-                if idempotency is not None and (earlier := self._replay(idempotency)) is not None:
+            with self._admission:  # check and enqueue as one step, so the bounds hold under concurrency
+                if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
                     self.files.delete_job(job_id)
                     return Submitted(earlier, replayed=True)
+                now = self.admission.now()
+                if caller.key is not None:
+                    self.admission.check(caller.key, spec.megapixels, now, busy_retry_after=worker.retry_after())
                 if worker.queued >= self.settings.max_queue:
                     retry = worker.retry_after()
                     raise QueueFull(
                         f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s",
                         retry_after=retry,
                     )
-                job = self.store.create(job_id, spec, webhook=webhook, idempotency=idempotency)
+                job = self.store.create(
+                    job_id, spec, webhook=webhook, idempotency=idempotency, owner=caller.owner, charged_at=now
+                )
                 worker.enqueue(job_id)
+                if caller.key is not None:
+                    self.admission.record(caller.key, now)
         except BaseException:
             self.files.delete_job(job_id)
             raise
         self.bus.publish(JobEvent(job_id, "queued", job=job, position=worker.position(job_id)))
         return Submitted(job, replayed=False)
 
-    def _replay(self, idempotency: Idempotency) -> Job | None:
-        """The job an earlier request with this key made; 409 when that request was different."""
-        found = self.store.by_idempotency_key(idempotency.key)
+    def _replay(self, idempotency: Idempotency, owner: str | None) -> Job | None:
+        """The job an earlier request of ``owner`` with this key made; 409 when that request was different."""
+        found = self.store.by_idempotency_key(idempotency.key, owner)
         if found is None:
             return None
         job, request_hash = found
@@ -175,23 +196,32 @@ class JobService:
         return job_view(
             job,
             base_url,
+            self.signer,
             position=self.position(job) if job.status is JobStatus.QUEUED else None,
             progress=None if progress is None else JobProgress(step=progress.step, total=progress.total_steps),
             deliveries=self.webhooks.deliveries(job.id) if job.webhook is not None else None,
         )
 
     def get(self, job_id: str) -> Job:
+        """Any job, whoever made it: for the server's own use. Requests go through :meth:`owned`."""
         job = self.store.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job at once; ask a running one to stop at its next step.
+    def owned(self, job_id: str, owner: str | None) -> Job:
+        """``owner``'s job: someone else's is NotFound, exactly like one that does not exist."""
+        job = self.store.get(job_id)
+        if job is None or job.owner != owner:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def cancel(self, job_id: str, owner: str | None) -> Job:
+        """Cancel ``owner``'s queued job at once; ask a running one to stop at its next step.
 
         A job that has already finished cannot be canceled: :class:`JobFinished`.
         """
-        job = self.get(job_id)
+        job = self.owned(job_id, owner)
         if job.status.finished:
             raise JobFinished(f"job {job_id} has already {job.status.value}; there is nothing to cancel")
         worker = self.workers.get(job.spec.model)
@@ -199,9 +229,9 @@ class JobService:
             worker.cancel(job_id)
         return self.get(job_id)
 
-    def delete(self, job_id: str) -> None:
-        """Remove a finished job and its files."""
-        self.get(job_id)  # NotFound for an unknown job
+    def delete(self, job_id: str, owner: str | None) -> None:
+        """Remove ``owner``'s finished job and its files."""
+        self.owned(job_id, owner)  # NotFound for an unknown job, or someone else's
         if not self._remove(job_id):
             raise Conflict(f"job {job_id} has not finished; cancel it first, then delete it")
 

@@ -12,6 +12,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,40 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (status, next_attempt_at);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        rpm INTEGER,
+        concurrency INTEGER,
+        quota_megapixels REAL,
+        quota_period TEXT,
+        expires_at REAL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_used_at REAL
+    );
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    DROP INDEX jobs_by_idempotency_key;
+    CREATE UNIQUE INDEX jobs_by_owner_and_idempotency_key ON jobs (ifnull(owner, ''), idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_by_owner ON jobs (owner, created_at);
+    CREATE TABLE usage (
+        job_id TEXT PRIMARY KEY,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        at REAL NOT NULL,
+        input_megapixels REAL NOT NULL,
+        output_megapixels REAL NOT NULL,
+        steps INTEGER NOT NULL,
+        images INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX usage_by_key ON usage (key_id, at);
+    """,
 )
 
 
@@ -110,6 +146,18 @@ class JobStore:
         with self._lock:
             return self._db.execute(sql, params).rowcount
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one: all of them happen, or none."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
@@ -136,22 +184,41 @@ class JobStore:
         *,
         webhook: WebhookTarget | None = None,
         idempotency: Idempotency | None = None,
+        owner: str | None = None,
+        charged_at: float | None = None,
     ) -> Job:
+        """Record a queued job, and reserve its megapixels in the usage of ``owner`` as of ``charged_at``."""
         now = time.time()
-        self.execute(
-            "INSERT INTO jobs (id, model, status, spec, created_at, webhook, idempotency_key, request_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job_id,
-                spec.model,
-                JobStatus.QUEUED,
-                json.dumps(spec.to_json()),
-                now,
-                None if webhook is None else json.dumps(webhook.to_json()),
-                None if idempotency is None else idempotency.key,
-                None if idempotency is None else idempotency.request_hash,
-            ),
-        )
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, model, status, spec, created_at, webhook, idempotency_key, request_hash, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    spec.model,
+                    JobStatus.QUEUED,
+                    json.dumps(spec.to_json()),
+                    now,
+                    None if webhook is None else json.dumps(webhook.to_json()),
+                    None if idempotency is None else idempotency.key,
+                    None if idempotency is None else idempotency.request_hash,
+                    owner,
+                ),
+            )
+            db.execute(
+                "INSERT INTO usage (job_id, key_id, model, at, input_megapixels, output_megapixels, steps, images, "
+                "state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved')",
+                (
+                    job_id,
+                    owner,
+                    spec.model,
+                    now if charged_at is None else charged_at,
+                    spec.input_megapixels,
+                    round(spec.megapixels - spec.input_megapixels, 4),
+                    spec.steps * spec.n,
+                    spec.n,
+                ),
+            )
         return Job(
             job_id,
             spec,
@@ -159,27 +226,44 @@ class JobStore:
             now,
             webhook=webhook,
             idempotency_key=None if idempotency is None else idempotency.key,
+            owner=owner,
         )
 
     def get(self, job_id: str) -> Job | None:
         row = self.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else _job(row)
 
-    def by_idempotency_key(self, key: str) -> tuple[Job, str] | None:
-        """The job made for ``key`` and the digest of the request that made it."""
-        row = self.fetch_one("SELECT * FROM jobs WHERE idempotency_key = ?", (key,))
+    def by_idempotency_key(self, key: str, owner: str | None = None) -> tuple[Job, str] | None:
+        """The job ``owner`` made with ``key``, and the digest of the request that made it."""
+        row = self.fetch_one(
+            "SELECT * FROM jobs WHERE ifnull(owner, '') = ? AND idempotency_key = ?", (owner or "", key)
+        )
         return None if row is None else (_job(row), row["request_hash"])
 
-    def recent(self, limit: int = 50) -> list[Job]:
+    def recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
         """The newest jobs first."""
-        return self.page(limit=limit).jobs
+        return self.page(limit=limit, owner=owner).jobs
+
+    def unfinished(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        row = self.fetch_one(
+            "SELECT count(*) FROM jobs WHERE owner = ? AND status IN (?, ?)",
+            (owner, JobStatus.QUEUED, JobStatus.RUNNING),
+        )
+        return 0 if row is None else int(row[0])
 
     def page(
-        self, *, limit: int = 50, cursor: str | None = None, status: JobStatus | None = None, model: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        model: str | None = None,
+        owner: str | None = None,
     ) -> Page:
-        """Jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
-        where: list[str] = []
-        params: list[Any] = []
+        """``owner``'s jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
+        where: list[str] = ["owner IS ?"]
+        params: list[Any] = [owner]
         if cursor is not None:
             created_at, rowid = _parse_cursor(cursor)
             where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
@@ -190,9 +274,7 @@ class JobStore:
         if model is not None:
             where.append("model = ?")
             params.append(model)
-        sql = "SELECT rowid AS row_number, * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = "SELECT rowid AS row_number, * FROM jobs WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         rows = self.fetch_all(sql, (*params, limit + 1))
         more = len(rows) > limit
@@ -209,20 +291,14 @@ class JobStore:
         return [row["id"] for row in rows]
 
     def delete(self, job_id: str) -> bool:
-        """Remove a finished job's record and its webhook deliveries; False if it is not finished."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._db.execute(
-                    "DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
-                    (job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED),
-                ).rowcount
-                if removed:
-                    self._db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        """Remove a finished job's record and its webhook deliveries (its usage stays); False if not finished."""
+        with self.transaction() as db:
+            removed = db.execute(
+                "DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                (job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED),
+            ).rowcount
+            if removed:
+                db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
         return removed == 1
 
     def mark_running(self, job_id: str) -> bool:
@@ -236,32 +312,47 @@ class JobStore:
         )
 
     def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool:
-        changed = self.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ? WHERE id = ? AND status = ?",
-            (
-                JobStatus.SUCCEEDED,
-                time.time(),
-                json.dumps([o.__dict__ for o in outputs]),
-                json.dumps(usage.to_json()),
-                job_id,
-                JobStatus.RUNNING,
-            ),
-        )
+        """Running to succeeded; the job's usage is billed as it really was."""
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ? WHERE id = ? AND status = ?",
+                (
+                    JobStatus.SUCCEEDED,
+                    time.time(),
+                    json.dumps([o.__dict__ for o in outputs]),
+                    json.dumps(usage.to_json()),
+                    job_id,
+                    JobStatus.RUNNING,
+                ),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "UPDATE usage SET input_megapixels = ?, output_megapixels = ?, steps = ?, images = ?, "
+                    "state = 'billed' WHERE job_id = ?",
+                    (usage.input_megapixels, usage.output_megapixels, usage.steps, usage.images, job_id),
+                )
         return changed == 1
 
     def mark_failed(self, job_id: str, error_type: str, message: str) -> None:
-        self.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
-            "WHERE id = ? AND status IN (?, ?)",
-            (JobStatus.FAILED, time.time(), error_type, message, job_id, JobStatus.QUEUED, JobStatus.RUNNING),
-        )
+        """A failed job is not billed: its reserved usage is released."""
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
+                "WHERE id = ? AND status IN (?, ?)",
+                (JobStatus.FAILED, time.time(), error_type, message, job_id, JobStatus.QUEUED, JobStatus.RUNNING),
+            ).rowcount
+            if changed:
+                db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
 
     def mark_canceled(self, job_id: str, *, only_if: JobStatus) -> bool:
-        """Cancel a job that is still ``only_if``; False when its state had moved on."""
-        changed = self.execute(
-            "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
-            (JobStatus.CANCELED, time.time(), job_id, only_if),
-        )
+        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on."""
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
+                (JobStatus.CANCELED, time.time(), job_id, only_if),
+            ).rowcount
+            if changed:
+                db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
         return changed == 1
 
     def requeue_unfinished(self) -> list[Job]:
@@ -304,4 +395,5 @@ def _job(row: sqlite3.Row) -> Job:
         attempts=row["attempts"],
         webhook=WebhookTarget.from_json(json.loads(row["webhook"])) if row["webhook"] else None,
         idempotency_key=row["idempotency_key"],
+        owner=row["owner"],
     )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobSpec
+from fluxserve.storage.signing import UrlSigner
 
 
 class JobUrls(BaseModel):
@@ -32,7 +33,7 @@ class JobError(BaseModel):
 
 class JobImage(BaseModel):
     index: int
-    url: str
+    url: str = Field(description="Signed; works without a key until it expires (url_ttl_seconds).")
     seed: int = Field(description="Generate with this seed and n=1 to get this image alone.")
     bytes: int
 
@@ -102,9 +103,10 @@ def job_urls(base_url: str, job_id: str) -> JobUrls:
     return JobUrls(get=root, cancel=f"{root}/cancel", events=f"{root}/events")
 
 
-def image_url(base_url: str, job: Job, index: int) -> str:
+def image_url(base_url: str, job: Job, index: int, signer: UrlSigner) -> str:
+    """The signed URL of a job's image; it works without an API key until it expires."""
     extension = ImageFormat(job.spec.output_format).extension
-    return f"{base_url}/v1/images/files/{job.id}/{index}.{extension}"
+    return base_url + signer.sign(f"/v1/images/files/{job.id}/{index}.{extension}")
 
 
 def _request(spec: JobSpec) -> JobRequest:
@@ -125,6 +127,7 @@ def _request(spec: JobSpec) -> JobRequest:
 def job_view(
     job: Job,
     base_url: str,
+    signer: UrlSigner,
     *,
     position: int | None = None,
     progress: JobProgress | None = None,
@@ -150,7 +153,7 @@ def job_view(
         view.error = JobError(type=job.error_type, message=job.error_message or "")
     if job.status == "succeeded":
         view.images = [
-            JobImage(index=o.index, url=image_url(base_url, job, o.index), seed=o.seed, bytes=o.bytes)
+            JobImage(index=o.index, url=image_url(base_url, job, o.index, signer), seed=o.seed, bytes=o.bytes)
             for o in job.outputs
         ]
     if job.usage is not None:

@@ -39,6 +39,7 @@ from fluxserve.jobs.store import JobStore
 from fluxserve.jobs.views import WebhookDeliveryView, job_view, view_json
 from fluxserve.settings import Settings
 from fluxserve.storage.files import write_atomically
+from fluxserve.storage.signing import UrlSigner
 
 log = logging.getLogger("fluxserve.webhooks")
 
@@ -152,13 +153,13 @@ def signed_headers(key: bytes, delivery_id: str, body: str, now: float) -> dict[
     }
 
 
-def event_body(job: Job, event: str, at: float) -> str:
+def event_body(job: Job, event: str, at: float, signer: UrlSigner) -> str:
     """The JSON body: ``type``, ``timestamp`` (ISO 8601 UTC) and the job as GET /v1/jobs/{id} shows it."""
     base_url = job.webhook.base_url if job.webhook is not None else ""
     payload = {
         "type": f"job.{event}",
         "timestamp": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": view_json(job_view(job, base_url)),
+        "data": view_json(job_view(job, base_url, signer)),
     }
     return json.dumps(payload, separators=(",", ":"))
 
@@ -278,8 +279,10 @@ class WebhookSender:
     One scheduler thread owns the due-time heap; ``threads`` sender threads make the HTTP attempts.
     """
 
-    def __init__(self, store: JobStore, settings: Settings, secret: str, *, threads: int = SENDER_THREADS) -> None:
-        self._store, self._settings = store, settings
+    def __init__(
+        self, store: JobStore, settings: Settings, secret: str, signer: UrlSigner, *, threads: int = SENDER_THREADS
+    ) -> None:
+        self._store, self._settings, self._signer = store, settings, signer
         self._key = secret_key(secret)
         self._thread_count = threads
         self._inbox: queue.SimpleQueue[_Notice | _Retry | _Stop] = queue.SimpleQueue()
@@ -404,7 +407,7 @@ class WebhookSender:
                     notice.job.id,
                     notice.event,
                     notice.job.webhook.url,
-                    event_body(notice.job, notice.event, notice.at),
+                    event_body(notice.job, notice.event, notice.at, self._signer),
                     notice.at,
                     notice.at,
                 ),

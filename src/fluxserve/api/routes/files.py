@@ -1,6 +1,7 @@
-"""GET /v1/images/files/{job_id}/{index}.{ext}: the images of ``url`` responses.
+"""GET /v1/images/files/{job_id}/{index}.{ext}?expires=...&signature=...: the images of ``url`` responses.
 
-The path only selects a job record and an index; the file's location comes from the record.
+No API key is needed: the signature is the permission, so the URL opens in a browser or an
+``<img>``. The path only selects a job record and an index; the file's location comes from the record.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from fluxserve.storage.files import is_job_id
 router = APIRouter(tags=["images"])
 
 _NAME = re.compile(r"(\d{1,2})\.(png|jpg|webp)")
-# Results never change once written; the id is unguessable but the file is still someone's.
-CACHE_CONTROL = "private, max-age=31536000, immutable"
+# Results never change once written, but the URL stops working when its signature expires.
+CACHE_CONTROL = "private, max-age=3600, immutable"
 
 
 def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, ImageFormat]:
@@ -49,10 +50,15 @@ def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, Ima
     response_class=FileResponse,
     responses={
         200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."},
+        403: {"model": ErrorBody, "description": "The signature is missing, wrong or expired."},
         404: {"model": ErrorBody, "description": "No such image."},
     },
 )
-async def image_file(job_id: str, name: str, request: Request) -> FileResponse:
-    path, fmt = await asyncio.to_thread(locate_output, context(request).service, job_id, name)
+async def image_file(
+    job_id: str, name: str, request: Request, expires: str | None = None, signature: str | None = None
+) -> FileResponse:
+    service = context(request).service
+    service.signer.verify(f"/v1/images/files/{job_id}/{name}", expires, signature)
+    path, fmt = await asyncio.to_thread(locate_output, service, job_id, name)
     headers = {"cache-control": CACHE_CONTROL, "x-content-type-options": "nosniff"}
     return FileResponse(path, media_type=fmt.media_type, headers=headers)

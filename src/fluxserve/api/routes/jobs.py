@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
+from fluxserve.api.auth import CallerDep
 from fluxserve.api.job_events import job_event_stream, seen_the_end
 from fluxserve.api.protocol import ErrorBody, images_request_body
 from fluxserve.api.serving import ServerContext, accept, base_url, context
@@ -40,6 +42,7 @@ class JobList(BaseModel):
 
 
 def _errors(*pairs: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    pairs = ((401, "No API key, or one that is wrong, revoked or expired."), *pairs)
     return {status: {"model": ErrorBody, "description": description} for status, description in pairs}
 
 
@@ -70,9 +73,10 @@ def _check_id(job_id: str) -> None:
         raise NotFound(f"no job {job_id!r}")
 
 
-async def _job(ctx: ServerContext, job_id: str) -> Job:
+async def _job(ctx: ServerContext, job_id: str, who: Caller) -> Job:
+    """The caller's job; someone else's is a 404, as if it did not exist."""
     _check_id(job_id)
-    return await asyncio.to_thread(ctx.service.get, job_id)
+    return await asyncio.to_thread(ctx.service.owned, job_id, who.owner)
 
 
 async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
@@ -92,16 +96,16 @@ async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
             (409, "The Idempotency-Key was used for a different request."),
             (413, "The body or an upload is too large."),
             (415, "The body is neither JSON nor multipart/form-data."),
-            (429, "The model's queue is full; see Retry-After."),
+            (429, "The model's queue is full, or the key's rate, concurrency or quota is used up; see Retry-After."),
             (503, "The model is loading or failed to load; see Retry-After."),
         ),
     },
     openapi_extra={"requestBody": images_request_body(required_images=False)},
 )
-async def submit_job(request: Request) -> Response:
+async def submit_job(request: Request, who: CallerDep) -> Response:
     ctx = context(request)
     wait = wait_preference(request, ctx.settings.max_wait_seconds)
-    accepted = await accept(request, "job")
+    accepted = await accept(request, "job", who)
     headers = accepted.headers()
     job = accepted.job
     if wait is not None:
@@ -120,6 +124,7 @@ async def submit_job(request: Request) -> Response:
 )
 async def list_jobs(
     request: Request,
+    who: CallerDep,
     limit: int = 20,
     cursor: str | None = None,
     status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
@@ -137,6 +142,7 @@ async def list_jobs(
         cursor=cursor,
         status=None if status is None else JobStatus(status),
         model=model,
+        owner=who.owner,
     )
     views = [await _view(ctx, request, job) for job in page.jobs]
     body = JobList(data=views, has_more=page.next_cursor is not None, next_cursor=page.next_cursor)
@@ -149,9 +155,9 @@ async def list_jobs(
     response_model=JobView,
     responses=_errors(_NOT_FOUND),
 )
-async def get_job(job_id: str, request: Request) -> Response:
+async def get_job(job_id: str, request: Request, who: CallerDep) -> Response:
     ctx = context(request)
-    return _json(await _view(ctx, request, await _job(ctx, job_id)), 200)
+    return _json(await _view(ctx, request, await _job(ctx, job_id, who)), 200)
 
 
 @router.get(
@@ -164,9 +170,9 @@ async def get_job(job_id: str, request: Request) -> Response:
         **_errors(_NOT_FOUND),
     },
 )
-async def job_events(job_id: str, request: Request) -> Response:
+async def job_events(job_id: str, request: Request, who: CallerDep) -> Response:
     ctx = context(request)
-    job = await _job(ctx, job_id)
+    job = await _job(ctx, job_id, who)
     last_event_id = request.headers.get("last-event-id") or None
     if seen_the_end(ctx.service, job, last_event_id):
         return Response(status_code=204)  # tells EventSource clients to stop reconnecting
@@ -176,10 +182,10 @@ async def job_events(job_id: str, request: Request) -> Response:
     return StreamingResponse(stream, media_type="text/event-stream", headers=sse.HEADERS)
 
 
-async def _cancel(request: Request, job_id: str) -> Response:
+async def _cancel(request: Request, job_id: str, who: Caller) -> Response:
     ctx = context(request)
     _check_id(job_id)
-    job = await asyncio.to_thread(ctx.service.cancel, job_id)  # NotFound, JobFinished
+    job = await asyncio.to_thread(ctx.service.cancel, job_id, who.owner)  # NotFound, JobFinished
     if not job.status.finished:  # running: it stops at its next step
         job = await ctx.service.wait(job_id, timeout=CANCEL_WAIT_SECONDS)
     if job.status.finished and job.status is not JobStatus.CANCELED:
@@ -196,8 +202,8 @@ async def _cancel(request: Request, job_id: str) -> Response:
         **_errors(_NOT_FOUND, (409, "The job has already finished.")),
     },
 )
-async def cancel_job(job_id: str, request: Request) -> Response:
-    return await _cancel(request, job_id)
+async def cancel_job(job_id: str, request: Request, who: CallerDep) -> Response:
+    return await _cancel(request, job_id, who)
 
 
 @router.delete(
@@ -211,10 +217,10 @@ async def cancel_job(job_id: str, request: Request) -> Response:
         **_errors(_NOT_FOUND),
     },
 )
-async def delete_job(job_id: str, request: Request) -> Response:
+async def delete_job(job_id: str, request: Request, who: CallerDep) -> Response:
     ctx = context(request)
-    job = await _job(ctx, job_id)
+    job = await _job(ctx, job_id, who)
     if not job.status.finished:
-        return await _cancel(request, job_id)
-    await asyncio.to_thread(ctx.service.delete, job_id)
+        return await _cancel(request, job_id, who)
+    await asyncio.to_thread(ctx.service.delete, job_id, who.owner)
     return Response(status_code=204)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 
+from fluxserve.api.auth import caller
 from fluxserve.api.protocol import ErrorBody, ModelCapabilities, ModelCard, ModelList
 from fluxserve.api.serving import context
 from fluxserve.engines.base import Capabilities
 from fluxserve.jobs.worker import ModelWorker, WorkerState
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(caller)])
 
 
 def capabilities_of(caps: Capabilities) -> ModelCapabilities:

@@ -1,0 +1,65 @@
+"""Whether a key may queue one more job now: its rate, its concurrency and its quota.
+
+The job service asks under its admission lock, so that checking and queueing are one step and
+concurrent requests cannot slip past a limit together. Nothing is counted for a refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fluxserve.accounts.keys import ApiKey
+from fluxserve.accounts.periods import iso, period_bounds
+from fluxserve.accounts.ratelimit import RateLimiter
+from fluxserve.accounts.usage import megapixels_since
+from fluxserve.errors import QuotaExceeded, RateLimited
+from fluxserve.jobs.store import JobStore
+
+
+class Admission:
+    def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._rate = RateLimiter()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def check(self, key: ApiKey, megapixels: float, now: float, *, busy_retry_after: int) -> None:
+        """Raise RateLimited or QuotaExceeded if ``key`` may not queue a job of ``megapixels`` now.
+
+        ``busy_retry_after`` is the caller's guess of when one of the key's jobs will have finished.
+        """
+        limits = key.limits
+        if limits.rpm is not None:
+            wait = self._rate.wait_needed(key.id, limits.rpm, now)
+            if wait:
+                raise RateLimited(
+                    f"this key may make {limits.rpm} requests a minute; try again in {wait} s", retry_after=wait
+                )
+        if limits.concurrency is not None:
+            unfinished = self._store.unfinished(key.id)
+            if unfinished >= limits.concurrency:
+                raise RateLimited(
+                    f"this key has {unfinished} jobs queued or running, its limit; try again when one has finished",
+                    retry_after=busy_retry_after,
+                    code="concurrency_limit_exceeded",
+                )
+        if limits.quota_megapixels is not None and limits.quota_period is not None:
+            start, reset = period_bounds(limits.quota_period, now)
+            used = megapixels_since(self._store, key.id, start)
+            quota = limits.quota_megapixels
+            if used + megapixels > quota + 1e-9:
+                left = max(0.0, quota - used)
+                raise QuotaExceeded(
+                    f"this request needs {megapixels:g} megapixels and the key has {left:.4g} of its "
+                    f"{quota:g} per {limits.quota_period.value} left; the quota resets at {iso(reset)}",
+                    reset_at=int(reset),
+                    retry_after=max(1, int(reset - now + 0.999)),
+                )
+
+    def record(self, key: ApiKey, now: float) -> None:
+        """Count an accepted request against the key's rate."""
+        if key.limits.rpm is not None:
+            self._rate.record(key.id, now)

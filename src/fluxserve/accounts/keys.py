@@ -1,0 +1,116 @@
+"""API keys: their format, how they are hashed and compared, and what a key allows.
+
+A key is ``fsk_`` and 48 random letters and digits (about 285 bits). Its first 12 characters
+(the prefix) are stored in the clear to find the key and to name it in listings; the whole key
+is stored only as a SHA-256 digest (a slow hash adds nothing for random keys of this length)
+and compared with :func:`hmac.compare_digest`, whose time does not depend on where two digests
+first differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+KEY_PREFIX = "fsk_"
+PREFIX_LENGTH = 12
+_RANDOM_LENGTH = 48
+_ALPHABET = string.ascii_letters + string.digits
+KEY_FORMAT = re.compile(r"fsk_[A-Za-z0-9]{48}")
+
+
+class Scope(StrEnum):
+    GENERATE = "generate"
+    """Generate images and use the key's own jobs, files and usage."""
+    ADMIN = "admin"
+    """Everything a generate key may do, plus managing keys and reading every key's usage."""
+
+    def allows(self, needed: Scope) -> bool:
+        return self is Scope.ADMIN or needed is Scope.GENERATE
+
+
+class Period(StrEnum):
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What one key may use; None means no limit."""
+
+    rpm: int | None = None
+    """Submissions (requests that make a job) per rolling minute."""
+    concurrency: int | None = None
+    """Jobs queued or running at once."""
+    quota_megapixels: float | None = None
+    """Input plus output megapixels (1024 x 1024 pixels) per period."""
+    quota_period: Period | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    prefix: str
+    name: str
+    scope: Scope
+    created_at: float
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: a key, or nobody on a server that runs without keys."""
+
+    key: ApiKey | None
+
+    @property
+    def owner(self) -> str | None:
+        """The id that jobs made by this caller are filed under (None: no key)."""
+        return None if self.key is None else self.key.id
+
+    def allows(self, needed: Scope) -> bool:
+        # Without keys the server is open on purpose (loopback, or --no-auth): nothing to guard.
+        return self.key is None or self.key.scope.allows(needed)
+
+
+ANONYMOUS = Caller(key=None)
+
+
+def new_key() -> str:
+    return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+def prefix_of(key: str) -> str:
+    return key[:PREFIX_LENGTH]
+
+
+def looks_like_key(value: str) -> bool:
+    return value.startswith(KEY_PREFIX)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_matches(key: str, stored_hash: str) -> bool:
+    """Whether ``key`` is the one ``stored_hash`` was made from, in time independent of the contents."""
+    return hmac.compare_digest(hash_key(key).encode("ascii"), stored_hash.encode("ascii"))

@@ -1,0 +1,93 @@
+"""Usage per key: what quotas count, and the per-day report of GET /v1/usage and ``keys usage``.
+
+Every job has one usage row, made when it is queued (``reserved``), then ``billed`` with what it
+really used when it succeeds, or ``released`` (not billed) when it fails or is canceled. Reserved
+rows count against a quota, so that jobs queued together cannot overrun it. Rows outlive their
+jobs: deleting a job does not give its megapixels back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fluxserve.jobs.store import JobStore
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    key_id: str | None
+    day: str  # YYYY-MM-DD, UTC
+    model: str
+    jobs: int
+    images: int
+    steps: int
+    input_megapixels: float
+    output_megapixels: float
+
+    @property
+    def megapixels(self) -> float:
+        return round(self.input_megapixels + self.output_megapixels, 4)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "day": self.day,
+            "model": self.model,
+            "jobs": self.jobs,
+            "images": self.images,
+            "steps": self.steps,
+            "input_megapixels": round(self.input_megapixels, 4),
+            "output_megapixels": round(self.output_megapixels, 4),
+            "megapixels": self.megapixels,
+        }
+
+
+def megapixels_since(store: JobStore, key_id: str, since: float) -> float:
+    """Input plus output megapixels ``key_id`` has used or reserved since ``since``."""
+    row = store.fetch_one(
+        "SELECT total(input_megapixels + output_megapixels) FROM usage "
+        "WHERE key_id = ? AND at >= ? AND state != 'released'",
+        (key_id, since),
+    )
+    return 0.0 if row is None else float(row[0])
+
+
+def daily_usage(
+    store: JobStore, *, since: float, key_id: str | None = None, every_key: bool = False
+) -> list[DailyUsage]:
+    """Billed usage per key, day (UTC) and model since ``since``, oldest day first.
+
+    ``every_key`` reports all keys (and work done without a key); otherwise only ``key_id``'s.
+    """
+    where = "state = 'billed' AND at >= ?"
+    params: list[Any] = [since]
+    if not every_key:
+        where += " AND key_id IS ?"
+        params.append(key_id)
+    rows = store.fetch_all(
+        "SELECT key_id, date(at, 'unixepoch') AS day, model, count(*) AS jobs, sum(images) AS images, "
+        "sum(steps) AS steps, total(input_megapixels) AS input_mp, total(output_megapixels) AS output_mp "
+        f"FROM usage WHERE {where} GROUP BY key_id, day, model ORDER BY day, key_id, model",
+        tuple(params),
+    )
+    return [
+        DailyUsage(
+            row["key_id"],
+            row["day"],
+            row["model"],
+            row["jobs"],
+            row["images"],
+            row["steps"],
+            row["input_mp"],
+            row["output_mp"],
+        )
+        for row in rows
+    ]
+
+
+def start_of_day(days_back: int, now: float) -> float:
+    """Midnight UTC ``days_back`` days before today (0: today)."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    return datetime.fromordinal(today.toordinal() - days_back).replace(tzinfo=UTC).timestamp()

@@ -1,0 +1,68 @@
+"""Who is calling: the API key in ``Authorization: Bearer`` (OpenAI clients) or ``x-key`` (BFL clients).
+
+Routes declare what they need with ``Depends(caller)`` or ``Depends(admin)``; both answer 401
+before the body is read when no valid key came, and :func:`admin` answers 403 to a generate key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import Request
+
+from fluxserve.accounts.keys import ANONYMOUS, Caller, Scope, looks_like_key
+from fluxserve.accounts.policy import anonymous_allowed
+from fluxserve.api.serving import context
+from fluxserve.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: Bearer fsk_...")
+_x_key = APIKeyHeader(name="x-key", auto_error=False, description="The same API key, as BFL's clients send it.")
+
+
+def presented_key(request: Request, bearer: HTTPAuthorizationCredentials | None, x_key: str | None) -> str | None:
+    """The key the request carries, if any; an Authorization header that is not Bearer is a mistake."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None and bearer is None:
+        raise AuthenticationFailed(
+            "send the API key as Authorization: Bearer fsk_..., or in an x-key header", code="invalid_api_key"
+        )
+    from_bearer = None if bearer is None else bearer.credentials.strip()
+    from_x_key = None if x_key is None else x_key.strip()
+    if from_bearer and from_x_key and from_bearer != from_x_key:
+        raise InvalidRequest("the Authorization and x-key headers carry different keys; send one", param="x-key")
+    return from_bearer or from_x_key or None
+
+
+async def caller(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    x_key: Annotated[str | None, Security(_x_key)],
+) -> Caller:
+    """The authenticated caller; anonymous only where the server runs without keys."""
+    ctx = context(request)
+    presented = presented_key(request, bearer, x_key)
+    open_server = await asyncio.to_thread(anonymous_allowed, ctx.settings, ctx.service.keys)
+    # On an open server, clients that must send some key (the OpenAI SDK does) send anything: only
+    # a value shaped like one of our keys is checked.
+    if presented is None or (open_server and not looks_like_key(presented)):
+        if open_server:
+            return ANONYMOUS
+        raise AuthenticationFailed(
+            "this server needs an API key: send Authorization: Bearer fsk_..., or x-key: fsk_...",
+            code="missing_api_key",
+        )
+    key = await asyncio.to_thread(ctx.service.keys.authenticate, presented)
+    return Caller(key)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+"""A route parameter: the authenticated caller."""
+
+
+async def admin(who: CallerDep) -> Caller:
+    if not who.allows(Scope.ADMIN):
+        raise PermissionDenied("this needs an admin key; this key may only generate", code="insufficient_scope")
+    return who

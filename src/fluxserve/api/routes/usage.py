@@ -1,0 +1,68 @@
+"""GET /v1/usage: the calling key's usage per day and model, and where its quota stands."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+
+from fluxserve.accounts.periods import iso, period_bounds
+from fluxserve.accounts.usage import daily_usage, megapixels_since, start_of_day
+from fluxserve.api.auth import CallerDep
+from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.serving import context
+
+router = APIRouter(tags=["usage"])
+
+
+class UsageRow(BaseModel):
+    key_id: str | None = Field(description="null: work done without a key (an open server).")
+    day: str = Field(description="YYYY-MM-DD, UTC.")
+    model: str
+    jobs: int
+    images: int
+    steps: int
+    input_megapixels: float
+    output_megapixels: float
+    megapixels: float = Field(description="input + output: what quotas count.")
+
+
+class QuotaState(BaseModel):
+    megapixels: float
+    period: Literal["day", "month"]
+    used_megapixels: float = Field(description="Billed, plus reserved by jobs still queued or running.")
+    resets_at: str = Field(description="ISO 8601, UTC.")
+
+
+class UsageList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[UsageRow] = Field(description="Succeeded jobs only: failed and canceled ones are not billed.")
+    quota: QuotaState | None = None
+
+
+@router.get(
+    "/v1/usage",
+    summary="This key's usage per day (UTC) and model, and its quota",
+    response_model=UsageList,
+    response_model_exclude_none=True,
+    responses={401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."}},
+)
+async def usage(request: Request, who: CallerDep, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+    service = context(request).service
+    store, now = service.store, service.admission.now()
+    rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, now), key_id=who.owner)
+    body = UsageList(data=[UsageRow(**row.to_json()) for row in rows])
+    limits = None if who.key is None else who.key.limits
+    if who.key is not None and limits is not None and limits.quota_megapixels and limits.quota_period:
+        start, reset = period_bounds(limits.quota_period, now)
+        used = await asyncio.to_thread(megapixels_since, store, who.key.id, start)
+        body.quota = QuotaState(
+            megapixels=limits.quota_megapixels,
+            period=limits.quota_period.value,
+            used_megapixels=round(used, 4),
+            resets_at=iso(reset),
+        )
+    return body.model_dump(mode="json", exclude_none=True)
