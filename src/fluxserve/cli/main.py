@@ -10,6 +10,7 @@ import typer
 
 from fluxserve import __version__
 from fluxserve.cli.generate import GenerateArgs, run_generate
+from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, revoke_key
 from fluxserve.cli.models import print_models
 from fluxserve.cli.serve import run_server
 from fluxserve.engines.loading import Offload, default_cache_dir
@@ -121,12 +122,87 @@ def serve(
         Path | None, typer.Option("--config", help="A TOML file of settings (see the README).", metavar="FILE")
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never download weights.")] = False,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Serve without API keys even on a network address (logs a warning)."),
+    ] = False,
 ) -> None:
     """Run the HTTP server (OpenAI Images API) until interrupted."""
     overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir}
     if offline:
         overrides["allow_download"] = False
+    if no_auth:
+        overrides["no_auth"] = True
     run_server(load_settings(overrides, config_file=config))
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys; report usage.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="The server's data directory (default: as `serve` uses).", metavar="DIR"),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="The server's TOML settings, to find its data dir.", metavar="FILE")
+]
+
+
+def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
+    return load_settings({"data_dir": data_dir}, config_file=config).data_dir
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    scope: Annotated[str, typer.Option(help="generate, or admin (may also manage keys).")] = "generate",
+    rpm: Annotated[int | None, typer.Option("--rpm", help="Requests that make a job, per minute.")] = None,
+    quota_mp: Annotated[
+        float | None, typer.Option("--quota-mp", help="Input + output megapixels per --per period.")
+    ] = None,
+    per: Annotated[str | None, typer.Option("--per", help="The quota's period: day or month (UTC).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs queued or running at once.")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="A date (2027-01-31, midnight UTC), an ISO date-time, or 30d / 12h.")
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Create a key and print it once (only its hash is kept)."""
+    args = NewKeyArgs(name, scope, rpm, quota_mp, per, concurrency, expires)
+    create_key(_data_dir(data_dir, config), args)
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """List the keys (never the keys themselves: their prefixes)."""
+    list_keys(_data_dir(data_dir, config), as_json=as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (key_...), prefix (fsk_ + 8) or name.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Revoke a key; the server refuses it from its next request."""
+    revoke_key(_data_dir(data_dir, config), key)
+
+
+@keys_app.command("usage")
+def keys_usage(
+    key: Annotated[str | None, typer.Option("--key", help="Only this key (id, prefix or name).")] = None,
+    days: Annotated[int, typer.Option(help="Today and the days before it.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Usage per day (UTC), key and model: jobs, images, steps and megapixels of succeeded jobs."""
+    print_usage(_data_dir(data_dir, config), reference=key, days=days, as_json=as_json)
 
 
 @app.command()

@@ -15,8 +15,8 @@ def run_server(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("fluxserve")
     log.info("data in %s; models: %s", settings.data_dir, ", ".join(settings.models))
+    app = create_app(settings)  # refuses a server that would be open to a network by accident
     log.info("serving on http://%s:%d (OpenAPI at /docs)", settings.host, settings.port)
-    app = create_app(settings)
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=10
     )

@@ -34,7 +34,7 @@ from fluxserve.errors import (
 )
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
-from fluxserve.jobs.store import Idempotency, JobStore
+from fluxserve.jobs.store import DATABASE_FILE, Idempotency, JobStore
 from fluxserve.jobs.views import JobProgress, JobView, job_view
 from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
 from fluxserve.jobs.worker import ModelWorker, WorkerState
@@ -50,7 +50,7 @@ class JobService:
         self, settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
     ) -> None:
         self.settings = settings
-        self.store = JobStore(settings.data_dir / "jobs.sqlite3")
+        self.store = JobStore(settings.data_dir / DATABASE_FILE)
         self.files = FileStore(settings.data_dir)
         self.keys = KeyStore(self.store, clock)
         self.admission = Admission(self.store, clock)

@@ -103,6 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+DATABASE_FILE = "jobs.sqlite3"
+"""The database's name in the data directory."""
+
+
 @dataclass(frozen=True)
 class Idempotency:
     """A client's ``Idempotency-Key`` and a digest of what it sent with it."""
