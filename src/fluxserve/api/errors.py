@@ -105,7 +105,8 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     detail = error.errors()[0]
     param = ".".join(str(p) for p in detail["loc"][1:]) or None
-    return error_response(request, 400, f"{param}: {detail['msg']}", "invalid_request_error", param=param)
+    message = f"{param}: {detail['msg']}"
+    return error_response(request, 400, message, "invalid_request_error", param=param, code=errors.InvalidRequest.code)
 
 
 def _unexpected(request: Request, error: Exception) -> JSONResponse:
