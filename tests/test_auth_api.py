@@ -285,7 +285,9 @@ def test_signed_urls_work_without_a_key_until_they_expire(server: Keyed) -> None
 def test_the_rate_limit_refuses_with_retry_after_and_counts_only_accepted_requests(server: Keyed) -> None:
     with server.as_(server.key(rpm=2)) as alice:
         assert_error(alice.post(JOBS, json={**TINY_JOB, "steps": 0}), 400, "invalid_request")  # not counted
+        assert server.service.keys.find("alice").last_used_at is None
         assert alice.post(JOBS, json=TINY_JOB).status_code == 202
+        assert server.service.keys.find("alice").last_used_at == server.clock()
         server.clock.advance(20)
         assert alice.post(JOBS, json=TINY_JOB).status_code == 202
         server.clock.advance(10)
@@ -406,7 +408,11 @@ def test_the_openai_client_works_with_a_created_key_and_reports_a_wrong_one(serv
 def test_a_loopback_server_without_keys_is_open_until_the_first_key(start: Callable[..., Keyed]) -> None:
     server = start(admin_key=False)
     assert server.http.get("/v1/models").status_code == 200
-    assert server.http.get("/v1/models", headers={"authorization": "Bearer unused"}).status_code == 200
+    for placeholder in ("Bearer unused", "Bearer", "Basic dXNlcjpwYXNz"):
+        assert server.http.get("/v1/models", headers={"authorization": placeholder}).status_code == 200
+    # Open for this machine only: a request a proxy forwarded from elsewhere is not served.
+    forwarded = server.http.get("/v1/models", headers={"x-forwarded-for": "203.0.113.9"})
+    assert "proxy forwarded" in assert_error(forwarded, 401, "missing_api_key")["message"]
     # A value shaped like one of our keys is always checked.
     assert_error(server.http.get("/v1/models", headers={"x-key": "fsk_" + "0" * 48}), 401, "invalid_api_key")
     key = server.key()

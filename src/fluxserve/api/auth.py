@@ -22,13 +22,11 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: B
 _x_key = APIKeyHeader(name="x-key", auto_error=False, description="The same API key, as BFL's clients send it.")
 
 
-def presented_key(request: Request, bearer: HTTPAuthorizationCredentials | None, x_key: str | None) -> str | None:
-    """The key the request carries, if any; an Authorization header that is not Bearer is a mistake."""
-    authorization = request.headers.get("authorization")
-    if authorization is not None and bearer is None:
-        raise AuthenticationFailed(
-            "send the API key as Authorization: Bearer fsk_..., or in an x-key header", code="invalid_api_key"
-        )
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def presented_key(bearer: HTTPAuthorizationCredentials | None, x_key: str | None) -> str | None:
+    """The key the request carries, if any (an Authorization header that is not Bearer carries none)."""
     from_bearer = None if bearer is None else bearer.credentials.strip()
     from_x_key = None if x_key is None else x_key.strip()
     if from_bearer and from_x_key and from_bearer != from_x_key:
@@ -43,13 +41,24 @@ async def caller(
 ) -> Caller:
     """The authenticated caller; anonymous only where the server runs without keys."""
     ctx = context(request)
-    presented = presented_key(request, bearer, x_key)
+    presented = presented_key(bearer, x_key)
     open_server = await asyncio.to_thread(anonymous_allowed, ctx.settings, ctx.service.keys)
+    if open_server and not ctx.settings.no_auth and any(name in request.headers for name in _FORWARDED):
+        # Open because it listens on loopback, yet a proxy forwarded this request from elsewhere.
+        raise AuthenticationFailed(
+            "this server has no API keys and serves its own machine only; a proxy forwarded this request, "
+            "so create a key (fluxserve keys create) and send it",
+            code="missing_api_key",
+        )
     # On an open server, clients that must send some key (the OpenAI SDK does) send anything: only
     # a value shaped like one of our keys is checked.
     if presented is None or (open_server and not looks_like_key(presented)):
         if open_server:
             return ANONYMOUS
+        if request.headers.get("authorization") is not None:
+            raise AuthenticationFailed(
+                "send the API key as Authorization: Bearer fsk_..., or in an x-key header", code="invalid_api_key"
+            )
         raise AuthenticationFailed(
             "this server needs an API key: send Authorization: Bearer fsk_..., or x-key: fsk_...",
             code="missing_api_key",

@@ -131,8 +131,8 @@ def revoke_key(data_dir: Path, reference: str) -> None:
 
 
 def print_usage(data_dir: Path, *, reference: str | None, days: int, as_json: bool) -> None:
-    if not 1 <= days <= 3660:
-        raise InvalidRequest("--days must be 1 to 3660", param="--days")
+    if not 1 <= days <= 366:
+        raise InvalidRequest("--days must be 1 to 366", param="--days")
     since = start_of_day(days - 1, time.time())
     with open_keys(data_dir) as (keys, store):
         if reference is None:

@@ -163,6 +163,7 @@ class JobService:
                 worker.enqueue(job_id)
                 if caller.key is not None:
                     self.admission.record(caller.key, now)
+                    self.keys.touch(caller.key.id)
         except BaseException:
             self.files.delete_job(job_id)
             raise

@@ -129,9 +129,10 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     "/v1/admin/usage",
     summary="Every key's usage per day and model",
     response_model=UsageList,
+    response_model_exclude_none=True,
     responses=_ERRORS,
 )
 async def all_usage(request: Request, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
     store = context(request).service.store
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, time.time()), every_key=True)
-    return UsageList(data=[UsageRow(**row.to_json()) for row in rows]).model_dump(mode="json")
+    return UsageList(data=[UsageRow(**row.to_json()) for row in rows]).model_dump(mode="json", exclude_none=True)
