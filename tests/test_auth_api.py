@@ -369,6 +369,7 @@ def test_usage_is_recorded_per_job_and_reported_per_key_and_day(server: Keyed) -
         assert row["megapixels"] == pytest.approx(2 * TINY_MP, abs=1e-4)
         assert "quota" not in alice.get("/v1/usage").json()
         assert_error(alice.get("/v1/usage", params={"days": 0}), 400, "invalid_request")
+        assert_error(alice.get("/v1/usage", params={"day": 3}), 400, "invalid_request")
         # Deleting a job does not give its usage back.
         assert alice.delete(f"{JOBS}/{done['id']}").status_code == 204
         assert alice.get("/v1/usage").json()["data"][0]["jobs"] == 1

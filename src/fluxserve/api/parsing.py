@@ -190,3 +190,10 @@ def _validated(model: type[ImageFields], data: dict[str, Any], *, strict: bool) 
         where = ".".join(loc) or "body"
         raise InvalidRequest(f"{where}: {detail['msg']}", param=param) from None
     return ImageFields.model_validate(checked.model_dump(include=set(ImageFields.model_fields)))
+
+
+def reject_unknown_query(request: Request, allowed: set[str]) -> None:
+    """A query parameter the endpoint does not know is a mistake to report, not to ignore."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}", param=unknown[0])

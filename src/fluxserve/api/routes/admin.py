@@ -14,6 +14,7 @@ from fluxserve.accounts.keys import ApiKey, KeyLimits, Period, Scope
 from fluxserve.accounts.keystore import parse_expiry
 from fluxserve.accounts.usage import daily_usage, start_of_day
 from fluxserve.api.auth import admin
+from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody
 from fluxserve.api.routes.usage import UsageList, UsageRow
 from fluxserve.api.serving import context
@@ -133,6 +134,7 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     responses=_ERRORS,
 )
 async def all_usage(request: Request, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+    reject_unknown_query(request, {"days"})
     store = context(request).service.store
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, time.time()), every_key=True)
     return UsageList(data=[UsageRow(**row.to_json()) for row in rows]).model_dump(mode="json", exclude_none=True)

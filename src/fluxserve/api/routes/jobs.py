@@ -19,6 +19,7 @@ from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.job_events import job_event_stream, seen_the_end
+from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody, images_request_body
 from fluxserve.api.serving import ServerContext, accept, base_url, context
 from fluxserve.errors import InvalidRequest, JobFinished, NotFound
@@ -130,9 +131,7 @@ async def list_jobs(
     status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
     model: str | None = None,
 ) -> Response:
-    unknown = set(request.query_params) - {"limit", "cursor", "status", "model"}
-    if unknown:
-        raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
+    reject_unknown_query(request, {"limit", "cursor", "status", "model"})
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, not {limit}", param="limit")
     ctx = context(request)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.usage import daily_usage, megapixels_since, start_of_day
 from fluxserve.api.auth import CallerDep
+from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody
 from fluxserve.api.serving import context
 
@@ -51,6 +52,7 @@ class UsageList(BaseModel):
     responses={401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."}},
 )
 async def usage(request: Request, who: CallerDep, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+    reject_unknown_query(request, {"days"})
     service = context(request).service
     store, now = service.store, service.admission.now()
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, now), key_id=who.owner)
