@@ -110,8 +110,16 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    """Nothing of the exception reaches the client: its text may name paths, settings or data."""
+    # Imported here: the middleware module imports this one.
+    from fluxserve.api.middleware import security_headers
+
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(request, 500, "internal error; see the server log", "server_error", code="internal")
+    # Starlette answers this from outside every middleware of ours, so the security headers come from here.
+    headers = {name.decode(): value.decode() for name, value in security_headers(html=False)}
+    return error_response(
+        request, 500, "internal error; see the server log", "server_error", code="internal", headers=headers
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -88,6 +88,19 @@ DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 _DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 
+def security_headers(*, html: bool, docs: bool = False) -> list[tuple[bytes, bytes]]:
+    """The headers every response carries: a page's policy for HTML, the data policy otherwise, none on the docs."""
+    wanted = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if not docs:
+        wanted.append((b"content-security-policy", (PAGE_POLICY if html else DATA_POLICY).encode()))
+    return wanted
+
+
 class SecurityHeaders:
     """Headers that stop browsers from sniffing, framing, or leaking URLs (signed image links) in referrers."""
 
@@ -105,14 +118,7 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-                wanted = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                ]
-                if not docs:
-                    wanted.append((b"content-security-policy", (PAGE_POLICY if html else DATA_POLICY).encode()))
+                wanted = security_headers(html=html, docs=docs)
                 headers += [(name, value) for name, value in wanted if name not in present]
                 message = {**message, "headers": headers}
             await send(message)

@@ -43,6 +43,29 @@ from fluxserve.storage.signing import UrlSigner
 
 log = logging.getLogger("fluxserve.webhooks")
 
+
+def origin(url: str | httpx.URL) -> str:
+    """``scheme://host[:port]`` of a webhook URL, for logs: its path and query may hold the receiver's token."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except httpx.InvalidURL:
+        return "(an invalid URL)"
+    port = "" if parsed.port is None else f":{parsed.port}"
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{parsed.scheme}://{host}{port}"
+
+
+class _OriginsOnly(logging.Filter):
+    """httpx logs each request's full URL at INFO: on the sender threads, log only the webhook URL's origin."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if threading.current_thread().name.startswith("webhooks-send-") and isinstance(record.args, tuple):
+            record.args = tuple(origin(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_OriginsOnly())
+
 SECRET_PREFIX = "whsec_"
 SECRET_FILE = "webhook-secret"
 SECRET_BYTES = 32
@@ -482,11 +505,13 @@ class WebhookSender:
             ),
         )
         if step.next_attempt_at is not None:
-            log.info("webhook %s to %s: %s; retrying", delivery.id, delivery.url, step.error)
+            log.info("webhook %s to %s: %s; retrying", delivery.id, origin(delivery.url), step.error)
             self._inbox.put(_Retry(delivery.id, step.next_attempt_at))
             return
         if step.status == "failed":
-            log.warning("webhook %s to %s failed after %d attempts: %s", delivery.id, delivery.url, number, step.error)
+            log.warning(
+                "webhook %s to %s failed after %d attempts: %s", delivery.id, origin(delivery.url), number, step.error
+            )
         self._settle()
 
     def _settle(self) -> None:

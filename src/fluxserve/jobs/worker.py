@@ -56,6 +56,7 @@ class ModelWorker:
         self.engine = engine
         self.state = WorkerState.LOADING
         self.load_error: str | None = None
+        """Why the model failed to load, for the operator: it may name local paths, so clients never see it."""
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
         self._pending: OrderedDict[str, None] = OrderedDict()
@@ -124,7 +125,7 @@ class ModelWorker:
             self.load_error = str(error)
             self.state = WorkerState.FAILED
             log.error("model %s failed to load: %s", self.name, error)
-            self._fail_waiting(error)
+            self._fail_waiting()
             return
         self.state = WorkerState.READY
         log.info("model %s is ready", self.name)
@@ -155,11 +156,12 @@ class ModelWorker:
             if self._bus.watched(job_id):
                 self._bus.publish(JobEvent(job_id, "queued", position=position))
 
-    def _fail_waiting(self, error: Exception) -> None:
+    def _fail_waiting(self) -> None:
+        """Fail the jobs that waited for a model that did not load; why is in the server log only."""
         with self._wakeup:
             waiting, self._pending = list(self._pending), OrderedDict()
         for job_id in waiting:
-            self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded: {error}")
+            self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded; the server's log says why")
 
     def _process(self, job_id: str) -> None:
         assert self._running is not None
