@@ -427,3 +427,36 @@ def test_a_corrupt_secret_file_is_refused_not_replaced(tmp_path: Path) -> None:
         load_or_create_secret(tmp_path, None)
     assert error.value.param == "webhook_secret"
     assert (tmp_path / "webhook-secret").read_text() == "garbage\n"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # the cloud metadata service
+        "http://[fe80::1]/hooks",
+        "http://[::ffff:169.254.169.254]/",
+        "http://100.100.100.200/",
+        "http://[fd00:ec2::254]/",
+        "http://0.0.0.0:8080/",
+        "http://224.0.0.1/",
+    ],
+)
+def test_metadata_link_local_and_non_host_addresses_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest, match="never posts to") as error:
+        check_webhook_url(url)
+    assert error.value.param == "webhook_url"
+
+
+def test_a_delivery_to_a_forbidden_address_fails_at_once_without_a_connection(
+    store: JobStore, make_sender: Callable[..., WebhookSender]
+) -> None:
+    """As when a name resolves to such an address by the time of delivery, or a URL stored before the rule."""
+    sender = make_sender(webhook_max_attempts=3)
+    job = succeeded_job(store, "http://169.254.169.254/latest/meta-data/")
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.last_error is not None
+    assert "link-local, metadata" in delivery.last_error

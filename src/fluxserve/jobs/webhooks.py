@@ -37,6 +37,7 @@ from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job
 from fluxserve.jobs.store import JobStore
 from fluxserve.jobs.views import WebhookDeliveryView, job_view, view_json
+from fluxserve.jobs.webhook_addresses import forbidden, forbidden_reason, literal
 from fluxserve.settings import Settings
 from fluxserve.storage.files import write_atomically
 from fluxserve.storage.signing import UrlSigner
@@ -151,6 +152,13 @@ def check_webhook_url(url: str) -> str:
         raise InvalidRequest(f"webhook_url has no host; {how}", param="webhook_url")
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidRequest(f"webhook_url port {parsed.port} is out of range; {how}", param="webhook_url")
+    address = literal(parsed.host)
+    if address is not None and forbidden(address):
+        raise InvalidRequest(
+            f"webhook_url points at {address}, a link-local, metadata, unspecified or multicast address, "
+            "which this server never posts to; use the receiver's own address",
+            param="webhook_url",
+        )
     return url
 
 
@@ -256,6 +264,13 @@ def failure_reason(error: httpx.TransportError, timeout: float) -> str:
 
 def post(client: httpx.Client, url: str, headers: dict[str, str], body: str, timeout: float) -> Attempt:
     """POST once; the receiver's body is never read, so a huge answer costs nothing."""
+    try:
+        target = httpx.URL(url)
+        refused = forbidden_reason(target.host, target.port or (443 if target.scheme == "https" else 80))
+    except httpx.InvalidURL as error:
+        return Attempt(error=f"invalid URL: {error}"[:_MAX_REASON], permanent=True)
+    if refused is not None:
+        return Attempt(error=refused[:_MAX_REASON], permanent=True)
     try:
         with client.stream("POST", url, content=body.encode(), headers=headers) as response:
             return Attempt(response.status_code, retry_after=retry_after_seconds(response.headers.get("retry-after")))
