@@ -7,9 +7,11 @@ The server's clock (rate windows, quota periods, URL and key expiry) is a Manual
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -207,7 +209,7 @@ def test_keys_made_by_the_cli_work_on_a_running_server(server: Keyed, capsys: py
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("fsk_")
     with server.as_(secret) as cli:
-        assert cli.post(JOBS, json=TINY_JOB).status_code == 202
+        assert cli.post(JOBS, json=TINY_JOB, headers={"prefer": "wait=60"}).json()["status"] == "succeeded"
     assert main(["keys", "list", "--json", "--data-dir", data_dir]) == 0
     listed = capsys.readouterr().out
     assert '"name": "cli"' in listed
@@ -216,6 +218,39 @@ def test_keys_made_by_the_cli_work_on_a_running_server(server: Keyed, capsys: py
     capsys.readouterr()
     with server.as_(secret) as cli:
         assert_error(cli.post(JOBS, json=TINY_JOB), 401, "revoked_api_key")
+    assert main(["keys", "usage", "--key", "cli", "--json", "--data-dir", data_dir]) == 0
+    [row] = json.loads(capsys.readouterr().out)  # the job made above, billed once it succeeded
+    assert (row["jobs"], row["images"], row["model"]) == (1, 1, "tiny-random-base")
+
+
+def test_the_cli_sets_every_limit_and_refuses_bad_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = str(tmp_path)
+    flags = ["--scope", "admin", "--rpm", "5", "--quota-mp", "10", "--per", "month", "--concurrency", "2"]
+    assert main(["keys", "create", "--name", "ops", *flags, "--expires", "2099-01-01", "--data-dir", data_dir]) == 0
+    assert "not shown again" in capsys.readouterr().err
+    assert main(["keys", "list", "--json", "--data-dir", data_dir]) == 0
+    [key] = json.loads(capsys.readouterr().out)
+    assert {k: key[k] for k in ("scope", "rpm", "quota_megapixels", "quota_period", "concurrency", "status")} == {
+        "scope": "admin",
+        "rpm": 5,
+        "quota_megapixels": 10,
+        "quota_period": "month",
+        "concurrency": 2,
+        "status": "active",
+    }
+    assert key["expires_at"] == datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+    for bad, says in (
+        (["--per", "week", "--quota-mp", "1"], "--per must be day or month"),
+        (["--quota-mp", "1"], "--quota-mp and --per go together"),
+        (["--expires", "yesterday"], "expires 'yesterday' should be a date"),
+        (["--expires", "2001-01-01"], "expires is in the past"),
+        (["--scope", "root"], "--scope must be generate or admin"),
+        (["--rpm", "0"], "rpm must be a whole number from 1"),
+    ):
+        assert main(["keys", "create", "--name", "x", *bad, "--data-dir", data_dir]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["keys", "revoke", "nobody", "--data-dir", data_dir]) == 1
+    assert "no key 'nobody'" in capsys.readouterr().err
 
 
 # -- ownership --------------------------------------------------------------------------------
