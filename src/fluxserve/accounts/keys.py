@@ -16,6 +16,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 KEY_PREFIX = "fsk_"
 PREFIX_LENGTH = 12
@@ -70,6 +71,25 @@ class ApiKey:
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         return "active"
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """The key as listings show it (never the key itself: it is not kept)."""
+        limits = self.limits
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "scope": self.scope.value,
+            "status": self.status(now),
+            "rpm": limits.rpm,
+            "concurrency": limits.concurrency,
+            "quota_megapixels": limits.quota_megapixels,
+            "quota_period": None if limits.quota_period is None else limits.quota_period.value,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "last_used_at": self.last_used_at,
+        }
 
 
 @dataclass(frozen=True)

@@ -83,31 +83,12 @@ def _limits(key: ApiKey) -> str:
     return ", ".join(parts) or "none"
 
 
-def key_json(key: ApiKey, now: float) -> dict[str, object]:
-    limits = key.limits
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scope": key.scope.value,
-        "status": key.status(now),
-        "rpm": limits.rpm,
-        "concurrency": limits.concurrency,
-        "quota_megapixels": limits.quota_megapixels,
-        "quota_period": None if limits.quota_period is None else limits.quota_period.value,
-        "created_at": key.created_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-        "last_used_at": key.last_used_at,
-    }
-
-
 def list_keys(data_dir: Path, *, as_json: bool) -> None:
     with open_keys(data_dir) as (keys, _):
         found = keys.all()
     now = time.time()
     if as_json:
-        typer.echo(json.dumps([key_json(key, now) for key in found], indent=2))
+        typer.echo(json.dumps([key.describe(now) for key in found], indent=2))
         return
     table = Table("id", "name", "prefix", "scope", "status", "limits", "expires", "last used")
     for key in found:

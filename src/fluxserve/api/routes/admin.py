@@ -66,22 +66,7 @@ class NewKey(BaseModel):
 
 
 def key_view(key: ApiKey, now: float) -> dict[str, Any]:
-    limits = key.limits
-    return KeyView(
-        id=key.id,
-        name=key.name,
-        prefix=key.prefix,
-        scope=key.scope.value,
-        status=key.status(now),  # type: ignore[arg-type]  # one of the three
-        rpm=limits.rpm,
-        concurrency=limits.concurrency,
-        quota_megapixels=limits.quota_megapixels,
-        quota_period=None if limits.quota_period is None else limits.quota_period.value,
-        created_at=key.created_at,
-        expires_at=key.expires_at,
-        revoked_at=key.revoked_at,
-        last_used_at=key.last_used_at,
-    ).model_dump(mode="json")
+    return KeyView(**key.describe(now)).model_dump(mode="json")
 
 
 @router.post(
