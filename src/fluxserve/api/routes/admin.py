@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -65,6 +64,11 @@ class NewKey(BaseModel):
     expires: str | None = Field(None, description="A date (2027-01-31, midnight UTC), an ISO date-time, or 30d / 12h.")
 
 
+def _now(request: Request) -> float:
+    """The server's clock, the one that expires keys and counts quotas."""
+    return context(request).service.admission.now()
+
+
 def key_view(key: ApiKey, now: float) -> dict[str, Any]:
     return KeyView(**key.describe(now)).model_dump(mode="json")
 
@@ -80,9 +84,9 @@ async def create_key(body: NewKey, request: Request) -> dict[str, Any]:
         quota_megapixels=body.quota_megapixels,
         quota_period=None if body.quota_period is None else Period(body.quota_period),
     )
-    expires_at = None if body.expires is None else parse_expiry(body.expires, time.time())
+    expires_at = None if body.expires is None else parse_expiry(body.expires, _now(request))
     key, secret = await asyncio.to_thread(keys.create, body.name, Scope(body.scope), limits, expires_at)
-    return {**key_view(key, time.time()), "key": secret}
+    return {**key_view(key, _now(request)), "key": secret}
 
 
 @router.get(
@@ -90,14 +94,14 @@ async def create_key(body: NewKey, request: Request) -> dict[str, Any]:
 )
 async def list_keys(request: Request) -> dict[str, Any]:
     keys = await asyncio.to_thread(context(request).service.keys.all)
-    now = time.time()
+    now = _now(request)
     return {"object": "list", "data": [key_view(key, now) for key in keys]}
 
 
 @router.get("/v1/admin/keys/{key_id}", summary="One API key", response_model=KeyView, responses=_ERRORS)
 async def get_key(key_id: str, request: Request) -> dict[str, Any]:
     key = await asyncio.to_thread(context(request).service.keys.get, key_id)
-    return key_view(key, time.time())
+    return key_view(key, _now(request))
 
 
 @router.delete(
@@ -108,7 +112,7 @@ async def get_key(key_id: str, request: Request) -> dict[str, Any]:
 )
 async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     key = await asyncio.to_thread(context(request).service.keys.revoke, key_id)
-    return key_view(key, time.time())
+    return key_view(key, _now(request))
 
 
 @router.get(
@@ -121,5 +125,5 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
 async def all_usage(request: Request, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
     store = context(request).service.store
-    rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, time.time()), every_key=True)
+    rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, _now(request)), every_key=True)
     return UsageList(data=[UsageRow(**row.to_json()) for row in rows]).model_dump(mode="json", exclude_none=True)
