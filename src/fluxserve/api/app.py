@@ -27,6 +27,11 @@ and OpenAI lacks (seed, steps, guidance, reference images, structured JSON promp
 request becomes a durable job, which the jobs API (`/v1/jobs`) exposes: submit, poll, watch live
 progress as Server-Sent Events, cancel, list and delete; webhooks and `Idempotency-Key` too.
 Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+
+Send an API key as `Authorization: Bearer fsk_...` or `x-key: fsk_...` (a loopback server for which
+no key was ever made runs without). Jobs and images belong to the key that made them; image URLs
+are signed and expire, and open without a key. Keys carry rate limits and megapixel quotas;
+`/v1/usage` reports what a key used, `/v1/admin/...` manages keys (admin keys only).
 """
 
 
