@@ -14,9 +14,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.requests import Request
 
 from fluxserve.accounts.keys import ANONYMOUS, Caller, Scope, looks_like_key
+from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import anonymous_allowed
 from fluxserve.api.serving import context
 from fluxserve.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from fluxserve.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: Bearer fsk_...")
 _x_key = APIKeyHeader(name="x-key", auto_error=False, description="The same API key, as BFL's clients send it.")
@@ -42,8 +44,21 @@ async def caller(
     """The authenticated caller; anonymous only where the server runs without keys."""
     ctx = context(request)
     presented = presented_key(bearer, x_key)
-    open_server = await asyncio.to_thread(anonymous_allowed, ctx.settings, ctx.service.keys)
-    if open_server and not ctx.settings.no_auth and any(name in request.headers for name in _FORWARDED):
+    headers = request.headers
+    forwarded = any(name in headers for name in _FORWARDED)
+    authorization = headers.get("authorization") is not None
+    # One hop to a thread for both database reads: the hop costs more than the reads (bench/auth_overhead.py).
+    return await asyncio.to_thread(
+        identify, ctx.settings, ctx.service.keys, presented, forwarded=forwarded, authorization=authorization
+    )
+
+
+def identify(
+    settings: Settings, keys: KeyStore, presented: str | None, *, forwarded: bool, authorization: bool
+) -> Caller:
+    """Who a request with ``presented`` (its key, if any) comes from, or AuthenticationFailed."""
+    open_server = anonymous_allowed(settings, keys)
+    if open_server and not settings.no_auth and forwarded:
         # Open because it listens on loopback, yet a proxy forwarded this request from elsewhere.
         raise AuthenticationFailed(
             "this server has no API keys and serves its own machine only; a proxy forwarded this request, "
@@ -55,7 +70,7 @@ async def caller(
     if presented is None or (open_server and not looks_like_key(presented)):
         if open_server:
             return ANONYMOUS
-        if request.headers.get("authorization") is not None:
+        if authorization:
             raise AuthenticationFailed(
                 "send the API key as Authorization: Bearer fsk_..., or in an x-key header", code="invalid_api_key"
             )
@@ -63,8 +78,7 @@ async def caller(
             "this server needs an API key: send Authorization: Bearer fsk_..., or x-key: fsk_...",
             code="missing_api_key",
         )
-    key = await asyncio.to_thread(ctx.service.keys.authenticate, presented)
-    return Caller(key)
+    return Caller(keys.authenticate(presented))
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
