@@ -26,7 +26,12 @@ statuses in one place; the engines and the CLI never speak HTTP.
     ├── InsecureConfiguration     a server that would be open to a network by accident
     └── GenerationError           the engine failed while generating
         ├── GenerationCancelled   the caller cancelled; no partial image is returned
-        └── JobFailed             a job ended in failure (``code`` is the job's error type)
+        ├── JobFailed             a job ended in failure (``code`` is the job's error type)
+        └── ProviderError         a hosted provider failed or refused (``provider``, ``provider_code``)
+            ├── ProviderAuthFailed    it refused the server's credentials: the operator's to fix
+            ├── ProviderOutOfCredit   the account's allocation or credits are used up
+            ├── ProviderBusy          it is out of capacity or rate-limits us; ``retry_after``
+            └── ContentModerated      its moderation refused the prompt, an input or the result
 """
 
 from __future__ import annotations
@@ -172,3 +177,34 @@ class GenerationCancelled(GenerationError):
 
     def __init__(self, message: str = "the generation was cancelled") -> None:
         super().__init__(message)
+
+
+class ProviderError(GenerationError):
+    """A hosted provider failed or refused. The message is ours: never the provider's raw body."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, *, provider: str, provider_code: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.provider_code = provider_code
+
+
+class ProviderAuthFailed(ProviderError):
+    code = "provider_authentication_failed"
+
+
+class ProviderOutOfCredit(ProviderError):
+    code = "provider_out_of_credit"
+
+
+class ProviderBusy(ProviderError):
+    code = "provider_busy"
+
+    def __init__(self, message: str, *, provider: str, provider_code: str | None = None, retry_after: int = 30) -> None:
+        super().__init__(message, provider=provider, provider_code=provider_code)
+        self.retry_after = retry_after
+
+
+class ContentModerated(ProviderError):
+    code = "moderation_blocked"

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions, default_cache_dir
 from fluxserve.errors import InvalidRequest
 
@@ -75,6 +76,22 @@ class Settings(BaseModel):
     """How long a signed image URL works."""
     url_signing_secret: str | None = None
     """The key that signs image URLs; default: made once, kept in the data dir."""
+    cloudflare_account_id: str | None = None
+    """Workers AI: the account that runs the ``cf:`` models (also read from CLOUDFLARE_ACCOUNT_ID)."""
+    cloudflare_api_token: str | None = None
+    """Workers AI: an API token allowed to run Workers AI (also read from CLOUDFLARE_API_TOKEN)."""
+    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_concurrency: int = Field(4, ge=1, le=64)
+    """Workers AI requests in flight at once."""
+    bfl_api_key: str | None = None
+    """Black Forest Labs: the key for the ``bfl:`` models (also read from BFL_API_KEY)."""
+    bfl_region: Literal["global", "eu", "us"] = "global"
+    bfl_base_url: str | None = None
+    """Default: https://api.bfl.ai, api.eu.bfl.ai or api.us.bfl.ai by ``bfl_region``."""
+    bfl_concurrency: int = Field(24, ge=1, le=64)
+    """BFL tasks in flight at once (BFL allows 24)."""
+    provider_timeout_seconds: float = Field(120, gt=0)
+    """The longest one call to a hosted provider may take."""
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod
@@ -96,6 +113,19 @@ class Settings(BaseModel):
             raise ValueError("each model may be listed once")
         return value
 
+    def provider_options(self) -> ProviderOptions:
+        region_hosts = {"global": "api.bfl.ai", "eu": "api.eu.bfl.ai", "us": "api.us.bfl.ai"}
+        return ProviderOptions(
+            cloudflare_account_id=self.cloudflare_account_id,
+            cloudflare_api_token=self.cloudflare_api_token,
+            cloudflare_base_url=self.cloudflare_base_url.rstrip("/"),
+            cloudflare_concurrency=self.cloudflare_concurrency,
+            bfl_api_key=self.bfl_api_key,
+            bfl_base_url=(self.bfl_base_url or f"https://{region_hosts[self.bfl_region]}").rstrip("/"),
+            bfl_concurrency=self.bfl_concurrency,
+            timeout_seconds=self.provider_timeout_seconds,
+        )
+
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
             cache_dir=self.cache_dir,
@@ -114,8 +144,16 @@ class Settings(BaseModel):
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+# The providers' own variable names, read when the FLUXSERVE_ one is not set.
+_CONVENTIONAL_ENV = {
+    "cloudflare_account_id": "CLOUDFLARE_ACCOUNT_ID",
+    "cloudflare_api_token": "CLOUDFLARE_API_TOKEN",
+    "bfl_api_key": "BFL_API_KEY",
+}
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {name: environ[var] for name, var in _CONVENTIONAL_ENV.items() if environ.get(var)}
     for name in Settings.model_fields:
         raw = environ.get(f"FLUXSERVE_{name.upper()}")
         if raw is not None and raw != "":

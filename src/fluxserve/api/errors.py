@@ -34,6 +34,11 @@ _STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
     (errors.EngineNotReady, 503, "service_unavailable"),
     (errors.ModelUnavailable, 503, "service_unavailable"),
     (errors.GenerationCancelled, 409, "invalid_request_error"),
+    (errors.ContentModerated, 400, "invalid_request_error"),
+    (errors.ProviderAuthFailed, 502, "server_error"),
+    (errors.ProviderOutOfCredit, 503, "service_unavailable"),
+    (errors.ProviderBusy, 503, "service_unavailable"),
+    (errors.ProviderError, 502, "server_error"),
     (errors.GenerationError, 500, "server_error"),
     (errors.FluxserveError, 500, "server_error"),
 )

@@ -74,6 +74,8 @@ class Progress:
     image_index: int
     images: int
     preview: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
+    stage: str | None = None
+    """Hosted engines: what the step is (submitted, polling, downloading)."""
 
     @property
     def fraction(self) -> float:
@@ -105,6 +107,8 @@ class GenerationResult:
     steps: int
     guidance: float | None
     total_seconds: float
+    cost_usd: float | None = None
+    """What a hosted provider charged for these images, where known."""
 
     @property
     def seeds(self) -> list[int]:
@@ -117,6 +121,11 @@ class Engine(Protocol):
 
     @property
     def capabilities(self) -> Capabilities: ...
+
+    @property
+    def concurrency(self) -> int:
+        """How many generations may run at once (1 for a local pipeline; more for a hosted provider)."""
+        ...
 
     def load(self) -> None:
         """Get ready to generate (load weights, check credentials). Idempotent."""

@@ -63,6 +63,10 @@ class DiffusersEngine:
         return self.family.capabilities(self.model)
 
     @property
+    def concurrency(self) -> int:
+        return 1  # one pipeline computes one request at a time
+
+    @property
     def device(self) -> str:
         return self._device
 

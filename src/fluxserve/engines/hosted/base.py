@@ -1,0 +1,127 @@
+"""What every hosted engine shares: validation, one provider call per image, coarse progress, cost.
+
+A provider makes one image per call, so ``n`` images are ``n`` calls, each with its seed
+(``seed + i``, as locally). Progress is coarse: per image, the stages the engine reports
+(for example submitted, polling, downloading). A subclass implements :meth:`configured`,
+:meth:`missing_settings` and :meth:`generate_one`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image
+
+from fluxserve.engines.base import (
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Progress,
+    ProgressCallback,
+)
+from fluxserve.engines.hosted.catalog import HostedModel
+from fluxserve.engines.hosted.options import ProviderOptions
+from fluxserve.engines.validation import seed_for_image, validate
+from fluxserve.errors import GenerationCancelled, ModelUnavailable
+
+Stage = Callable[[str], None]
+"""Called by generate_one as it moves on: stage("submitted"), stage("polling"), ..."""
+
+
+@dataclass(frozen=True)
+class HostedImage:
+    image: Image.Image
+    cost_usd: float | None = None
+
+
+class HostedEngine(ABC):
+    stages: tuple[str, ...] = ("submitted", "downloading")
+    """The stages generate_one reports, in order: progress counts them per image."""
+
+    def __init__(
+        self, model: HostedModel, options: ProviderOptions, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.model = model
+        self.options = options
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(options.timeout_seconds, connect=min(10.0, options.timeout_seconds)),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.model.capabilities
+
+    @property
+    @abstractmethod
+    def concurrency(self) -> int: ...
+
+    @abstractmethod
+    def configured(self) -> bool:
+        """Whether the settings this provider needs are given."""
+
+    @abstractmethod
+    def missing_settings(self) -> str:
+        """What to set, for the message when it is not configured."""
+
+    def load(self) -> None:
+        if not self.configured():
+            raise ModelUnavailable(f"{self.model.name} needs {self.missing_settings()}")
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        self.load()
+        request = validate(request, self.capabilities)
+        assert request.seed is not None
+        assert request.width is not None
+        assert request.height is not None
+        started = time.perf_counter()
+        images: list[GeneratedImage] = []
+        costs: list[float | None] = []
+        for index in range(request.n):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled()
+            image_started = time.perf_counter()
+            seed = seed_for_image(request.seed, index)
+            made = self.generate_one(request, seed, self._stage_reporter(progress, index, request.n), cancel)
+            images.append(GeneratedImage(made.image, seed, time.perf_counter() - image_started))
+            costs.append(made.cost_usd)
+        return GenerationResult(
+            images=images,
+            model=self.model.name,
+            prompt=request.prompt,
+            reference_images=len(request.references),
+            width=request.width,
+            height=request.height,
+            steps=request.steps or 0,
+            guidance=request.guidance,
+            total_seconds=time.perf_counter() - started,
+            cost_usd=None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6),
+        )
+
+    def _stage_reporter(self, progress: ProgressCallback | None, index: int, images: int) -> Stage:
+        def stage(name: str) -> None:
+            if progress is None:
+                return
+            number = self.stages.index(name) + 1
+            total = len(self.stages)
+            progress(Progress(index * total + number, images * total, index, images, stage=name))
+
+        return stage
+
+    @abstractmethod
+    def generate_one(
+        self, request: GenerationRequest, seed: int, stage: Stage, cancel: threading.Event | None
+    ) -> HostedImage:
+        """One image of a validated request, with ``seed``."""
