@@ -1,0 +1,1 @@
+"""Fakes of hosted providers' HTTP APIs, served on loopback exactly as their documentation describes."""
