@@ -25,6 +25,8 @@ class DailyUsage:
     steps: int
     input_megapixels: float
     output_megapixels: float
+    cost_usd: float | None = None
+    """Summed over the jobs whose provider reported a cost; None when none did."""
 
     @property
     def megapixels(self) -> float:
@@ -41,6 +43,7 @@ class DailyUsage:
             "input_megapixels": round(self.input_megapixels, 4),
             "output_megapixels": round(self.output_megapixels, 4),
             "megapixels": self.megapixels,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
         }
 
 
@@ -68,7 +71,8 @@ def daily_usage(
         params.append(key_id)
     rows = store.fetch_all(
         "SELECT key_id, date(at, 'unixepoch') AS day, model, count(*) AS jobs, sum(images) AS images, "
-        "sum(steps) AS steps, total(input_megapixels) AS input_mp, total(output_megapixels) AS output_mp "
+        "sum(steps) AS steps, total(input_megapixels) AS input_mp, total(output_megapixels) AS output_mp, "
+        "sum(cost_usd) AS cost_usd "
         f"FROM usage WHERE {where} GROUP BY key_id, day, model ORDER BY day, key_id, model",
         tuple(params),
     )
@@ -82,6 +86,7 @@ def daily_usage(
             row["steps"],
             row["input_mp"],
             row["output_mp"],
+            row["cost_usd"],
         )
         for row in rows
     ]

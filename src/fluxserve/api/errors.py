@@ -76,9 +76,23 @@ def error_response(
     return JSONResponse(error_body(message, kind, param=param, code=code), status_code=status, headers=headers)
 
 
+# A job that failed is reported with the status of the error that failed it (its code).
+_BY_CODE: dict[str, tuple[int, str]] = {}
+for _cls, _status, _kind in _STATUS:
+    if "code" in vars(_cls):  # classes whose code is fixed, not chosen per instance
+        _BY_CODE.setdefault(_cls.code, (_status, _kind))
+
+
+def status_of(error: errors.FluxserveError) -> tuple[int, str]:
+    """The HTTP status and OpenAI error type of ``error``."""
+    if isinstance(error, errors.JobFailed) and error.code in _BY_CODE:
+        return _BY_CODE[error.code]
+    return next((s, k) for cls, s, k in _STATUS if isinstance(error, cls))
+
+
 def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.FluxserveError)
-    status, kind = next((s, k) for cls, s, k in _STATUS if isinstance(error, cls))
+    status, kind = status_of(error)
     headers = {}
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:

@@ -159,6 +159,7 @@ class ImageUsage(BaseModel):
     output_megapixels: float
     steps: int = Field(description="Denoising steps, summed over the images.")
     images: int
+    cost_usd: float | None = Field(None, description="What a hosted provider charged, where known.")
 
 
 class ImagesResponse(BaseModel):

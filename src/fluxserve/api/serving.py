@@ -23,7 +23,7 @@ from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
 from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import request_digest, resolve, webhook_target
-from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed, ModelUnavailable
+from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobStatus
 from fluxserve.jobs.service import JobService, Submitted
@@ -153,10 +153,8 @@ def _raise_if_unsuccessful(job: Job) -> None:
     if job.status is JobStatus.CANCELED:
         raise GenerationCancelled(f"job {job.id} was canceled")
     if job.status is JobStatus.FAILED:
-        message = job.error_message or "the generation failed"
-        if job.error_type == ModelUnavailable.code:
-            raise ModelUnavailable(message)
-        raise JobFailed(message, code=job.error_type or "generation_failed")
+        # Answered with the status of the error that failed the job (api/errors.status_of).
+        raise JobFailed(job.error_message or "the generation failed", code=job.error_type or "generation_failed")
 
 
 def base_url(request: Request, settings: Settings) -> str:

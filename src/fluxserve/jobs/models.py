@@ -76,6 +76,8 @@ class Usage:
     output_megapixels: float
     steps: int
     images: int
+    cost_usd: float | None = None
+    """What a hosted provider charged, where known; None for local models."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,6 +22,7 @@ from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
+from fluxserve.engines.hosted.catalog import is_hosted
 from fluxserve.errors import (
     Conflict,
     EngineNotReady,
@@ -74,7 +75,7 @@ class JobService:
                 files=self.files,
                 bus=self.bus,
                 encoder=self._encoder,
-                warmup=settings.warmup,
+                warmup=settings.warmup and not is_hosted(name),  # a hosted warm-up would be billed
                 preview_every=settings.preview_every,
             )
             for name, engine in engines.items()

@@ -100,6 +100,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_by_key ON usage (key_id, at);
     """,
+    """
+    ALTER TABLE usage ADD COLUMN cost_usd REAL;
+    """,
 )
 
 
@@ -332,8 +335,15 @@ class JobStore:
             if changed:
                 db.execute(
                     "UPDATE usage SET input_megapixels = ?, output_megapixels = ?, steps = ?, images = ?, "
-                    "state = 'billed' WHERE job_id = ?",
-                    (usage.input_megapixels, usage.output_megapixels, usage.steps, usage.images, job_id),
+                    "cost_usd = ?, state = 'billed' WHERE job_id = ?",
+                    (
+                        usage.input_megapixels,
+                        usage.output_megapixels,
+                        usage.steps,
+                        usage.images,
+                        usage.cost_usd,
+                        job_id,
+                    ),
                 )
         return changed == 1
 

@@ -43,6 +43,7 @@ class JobUsage(BaseModel):
     output_megapixels: float
     steps: int
     images: int
+    cost_usd: float | None = Field(None, description="What a hosted provider charged, where known.")
 
 
 class JobRequest(BaseModel):

@@ -1,7 +1,9 @@
-"""One worker thread per model: it alone owns the engine, and runs that model's jobs in order.
+"""One worker per model: it owns the engine and runs that model's jobs in order.
 
-Encoding and writing the images happen on a shared thread pool, so the worker starts the next
-job while the last one is still being encoded.
+A local pipeline runs one job at a time on one thread; a hosted engine, whose work happens at the
+provider, runs ``engine.concurrency`` jobs at once on that many threads. Encoding and writing the
+images happen on a shared thread pool, so a thread starts the next job while the last one is
+still being encoded.
 """
 
 from __future__ import annotations
@@ -61,22 +63,25 @@ class ModelWorker:
         self._preview_every = preview_every
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._wakeup = threading.Condition()
-        self._running: tuple[str, threading.Event] | None = None
+        self._running: dict[str, threading.Event] = {}
         self._stopping = False
         self._seconds_per_job = 1.0
-        self._thread = threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)
+        self._threads = [threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)]
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        self._threads[0].start()
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._wakeup:
             self._stopping = True
-            if self._running is not None:
-                self._running[1].set()
+            for cancel in self._running.values():
+                cancel.set()
             self._wakeup.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            if thread.is_alive() or thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def enqueue(self, job_id: str) -> None:
         with self._wakeup:
@@ -90,8 +95,9 @@ class ModelWorker:
 
     @property
     def running_job(self) -> str | None:
+        """The job running (the oldest, where several run at once), if any."""
         with self._wakeup:
-            return None if self._running is None else self._running[0]
+            return next(iter(self._running), None)
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when not waiting."""
@@ -103,15 +109,15 @@ class ModelWorker:
 
     def retry_after(self) -> int:
         """Seconds until a new job could be admitted, from the observed job duration."""
-        return max(1, round(self._seconds_per_job * (self.queued + 1)))
+        return max(1, round(self._seconds_per_job * (self.queued + 1) / self.engine.concurrency))
 
     def cancel(self, job_id: str) -> None:
         """Drop a queued job, or stop a running one at its next step."""
         with self._wakeup:
             was_waiting = job_id in self._pending
             self._pending.pop(job_id, None)
-            if self._running is not None and self._running[0] == job_id:
-                self._running[1].set()
+            if job_id in self._running:
+                self._running[job_id].set()
         if was_waiting:
             self._announce_positions()
 
@@ -129,6 +135,13 @@ class ModelWorker:
             return
         self.state = WorkerState.READY
         log.info("model %s is ready", self.name)
+        for number in range(1, self.engine.concurrency):
+            thread = threading.Thread(target=self._run_jobs, name=f"worker-{self.name}-{number}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._run_jobs()
+
+    def _run_jobs(self) -> None:
         while (job_id := self._next()) is not None:
             self._process(job_id)
 
@@ -145,7 +158,7 @@ class ModelWorker:
             if self._stopping:
                 return None
             job_id, _ = self._pending.popitem(last=False)
-            self._running = (job_id, threading.Event())
+            self._running[job_id] = threading.Event()
             return job_id
 
     def _announce_positions(self) -> None:
@@ -164,8 +177,8 @@ class ModelWorker:
             self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded; the server's log says why")
 
     def _process(self, job_id: str) -> None:
-        assert self._running is not None
-        cancel = self._running[1]
+        with self._wakeup:
+            cancel = self._running[job_id]
         try:
             if not self._store.mark_running(job_id):
                 return  # canceled while it waited
@@ -190,7 +203,7 @@ class ModelWorker:
             self._fail(job_id, "server_error", "the generation failed unexpectedly; see the server log")
         finally:
             with self._wakeup:
-                self._running = None
+                self._running.pop(job_id, None)
 
     def _request(self, job: Job) -> GenerationRequest:
         spec = job.spec
@@ -269,4 +282,5 @@ def usage_of(spec: JobSpec, result: GenerationResult) -> Usage:
         output_megapixels=round(len(result.images) * result.width * result.height / MEGAPIXEL, 4),
         steps=result.steps * len(result.images),
         images=len(result.images),
+        cost_usd=result.cost_usd,
     )

@@ -29,6 +29,7 @@ class UsageRow(BaseModel):
     input_megapixels: float
     output_megapixels: float
     megapixels: float = Field(description="input + output: what quotas count.")
+    cost_usd: float | None = Field(None, description="What hosted providers charged, where they said.")
 
 
 class QuotaState(BaseModel):
