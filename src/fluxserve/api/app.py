@@ -67,7 +67,7 @@ def create_app(
     chosen = (
         dict(engines)
         if engines is not None
-        else {m: create_engine(m, settings.engine_options()) for m in settings.models}
+        else {m: create_engine(m, settings.engine_options(), settings.provider_options()) for m in settings.models}
     )
     service = JobService(settings, chosen, clock=clock)
     try:

@@ -200,7 +200,15 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "fluxserve"
     status: Literal["loading", "ready", "failed"]
-    capabilities: ModelCapabilities | None = Field(None, description="Known once the model has loaded.")
+    provider: Literal["local", "cloudflare", "bfl"] = Field(
+        default="local", description="local: run here by diffusers; otherwise the hosted provider that runs it."
+    )
+    configured: bool | None = Field(
+        default=None, description="Hosted models: whether the server has the provider's credentials."
+    )
+    capabilities: ModelCapabilities | None = Field(
+        None, description="Known once a local model has loaded; always for a hosted one."
+    )
 
 
 class ModelList(BaseModel):

@@ -1,4 +1,4 @@
-"""``fluxserve generate``: build a request, run the local engine, write the files."""
+"""``fluxserve generate``: build a request, run the engine (local, or hosted: cf:/bfl:), write the files."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fluxserve.engines.base import GenerationRequest
+from fluxserve.engines.base import Engine, GenerationRequest
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
+from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.engines.loading import EngineOptions, Offload
+from fluxserve.engines.registry import create_engine
 from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
 from fluxserve.imaging.decode import decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
 from fluxserve.imaging.outputs import EncodedImage, encode_result
 from fluxserve.prompts.structured import prompt_text
+from fluxserve.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,10 @@ def _build_request(args: GenerateArgs) -> GenerationRequest:
     )
 
 
+def _provider(engine: Engine) -> str:
+    return engine.model.provider if isinstance(engine, HostedEngine) else type(engine).__name__
+
+
 def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     request = _build_request(args)
     fmt = _output_format(args)
@@ -129,7 +136,8 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
         offload=args.offload,
         allow_download=args.allow_download,
     )
-    engine = DiffusersEngine(args.model, options)
+    # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
+    engine = create_engine(args.model, options, load_settings().provider_options())
     started = time.perf_counter()
     with err.status(f"loading {args.model}..."):
         engine.load()
@@ -151,8 +159,10 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
         path.write_bytes(image.data)
         typer.echo(f"{path}\tseed {image.seed}")
     encode_seconds = sum(image.seconds for image in encoded)
+    where = engine.device if isinstance(engine, DiffusersEngine) else _provider(engine)
+    cost = "" if result.cost_usd is None else f", cost ${result.cost_usd:.4f}"
     typer.echo(
-        f"{result.model} on {engine.device}: {result.width}x{result.height}, {result.steps} steps, "
+        f"{result.model} on {where}: {result.width}x{result.height}, {result.steps} steps{cost}, "
         f"load {load_seconds:.2f}s, generate {result.total_seconds:.2f}s, encode {encode_seconds:.3f}s"
     )
     return encoded

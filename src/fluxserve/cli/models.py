@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fluxserve.engines.catalog import FAMILIES, MODELS
+from fluxserve.engines.hosted.catalog import HOSTED
 
 
 def model_rows() -> list[dict[str, object]]:
@@ -24,6 +25,20 @@ def model_rows() -> list[dict[str, object]]:
                 "steps": caps.default_steps,
                 "reference_images": caps.max_reference_images,
                 "needs": spec.needs,
+            }
+        )
+    credentials = {"cloudflare": "cloudflare_account_id + cloudflare_api_token", "bfl": "bfl_api_key"}
+    for hosted in HOSTED.values():
+        caps = hosted.capabilities
+        rows.append(
+            {
+                "name": hosted.name,
+                "family": caps.family,
+                "source": f"{hosted.provider}: {hosted.remote}",
+                "gated": False,
+                "steps": caps.default_steps or "provider's",
+                "reference_images": caps.max_reference_images,
+                "needs": f"an account: {credentials[hosted.provider]} (hosted, billed per image)",
             }
         )
     return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 
@@ -9,6 +11,7 @@ from fluxserve.api.auth import caller
 from fluxserve.api.protocol import ErrorBody, ModelCapabilities, ModelCard, ModelList
 from fluxserve.api.serving import context
 from fluxserve.engines.base import Capabilities
+from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.jobs.worker import ModelWorker, WorkerState
 
 router = APIRouter(tags=["models"], dependencies=[Depends(caller)])
@@ -36,12 +39,23 @@ def capabilities_of(caps: Capabilities) -> ModelCapabilities:
 
 
 def card(worker: ModelWorker, created: int) -> ModelCard:
+    engine = worker.engine
+    if isinstance(engine, HostedEngine):  # its limits are the provider's, known without loading
+        provider: Literal["local", "cloudflare", "bfl"] = "bfl" if engine.model.provider == "bfl" else "cloudflare"
+        return ModelCard(
+            id=worker.name,
+            created=created,
+            status=worker.state.value,
+            provider=provider,
+            configured=engine.configured(),
+            capabilities=capabilities_of(engine.capabilities),
+        )
     ready = worker.state is WorkerState.READY
     return ModelCard(
         id=worker.name,
         created=created,
         status=worker.state.value,
-        capabilities=capabilities_of(worker.engine.capabilities) if ready else None,
+        capabilities=capabilities_of(engine.capabilities) if ready else None,
     )
 
 

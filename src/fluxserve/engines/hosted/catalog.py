@@ -134,7 +134,7 @@ HOSTED: dict[str, HostedModel] = {
             "FLUX.1 [schnell] on Workers AI",
         ),
         _model("bfl:flux-2-pro", BFL, "flux-2-pro", _BFL_FLUX2, "FLUX.2 [pro] by BFL"),
-        _model("bfl:flux-2-max", BFL, "flux-2-max", _BFL_FLUX2, "FLUX.2 [max] by BFL"),
+        _model("bfl:flux-2-max", BFL, "flux-2-max", replace(_BFL_FLUX2, family="flux.2-max"), "FLUX.2 [max] by BFL"),
         _model("bfl:flux-2-flex", BFL, "flux-2-flex", _BFL_FLEX, "FLUX.2 [flex] by BFL"),
         _model("bfl:flux-2-klein-4b", BFL, "flux-2-klein-4b", _BFL_KLEIN, "FLUX.2 [klein] 4B by BFL"),
         _model("bfl:flux-2-klein-9b", BFL, "flux-2-klein-9b", _BFL_KLEIN, "FLUX.2 [klein] 9B by BFL"),
