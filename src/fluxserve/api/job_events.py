@@ -31,6 +31,8 @@ def event_data(event: JobEvent, service: JobService, base_url: str) -> dict[str,
     elif event.type == "progress" and event.progress is not None:
         progress = event.progress
         data.update(step=progress.step, total=progress.total_steps, image=progress.image_index, images=progress.images)
+        if progress.stage is not None:  # hosted models: submitted, polling, downloading
+            data["stage"] = progress.stage
         if event.preview is not None:
             data["preview"] = "data:image/jpeg;base64," + base64.b64encode(event.preview).decode("ascii")
     elif event.terminal and event.job is not None:

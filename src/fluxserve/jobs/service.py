@@ -200,7 +200,9 @@ class JobService:
             base_url,
             self.signer,
             position=self.position(job) if job.status is JobStatus.QUEUED else None,
-            progress=None if progress is None else JobProgress(step=progress.step, total=progress.total_steps),
+            progress=None
+            if progress is None
+            else JobProgress(step=progress.step, total=progress.total_steps, stage=progress.stage),
             deliveries=self.webhooks.deliveries(job.id) if job.webhook is not None else None,
         )
 

@@ -24,6 +24,7 @@ class JobUrls(BaseModel):
 class JobProgress(BaseModel):
     step: int = Field(description="Steps done so far, over all images of the job.")
     total: int
+    stage: str | None = Field(None, description="Hosted models: submitted, polling or downloading.")
 
 
 class JobError(BaseModel):
