@@ -358,12 +358,16 @@ class JobStore:
             if changed:
                 db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
 
-    def mark_canceled(self, job_id: str, *, only_if: JobStatus) -> bool:
-        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on."""
+    def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool:
+        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on.
+
+        ``note`` says what the cancel could not undo; the job shows it as its error (type cancelled).
+        """
         with self.transaction() as db:
             changed = db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
-                (JobStatus.CANCELED, time.time(), job_id, only_if),
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
+                "WHERE id = ? AND status = ?",
+                (JobStatus.CANCELED, time.time(), None if note is None else "cancelled", note, job_id, only_if),
             ).rowcount
             if changed:
                 db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))

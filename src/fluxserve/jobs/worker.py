@@ -190,11 +190,13 @@ class ModelWorker:
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
             self._encoder.submit(self._finish, job, result)
-        except GenerationCancelled:
+        except GenerationCancelled as canceled:
             if self._stopping:  # shutting down: the job stays "running" and resumes at the next start
                 log.info("job %s interrupted by shutdown; it will run again at the next start", job_id)
                 return
-            if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING):
+            # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
+            note = None if canceled.message == GenerationCancelled().message else canceled.message
+            if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note):
                 self._bus.publish(JobEvent(job_id, "canceled", job=self._store.get(job_id)))
         except FluxserveError as error:
             self._fail(job_id, error.code, str(error))
