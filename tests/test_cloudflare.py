@@ -19,7 +19,7 @@ from PIL import Image
 from fluxserve.api.app import create_app
 from fluxserve.engines.base import GenerationRequest, Progress
 from fluxserve.engines.hosted.catalog import HOSTED
-from fluxserve.engines.hosted.cloudflare import CloudflareEngine, ProviderRejectedRequest, below_reference_limit
+from fluxserve.engines.hosted.cloudflare import CloudflareEngine, below_reference_limit
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.errors import (
     GenerationCancelled,
@@ -29,6 +29,7 @@ from fluxserve.errors import (
     ProviderBusy,
     ProviderError,
     ProviderOutOfCredit,
+    ProviderRejectedRequest,
 )
 from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import Settings
@@ -459,11 +460,11 @@ def test_five_references_are_400_before_any_call(client: openai.OpenAI, fake: Fa
 def test_a_schnell_prompt_over_2048_characters_never_reaches_workers_ai(
     server_url: str, client: openai.OpenAI, fake: FakeWorkersAI
 ) -> None:
-    # Checked by the engine, after the job is queued: validation knows no per-model prompt limit.
-    done = job(server_url, {"model": SCHNELL, "prompt": "x" * 3000})
-    assert done["status"] == "failed"
-    assert done["error"]["type"] == "invalid_request"
-    assert "2048" in done["error"]["message"]
+    # The model's prompt limit is one of its capabilities: refused at request time, no job made.
+    refused = httpx.post(f"{server_url}/v1/jobs", json={"model": SCHNELL, "prompt": "x" * 3000}, timeout=60)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "prompt"
+    assert "2048" in refused.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError, match="2048"):
         client.images.generate(model=SCHNELL, prompt="x" * 3000)
     assert fake.calls == 0

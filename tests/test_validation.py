@@ -180,3 +180,19 @@ def test_the_suggested_size_is_always_valid(width: int, height: int, caps: Capab
 def test_a_valid_size_is_its_own_nearest() -> None:
     assert nearest_valid_size(1024, 768, KLEIN) == (1024, 768)
     assert nearest_valid_size(1000, 1000, KLEIN) == (1008, 1008)
+
+
+def test_a_prompt_longer_than_the_model_takes_is_refused() -> None:
+    caps = replace(FAMILIES["flux.1-schnell"].capabilities("short"), max_prompt_chars=10)
+    assert validate(GenerationRequest("ten chars!"), caps).prompt == "ten chars!"
+    with pytest.raises(InvalidPrompt, match="11 characters; short takes at most 10") as refused:
+        validate(GenerationRequest("eleven char"), caps)
+    assert refused.value.param == "prompt"
+
+
+def test_references_are_scaled_below_a_side_limit_keeping_their_shape() -> None:
+    caps = replace(FAMILIES["flux.2-dev"].capabilities("side"), reference_max_side=511, reference_max_megapixels=4.0)
+    wide, small = photo(1200, 800), photo(400, 300)
+    fitted = validate(GenerationRequest("x", references=[wide, small]), caps).references
+    assert fitted[0].size == (511, 340)  # one resize, by the side limit, not the area budget
+    assert fitted[1] is small

@@ -31,6 +31,7 @@ statuses in one place; the engines and the CLI never speak HTTP.
             ├── ProviderAuthFailed    it refused the server's credentials: the operator's to fix
             ├── ProviderOutOfCredit   the account's allocation or credits are used up
             ├── ProviderBusy          it is out of capacity or rate-limits us; ``retry_after``
+            ├── ProviderRejectedRequest  it refused a request fluxserve sent (one validation let through)
             └── ContentModerated      its moderation refused the prompt, an input or the result
 """
 
@@ -204,6 +205,10 @@ class ProviderBusy(ProviderError):
     def __init__(self, message: str, *, provider: str, provider_code: str | None = None, retry_after: int = 30) -> None:
         super().__init__(message, provider=provider, provider_code=provider_code)
         self.retry_after = retry_after
+
+
+class ProviderRejectedRequest(ProviderError):
+    code = "provider_rejected_request"
 
 
 class ContentModerated(ProviderError):

@@ -38,6 +38,7 @@ _STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
     (errors.ProviderAuthFailed, 502, "server_error"),
     (errors.ProviderOutOfCredit, 503, "service_unavailable"),
     (errors.ProviderBusy, 503, "service_unavailable"),
+    (errors.ProviderRejectedRequest, 502, "server_error"),
     (errors.ProviderError, 502, "server_error"),
     (errors.GenerationError, 500, "server_error"),
     (errors.FluxserveError, 500, "server_error"),

@@ -32,6 +32,10 @@ class Capabilities:
     default_height: int = 1024
     max_reference_images: int = 0
     reference_max_megapixels: float = 1.0
+    reference_max_side: int | None = None
+    """References are scaled so that neither side exceeds this (None: only the area budget)."""
+    max_prompt_chars: int | None = None
+    """The longest prompt the model takes, in characters (None: no limit of its own)."""
     default_steps: int = 28
     min_steps: int = 1
     max_steps: int = 100

@@ -17,7 +17,7 @@ from dataclasses import replace
 from PIL import Image
 
 from fluxserve.engines.base import Capabilities, GenerationRequest
-from fluxserve.errors import InvalidImage, InvalidRequest
+from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
 from fluxserve.prompts.structured import prompt_text
 
 MEGAPIXEL = 1024 * 1024
@@ -163,9 +163,11 @@ def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.I
             param=param,
         )
     budget = caps.reference_max_megapixels * MEGAPIXEL
-    if width * height <= budget:
+    scale = min(1.0, math.sqrt(budget / (width * height)))
+    if caps.reference_max_side is not None:
+        scale = min(scale, caps.reference_max_side / max(width, height))
+    if scale >= 1.0:
         return image
-    scale = math.sqrt(budget / (width * height))
     size = (max(REFERENCE_MIN_SIDE, int(width * scale)), max(REFERENCE_MIN_SIDE, int(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
 
@@ -189,6 +191,11 @@ def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[in
 def validate(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
     """Return ``request`` with every default resolved, or raise :class:`InvalidRequest`."""
     prompt = prompt_text(request.prompt)
+    if caps.max_prompt_chars is not None and len(prompt) > caps.max_prompt_chars:
+        raise InvalidPrompt(
+            f"the prompt is {len(prompt)} characters; {caps.name} takes at most {caps.max_prompt_chars}",
+            param="prompt",
+        )
     n = _check_int(request.n, "n")
     if not 1 <= n <= caps.max_images:
         raise InvalidRequest(f"n {n} is outside 1-{caps.max_images}", param="n")

@@ -31,6 +31,7 @@ from fluxserve.errors import (
     ProviderBusy,
     ProviderError,
     ProviderOutOfCredit,
+    ProviderRejectedRequest,
 )
 
 SCHNELL = "@cf/black-forest-labs/flux-1-schnell"
@@ -55,12 +56,6 @@ PRICES = {
     "@cf/black-forest-labs/flux-2-dev": TilePrice(0.00021, 0.00041, per_step=True),
     "@cf/black-forest-labs/flux-2-klein-4b": TilePrice(0.000059, 0.000287, per_step=False),
 }
-
-
-class ProviderRejectedRequest(ProviderError):
-    """The provider refused the request as invalid, although fluxserve's checks passed."""
-
-    code = "provider_rejected_request"
 
 
 def tiles(width: int, height: int) -> int:
