@@ -17,6 +17,7 @@ from fluxserve.api.middleware import BodyLimit, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, models, usage
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
+from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.engines.registry import create_engine
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
@@ -83,6 +84,10 @@ def create_app(
             yield
         finally:
             service.stop()
+            if engines is None:  # made here, so closed here (a hosted engine holds connections)
+                for engine in chosen.values():
+                    if isinstance(engine, HostedEngine):
+                        engine.close()
 
     app = FastAPI(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ServerContext(settings=settings, service=service, started=int(time.time()))

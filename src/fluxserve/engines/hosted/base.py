@@ -71,6 +71,10 @@ class HostedEngine(ABC):
     def missing_settings(self) -> str:
         """What to set, for the message when it is not configured."""
 
+    def close(self) -> None:
+        """Close the connections to the provider; the engine is not used after."""
+        self.client.close()
+
     def load(self) -> None:
         if not self.configured():
             raise ModelUnavailable(f"{self.model.name} needs {self.missing_settings()}")
