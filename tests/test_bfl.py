@@ -101,7 +101,8 @@ def test_text_to_image_sends_the_documented_body(fake: FakeBfl, make_engine: Mak
     )
     assert result.images[0].image.size == (256, 192)
     assert result.images[0].image.getpixel((0, 0)) == (7, 0, 0)  # the fake paints the seed
-    assert result.cost_usd is None  # BFL bills credits; no dollar price is documented
+    credits = round(fake.credits_per_megapixel * 256 * 192 / 1024**2, 2)  # what the fake billed
+    assert result.cost_usd == pytest.approx(credits * 0.01)  # 1 credit = $0.01
     [submit] = fake.submits
     assert submit.endpoint == "flux-2-pro"
     assert submit.key == KEY
@@ -128,7 +129,7 @@ def test_credits_and_megapixels_are_kept(fake: FakeBfl, make_engine: MakeEngine)
     assert made.task.input_megapixels == 0.25
     assert made.task.output_megapixels == 0.5
     assert made.task.credits == 3.0 * 0.75
-    assert made.cost_usd is None
+    assert made.cost_usd == pytest.approx(3.0 * 0.75 * 0.01)
 
 
 def test_each_image_is_a_task_with_its_seed(fake: FakeBfl, make_engine: MakeEngine) -> None:
@@ -426,7 +427,8 @@ def test_a_job_polls_then_downloads(fake: FakeBfl, server: LiveServer) -> None:
     [task] = fake.tasks.values()
     assert task.polls == 4
     assert fake.downloads == 1
-    assert job["usage"].get("cost_usd") is None  # BFL bills credits, whose dollar price is not documented
+    credits = round(fake.credits_per_megapixel * job["request"]["width"] * job["request"]["height"] / 1024**2, 2)
+    assert job["usage"]["cost_usd"] == pytest.approx(credits * 0.01)  # 1 credit = $0.01
 
 
 @pytest.mark.parametrize("status", list(MODERATION))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fluxserve.engines.base import Engine
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.hosted.catalog import CLOUDFLARE, HOSTED, is_hosted
+from fluxserve.engines.hosted.bfl import BflEngine
+from fluxserve.engines.hosted.catalog import BFL, CLOUDFLARE, HOSTED, is_hosted
 from fluxserve.engines.hosted.cloudflare import CloudflareEngine
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
@@ -25,4 +26,6 @@ def create_hosted_engine(model: str, providers: ProviderOptions) -> Engine:
         raise UnknownModel(f"no hosted model {model!r}; known: {known}")
     if hosted.provider == CLOUDFLARE:
         return CloudflareEngine(hosted, providers)
+    if hosted.provider == BFL:
+        return BflEngine(hosted, providers)
     raise UnknownModel(f"{model}: the {hosted.provider} engine is not built yet")

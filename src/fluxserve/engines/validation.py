@@ -105,8 +105,10 @@ def _check_steps(steps: int | None, caps: Capabilities) -> int:
     if steps is None:
         return caps.default_steps
     _check_int(steps, "steps")
-    if caps.default_steps == 0:  # a hosted model that takes no step count
-        raise InvalidRequest(f"{caps.name} chooses its own number of steps; omit steps", param="steps")
+    if caps.default_steps == 0:  # a hosted model that takes no step count (0: as validation resolved it)
+        if steps != 0:
+            raise InvalidRequest(f"{caps.name} chooses its own number of steps; omit steps", param="steps")
+        return 0
     if caps.fixed_steps and steps != caps.default_steps:
         raise InvalidRequest(
             f"{caps.name} is step-distilled and always runs {caps.default_steps} steps; "

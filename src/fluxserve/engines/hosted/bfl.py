@@ -20,14 +20,14 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from fluxserve.engines.base import GenerationRequest, GenerationResult, ProgressCallback
+from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.engines.hosted.catalog import BFL
@@ -41,6 +41,9 @@ from fluxserve.errors import (
 )
 
 log = logging.getLogger("fluxserve.engines.bfl")
+
+USD_PER_CREDIT = 0.01
+"""BFL's price of one credit (docs.bfl.ai, Pricing: "1 credit = $0.01 USD")."""
 
 SAFETY_TOLERANCE = 2
 """BFL's default (0 strictest to 5): the request has no field for the client's choice yet."""
@@ -98,19 +101,6 @@ class BflEngine(HostedEngine):
     def missing_settings(self) -> str:
         return "bfl_api_key (or BFL_API_KEY)"
 
-    def generate(
-        self,
-        request: GenerationRequest,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> GenerationResult:
-        # The jobs layer validates a request, stores it resolved, and hands it back: for pro, max and
-        # klein that is steps=0, which validation refuses ("omit steps"). Until validation accepts a
-        # request it resolved itself, a resolved 0 is sent on as "omitted".
-        if self.capabilities.default_steps == 0 and request.steps == 0:
-            request = replace(request, steps=None)
-        return super().generate(request, progress, cancel)
-
     def generate_one(
         self, request: GenerationRequest, seed: int, stage: Stage, cancel: threading.Event | None
     ) -> HostedImage:
@@ -120,8 +110,8 @@ class BflEngine(HostedEngine):
         stage("downloading")
         image = self._download(sample, cancel)
         log.info("BFL task %s used %s credits", task.id, task.credits)
-        # BFL bills credits; their price in dollars is not documented, so no cost_usd.
-        return BflImage(image, cost_usd=None, task=task)
+        cost = None if task.credits is None else round(task.credits * USD_PER_CREDIT, 6)
+        return BflImage(image, cost_usd=cost, task=task)
 
     # -- 1. submit ---------------------------------------------------------------------------
     def body(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
