@@ -82,6 +82,20 @@ CASES: dict[str, Case] = {
     "negative seed": Case(400, "seed", json=body(seed=-1)),
     "seed too big": Case(400, "seed", json=body(seed=2**32)),
     "fractional seed": Case(400, "seed", json=body(seed=1.5)),
+    "safety tolerance on a local model": Case(400, "safety_tolerance", json=body(safety_tolerance=2)),
+    "form safety tolerance on a local model": Case(
+        400, "safety_tolerance", data={"prompt": "a", "size": "64x64", "safety_tolerance": "2"}
+    ),
+    "job with safety tolerance on a local model": Case(
+        400, "safety_tolerance", json=body(safety_tolerance=0), path="/v1/jobs"
+    ),
+    "edit with safety tolerance on a local model": Case(
+        400, "safety_tolerance", data={"prompt": "a", "safety_tolerance": "5"}, files=[file("image")], path=EDITS
+    ),
+    "safety tolerance as a string in json": Case(400, "safety_tolerance", json=body(safety_tolerance="2")),
+    "form safety tolerance not a number": Case(
+        400, "safety_tolerance", data={"prompt": "a", "safety_tolerance": "lax"}
+    ),
     "gif output": Case(400, "output_format", json=body(output_format="gif")),
     "compression 101": Case(400, "output_compression", json=body(output_compression=101)),
     "response_format xml": Case(400, "response_format", json=body(response_format="xml")),
@@ -229,3 +243,9 @@ def test_invalid_utf8_in_a_form_field_never_breaks_the_server(client: TestClient
     )
     assert response.status_code < 500
     assert client.post(GENERATIONS, json=body()).status_code == 200
+
+
+def test_safety_tolerance_on_a_local_model_says_to_omit_it(client: TestClient) -> None:
+    response = client.post(GENERATIONS, json=body(safety_tolerance=2))
+    assert_error_shape(response, 400, "safety_tolerance")
+    assert "has no safety filter setting; omit safety_tolerance" in response.json()["error"]["message"]

@@ -32,6 +32,7 @@ from fluxserve.errors import (
     ProviderOutOfCredit,
     ProviderRejectedRequest,
 )
+from fluxserve.jobs.models import JobSpec
 from fluxserve.settings import Settings
 from tests.fakes.bfl import FakeBfl
 from tests.helpers import photo, png_bytes
@@ -120,6 +121,21 @@ def test_text_to_image_sends_the_documented_body(fake: FakeBfl, make_engine: Mak
         (3, 3, "downloading"),
     ]
     assert fake.download_keys == [None]  # the signed URL is its own credential
+
+
+@pytest.mark.parametrize(("hint", "asked"), [("jpeg", "jpeg"), ("png", "png"), ("webp", "png"), (None, "png")])
+def test_output_format_follows_the_hint(fake: FakeBfl, make_engine: MakeEngine, hint: str | None, asked: str) -> None:
+    """JPEG from BFL only for a JPEG result: fluxserve re-encodes everything into the client's format."""
+    made = generate(make_engine(), width=64, height=64, seed=3, output_format=hint)
+    assert fake.submits[0].body["output_format"] == asked
+    assert made.image.mode == "RGB"
+    assert made.image.size == (64, 64)
+
+
+@pytest.mark.parametrize("tolerance", [0, 5])
+def test_the_clients_safety_tolerance_is_sent(fake: FakeBfl, make_engine: MakeEngine, tolerance: int) -> None:
+    generate(make_engine(KLEIN), width=64, height=64, safety_tolerance=tolerance)
+    assert fake.submits[0].body["safety_tolerance"] == tolerance
 
 
 def test_credits_and_megapixels_are_kept(fake: FakeBfl, make_engine: MakeEngine) -> None:
@@ -320,6 +336,8 @@ def test_cancel_stops_polling(fake: FakeBfl, make_engine: MakeEngine) -> None:
         (KLEIN, {"references": [photo(64, 64)] * 5}),
         (PRO, {"width": 4096, "height": 4096}),
         (PRO, {"width": 100, "height": 64}),
+        (PRO, {"safety_tolerance": 6}),
+        (FLEX, {"safety_tolerance": -1}),
     ],
 )
 def test_what_bfl_would_refuse_is_refused_first(
@@ -418,6 +436,88 @@ def test_openai_edit_with_references(fake: FakeBfl, client: openai.OpenAI, count
         *(f"input_image_{i}" for i in range(2, count + 1)),
     ]
     assert [image.size for image in fake.submits[0].references] == [image.size for image in references]
+
+
+def test_openai_safety_tolerance_and_jpeg(fake: FakeBfl, client: openai.OpenAI) -> None:
+    result = client.images.generate(
+        model=PRO, prompt="a lighthouse", size="64x64", output_format="jpeg", extra_body={"safety_tolerance": 4}
+    )
+    assert result.data is not None
+    assert decoded(result.data[0].b64_json).format == "JPEG"
+    assert fake.submits[0].body["safety_tolerance"] == 4
+    assert fake.submits[0].body["output_format"] == "jpeg"
+
+
+def test_openai_edit_sends_safety_tolerance_as_a_form_field(fake: FakeBfl, client: openai.OpenAI) -> None:
+    client.images.edit(
+        model=KLEIN,
+        image=("ref.png", png_bytes(photo(64, 64)), "image/png"),
+        prompt="the same, at night",
+        size="64x64",
+        output_format="webp",
+        extra_body={"safety_tolerance": 1},
+    )
+    assert fake.submits[0].body["safety_tolerance"] == 1
+    assert fake.submits[0].body["output_format"] == "png"  # lossless from BFL for a webp result
+
+
+def test_openai_safety_tolerance_outside_the_range_is_refused(fake: FakeBfl, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(model=PRO, prompt="x", size="64x64", extra_body={"safety_tolerance": 6})
+    assert raised.value.status_code == 400
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["param"] == "safety_tolerance"
+    assert "safety_tolerance 6 is outside 0-5" in raised.value.message
+    assert fake.submit_count == 0
+
+
+def test_a_job_carries_safety_tolerance_and_asks_for_jpeg(fake: FakeBfl, server: LiveServer) -> None:
+    job = finished_job(server, {"safety_tolerance": 0, "output_format": "jpg"})
+    assert job["status"] == "succeeded", job
+    assert job["request"]["safety_tolerance"] == 0
+    assert job["request"]["output_format"] == "jpeg"
+    assert fake.submits[0].body["safety_tolerance"] == 0
+    assert fake.submits[0].body["output_format"] == "jpeg"
+    image = server.http.get(job["images"][0]["url"])
+    assert image.status_code == 200
+    assert Image.open(io.BytesIO(image.content)).format == "JPEG"
+
+
+def test_a_job_without_safety_tolerance_sends_bfls_default(fake: FakeBfl, server: LiveServer) -> None:
+    job = finished_job(server, {})
+    assert job["status"] == "succeeded", job
+    assert "safety_tolerance" not in job["request"]  # shown only when the client set it
+    assert fake.submits[0].body["safety_tolerance"] == 2
+    assert fake.submits[0].body["output_format"] == "png"
+
+
+def test_a_job_form_with_safety_tolerance(fake: FakeBfl, server: LiveServer) -> None:
+    response = server.http.post(
+        JOBS, data={"model": FLEX, "prompt": "a kite", "size": "64x64", "safety_tolerance": "3"}
+    )
+    assert response.status_code in (200, 202), response.text
+    job = server.wait_status(response.json()["id"], "failed", "succeeded", timeout=30)
+    assert job["status"] == "succeeded", job
+    assert job["request"]["safety_tolerance"] == 3
+    assert fake.submits[0].body["safety_tolerance"] == 3
+
+
+def test_a_job_stored_before_safety_tolerance_existed_still_loads() -> None:
+    stored = {
+        "model": PRO,
+        "operation": "generation",
+        "prompt": "a boat",
+        "width": 64,
+        "height": 64,
+        "steps": 0,
+        "guidance": None,
+        "seed": 1,
+        "n": 1,
+        "output_format": "png",
+        "output_compression": None,
+        "response_format": "b64_json",
+    }
+    assert JobSpec.from_json(stored).safety_tolerance is None
 
 
 def test_a_job_polls_then_downloads(fake: FakeBfl, server: LiveServer) -> None:

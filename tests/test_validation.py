@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fluxserve.engines.base import Capabilities, GenerationRequest
 from fluxserve.engines.catalog import FAMILIES
+from fluxserve.engines.hosted.catalog import HOSTED
 from fluxserve.engines.validation import MEGAPIXEL, nearest_valid_size, parse_size, seed_for_image, validate
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
 from tests.helpers import photo
@@ -196,3 +197,31 @@ def test_references_are_scaled_below_a_side_limit_keeping_their_shape() -> None:
     fitted = validate(GenerationRequest("x", references=[wide, small]), caps).references
     assert fitted[0].size == (511, 340)  # one resize, by the side limit, not the area budget
     assert fitted[1] is small
+
+
+def test_safety_tolerance_only_where_the_model_has_a_setting() -> None:
+    assert validate(req(), KLEIN).safety_tolerance is None
+    for caps in (KLEIN, DEV, FLUX1):
+        error = refused(caps, safety_tolerance=2)
+        assert error.param == "safety_tolerance"
+        assert f"{caps.name} has no safety filter setting; omit safety_tolerance" in str(error)
+    assert "safety_tolerance" in str(refused(HOSTED["cf:flux-2-dev"].capabilities, safety_tolerance=2))
+
+
+def test_safety_tolerance_zero_to_five_on_bfl() -> None:
+    for name in ("bfl:flux-2-pro", "bfl:flux-2-flex", "bfl:flux-2-klein-4b"):
+        caps = HOSTED[name].capabilities
+        assert caps.safety_tolerance
+        assert validate(req(), caps).safety_tolerance is None  # the engine sends BFL's default
+        assert [validate(req(safety_tolerance=v), caps).safety_tolerance for v in (0, 5)] == [0, 5]
+    pro = HOSTED["bfl:flux-2-pro"].capabilities
+    for bad in (6, -1):
+        error = refused(pro, safety_tolerance=bad)
+        assert error.param == "safety_tolerance"
+        assert f"safety_tolerance {bad} is outside 0-5" in str(error)
+    for bad in (2.5, True, "2"):
+        assert "whole number" in str(refused(pro, safety_tolerance=bad))
+
+
+def test_the_output_format_hint_survives_validation() -> None:
+    assert validate(req(output_format="jpeg"), KLEIN).output_format == "jpeg"

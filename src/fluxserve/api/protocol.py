@@ -100,6 +100,12 @@ class ImageFields(BaseModel):
         json_schema_extra=_range(1, 100),
     )
     guidance: float | None = Field(None, description="Guidance scale, for models that use it.")
+    safety_tolerance: int | None = Field(
+        None,
+        description="BFL models only: how tolerant BFL's moderation is, 0 (strictest) to 5; default 2. "
+        "Refused for models without a safety filter setting.",
+        json_schema_extra=_range(0, 5),
+    )
 
 
 class JsonImageBody(ImageFields):

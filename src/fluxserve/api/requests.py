@@ -150,6 +150,7 @@ def resolve(
             guidance=fields.guidance,
             seed=fields.seed,
             n=1 if fields.n is None else fields.n,
+            safety_tolerance=fields.safety_tolerance,
         ),
         caps,
     )
@@ -176,6 +177,7 @@ def resolve(
         quality=fields.quality,
         user=fields.user or fields.safety_identifier,
         partial_images=partial_images,
+        safety_tolerance=resolved.safety_tolerance,
     )
     return ResolvedRequest(spec, resolved.references)
 
@@ -200,6 +202,11 @@ def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
     return WebhookTarget(url, tuple(name for name in WEBHOOK_EVENTS if name in events), base_url)
 
 
+_LATER_FIELDS = ("safety_tolerance",)
+"""Fields added after request digests were first stored with jobs: an Idempotency-Key retry made
+across an upgrade, without them, must still match its job."""
+
+
 def request_digest(endpoint: str, request: ImageRequest) -> str:
     """A digest of what a client sent, for Idempotency-Key checks: the same request gives the same digest.
 
@@ -207,7 +214,11 @@ def request_digest(endpoint: str, request: ImageRequest) -> str:
     multipart boundary or JSON key order differs is still the same request.
     """
     digest = hashlib.sha256(endpoint.encode())
-    digest.update(json.dumps(request.fields.model_dump(mode="json"), sort_keys=True).encode())
+    fields = request.fields.model_dump(mode="json")
+    for name in _LATER_FIELDS:  # unsent, they leave the digest as it was before they existed
+        if fields.get(name) is None:
+            fields.pop(name, None)
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     for image in request.images:
         digest.update(image.param.encode() + b"\0" + hashlib.sha256(image.data).digest())
     digest.update(b"mask" if request.mask else b"")

@@ -44,6 +44,8 @@ class Capabilities:
     min_guidance: float = 1.0
     max_guidance: float = 10.0
     max_images: int = 10
+    safety_tolerance: bool = False
+    """Whether the model takes a ``safety_tolerance`` (0-5): a hosted provider's moderation setting."""
 
     @property
     def fixed_steps(self) -> bool:
@@ -62,6 +64,13 @@ class GenerationRequest:
     guidance: float | None = None
     seed: int | None = None
     n: int = 1
+    safety_tolerance: int | None = None
+    """The provider's moderation setting, 0 (strictest) to 5; None: the provider's default.
+    Only for models whose capabilities have ``safety_tolerance``."""
+    output_format: str | None = None
+    """A hint, not a request: the format fluxserve will encode the results into (png, jpeg, webp).
+    fluxserve re-encodes every image itself; an engine may use this to pick its own intermediate
+    format (a hosted provider asked for JPEG only when the client wants JPEG) or ignore it."""
 
 
 @dataclass(frozen=True)

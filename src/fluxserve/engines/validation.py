@@ -151,6 +151,26 @@ def _check_seed(seed: int | None) -> int:
     return seed
 
 
+SAFETY_TOLERANCE_RANGE = (0, 5)
+
+
+def _check_safety_tolerance(value: int | None, caps: Capabilities) -> int | None:
+    """A provider's moderation setting: only where the model has one, 0 (strictest) to 5."""
+    if value is None:
+        return None
+    if not caps.safety_tolerance:
+        raise InvalidRequest(
+            f"{caps.name} has no safety filter setting; omit safety_tolerance", param="safety_tolerance"
+        )
+    _check_int(value, "safety_tolerance")
+    low, high = SAFETY_TOLERANCE_RANGE
+    if not low <= value <= high:
+        raise InvalidRequest(
+            f"safety_tolerance {value} is outside {low}-{high} ({low} is the strictest)", param="safety_tolerance"
+        )
+    return value
+
+
 def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.Image:
     """Check one reference image and scale it down to the model's per-reference budget."""
     width, height = image.size
@@ -219,6 +239,7 @@ def validate(request: GenerationRequest, caps: Capabilities) -> GenerationReques
         guidance=_check_guidance(request.guidance, caps),
         seed=_check_seed(request.seed),
         n=n,
+        safety_tolerance=_check_safety_tolerance(request.safety_tolerance, caps),
     )
 
 

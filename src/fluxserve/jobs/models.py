@@ -49,6 +49,8 @@ class JobSpec:
     user: str | None = None
     partial_images: int = 0
     """Streamed requests: how many partial images to send while the job runs (0-3)."""
+    safety_tolerance: int | None = None
+    """Hosted models with a moderation setting (BFL): the client's 0-5; None: the provider's default."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -60,6 +60,7 @@ class JobRequest(BaseModel):
     n: int
     output_format: str
     references: int
+    safety_tolerance: int | None = Field(None, description="BFL models: the moderation setting sent, when set.")
 
 
 class WebhookDeliveryView(BaseModel):
@@ -123,6 +124,7 @@ def _request(spec: JobSpec) -> JobRequest:
         n=spec.n,
         output_format=spec.output_format,
         references=spec.references,
+        safety_tolerance=spec.safety_tolerance,
     )
 
 

@@ -218,6 +218,8 @@ class ModelWorker:
             guidance=spec.guidance,
             seed=spec.seed,
             n=spec.n,
+            safety_tolerance=spec.safety_tolerance,
+            output_format=spec.output_format,
         )
 
     def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:

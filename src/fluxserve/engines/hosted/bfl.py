@@ -46,9 +46,7 @@ USD_PER_CREDIT = 0.01
 """BFL's price of one credit (docs.bfl.ai, Pricing: "1 credit = $0.01 USD")."""
 
 SAFETY_TOLERANCE = 2
-"""BFL's default (0 strictest to 5): the request has no field for the client's choice yet."""
-OUTPUT_FORMAT = "png"
-"""Lossless from BFL: fluxserve encodes the client's format itself."""
+"""BFL's default (0 strictest to 5), sent when the client sets none."""
 BUSY_RETRY_SECONDS = 30
 """What to tell a client after a 429 without Retry-After: a task slot frees when a task ends."""
 MODERATED = {
@@ -86,6 +84,13 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def output_format(hint: str | None) -> str:
+    """What to ask BFL for. fluxserve re-encodes every result into the client's format: JPEG when the
+    client wants JPEG (a smaller download for a lossy result anyway), lossless PNG otherwise, so a
+    png or webp result never carries a JPEG step the client did not ask for."""
+    return "jpeg" if hint == "jpeg" else "png"
+
+
 class BflEngine(HostedEngine):
     stages = ("submitted", "polling", "downloading")
     give_up_after_seconds = 600.0
@@ -121,8 +126,8 @@ class BflEngine(HostedEngine):
             "seed": seed,
             "width": request.width,
             "height": request.height,
-            "safety_tolerance": SAFETY_TOLERANCE,
-            "output_format": OUTPUT_FORMAT,
+            "safety_tolerance": SAFETY_TOLERANCE if request.safety_tolerance is None else request.safety_tolerance,
+            "output_format": output_format(request.output_format),
         }
         for index, reference in enumerate(request.references):
             body[reference_field(index)] = png_base64(reference)

@@ -78,6 +78,7 @@ _CF_SCHNELL = Capabilities(
 )
 # BFL: width and height >= 64, multiples of 16, up to 4 megapixels out; pro, max and flex take 8
 # references, klein 4. pro, max and klein choose their own steps (0 here: not the client's to set).
+# Every BFL endpoint takes safety_tolerance (0-5, default 2).
 _BFL_FLUX2 = Capabilities(
     name="",
     family="flux.2-pro",
@@ -96,6 +97,7 @@ _BFL_FLUX2 = Capabilities(
     guidance=False,
     default_guidance=None,
     max_images=4,
+    safety_tolerance=True,
 )
 _BFL_FLEX = replace(
     _BFL_FLUX2,
