@@ -198,6 +198,8 @@ class ModelCapabilities(BaseModel):
     min_guidance: float | None
     max_guidance: float | None
     max_images: int
+    safety_tolerance: bool = Field(default=False, description="Whether safety_tolerance (0-5) may be sent.")
+    max_prompt_chars: int | None = Field(default=None, description="The longest prompt, where the model limits it.")
 
 
 class ModelCard(BaseModel):

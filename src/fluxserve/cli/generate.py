@@ -138,6 +138,16 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     )
     # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
     engine = create_engine(args.model, options, load_settings().provider_options())
+    try:
+        return _generate(args, engine, request, fmt, err)
+    finally:
+        if isinstance(engine, HostedEngine):
+            engine.close()
+
+
+def _generate(
+    args: GenerateArgs, engine: Engine, request: GenerationRequest, fmt: ImageFormat, err: Console
+) -> list[EncodedImage]:
     started = time.perf_counter()
     with err.status(f"loading {args.model}..."):
         engine.load()

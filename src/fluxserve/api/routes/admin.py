@@ -15,7 +15,7 @@ from fluxserve.accounts.usage import daily_usage, start_of_day
 from fluxserve.api.auth import admin
 from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody
-from fluxserve.api.routes.usage import UsageList, UsageRow
+from fluxserve.api.routes.usage import UsageList, UsageRow, usage_json
 from fluxserve.api.serving import context
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(admin)])
@@ -119,11 +119,11 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     "/v1/admin/usage",
     summary="Every key's usage per day and model",
     response_model=UsageList,
-    response_model_exclude_none=True,
+    response_model_exclude_unset=True,
     responses=_ERRORS,
 )
 async def all_usage(request: Request, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
     store = context(request).service.store
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, _now(request)), every_key=True)
-    return UsageList(data=[UsageRow(**row.to_json()) for row in rows]).model_dump(mode="json", exclude_none=True)
+    return usage_json(UsageList(data=[UsageRow(**row.to_json()) for row in rows]))

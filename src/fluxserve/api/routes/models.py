@@ -35,6 +35,8 @@ def capabilities_of(caps: Capabilities) -> ModelCapabilities:
         min_guidance=caps.min_guidance if caps.guidance else None,
         max_guidance=caps.max_guidance if caps.guidance else None,
         max_images=caps.max_images,
+        safety_tolerance=caps.safety_tolerance,
+        max_prompt_chars=caps.max_prompt_chars,
     )
 
 

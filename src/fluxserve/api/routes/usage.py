@@ -42,14 +42,14 @@ class QuotaState(BaseModel):
 class UsageList(BaseModel):
     object: Literal["list"] = "list"
     data: list[UsageRow] = Field(description="Succeeded jobs only: failed and canceled ones are not billed.")
-    quota: QuotaState | None = None
+    quota: QuotaState | None = Field(default=None, description="Only for a key with a quota.")
 
 
 @router.get(
     "/v1/usage",
     summary="This key's usage per day (UTC) and model, and its quota",
     response_model=UsageList,
-    response_model_exclude_none=True,
+    response_model_exclude_unset=True,
     responses={401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."}},
 )
 async def usage(request: Request, who: CallerDep, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
@@ -68,4 +68,9 @@ async def usage(request: Request, who: CallerDep, days: int = Query(30, ge=1, le
             used_megapixels=round(used, 4),
             resets_at=iso(reset),
         )
-    return body.model_dump(mode="json", exclude_none=True)
+    return usage_json(body)
+
+
+def usage_json(body: UsageList) -> dict[str, Any]:
+    """The body as sent: rows whole (``key_id`` null means no key), ``quota`` only where the key has one."""
+    return body.model_dump(mode="json", exclude={"quota"} if body.quota is None else set())
