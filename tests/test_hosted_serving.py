@@ -183,3 +183,22 @@ def test_the_cli_generates_with_a_hosted_model_from_the_environment(
     monkeypatch.delenv("CLOUDFLARE_API_TOKEN")
     assert main(["generate", "a fox", "--model", "cf:flux-2-klein-4b", "-o", str(target)]) == 1
     assert "needs cloudflare_account_id and cloudflare_api_token" in capsys.readouterr().err
+
+
+def test_models_of_one_provider_share_its_limit_of_tasks_in_flight(serve: Any, bfl: tuple[FakeBfl, str]) -> None:
+    fake = bfl[0]
+    fake.reset(pending_polls=100_000)
+    server = serve(["bfl:flux-2-pro", "bfl:flux-2-klein-4b"], bfl_concurrency=2)
+    jobs = [
+        server.submit({"model": model, "prompt": "a kite", "size": "64x64"})
+        for model in ("bfl:flux-2-pro", "bfl:flux-2-pro", "bfl:flux-2-klein-4b")
+    ]
+    wait_for(lambda: fake.submit_count == 2, timeout=30)
+    wait_for(lambda: server.job(jobs[2]["id"])["status"] == "running")  # its model's thread is free...
+    time.sleep(0.5)
+    assert fake.submit_count == 2  # ...but BFL's two slots are taken: it waits
+    for job in reversed(jobs):
+        server.http.post(f"{JOBS}/{job['id']}/cancel")
+    for job in jobs:
+        server.wait_status(job["id"], "canceled", timeout=30)
+    assert fake.submit_count == 2

@@ -18,7 +18,7 @@ from fluxserve.api.routes import admin, files, health, images, jobs, models, usa
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
 from fluxserve.engines.hosted.base import HostedEngine
-from fluxserve.engines.registry import create_engine
+from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
 
@@ -68,7 +68,7 @@ def create_app(
     chosen = (
         dict(engines)
         if engines is not None
-        else {m: create_engine(m, settings.engine_options(), settings.provider_options()) for m in settings.models}
+        else create_engines(settings.models, settings.engine_options(), settings.provider_options())
     )
     service = JobService(settings, chosen, clock=clock)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fluxserve.engines.base import Engine
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.hosted.bfl import BflEngine
@@ -12,20 +14,35 @@ from fluxserve.engines.loading import EngineOptions
 from fluxserve.errors import UnknownModel
 
 
-def create_engine(model: str, options: EngineOptions, providers: ProviderOptions | None = None) -> Engine:
+def create_engines(models: list[str], options: EngineOptions, providers: ProviderOptions) -> dict[str, Engine]:
+    """An engine per model; hosted models of one provider share its limit of calls in flight."""
+    slots: dict[str, threading.Semaphore] = {
+        CLOUDFLARE: threading.BoundedSemaphore(providers.cloudflare_concurrency),
+        BFL: threading.BoundedSemaphore(providers.bfl_concurrency),
+    }
+    return {model: create_engine(model, options, providers, slots=slots) for model in models}
+
+
+def create_engine(
+    model: str,
+    options: EngineOptions,
+    providers: ProviderOptions | None = None,
+    *,
+    slots: dict[str, threading.Semaphore] | None = None,
+) -> Engine:
     """The engine that runs ``model``: a short name, a repository id, a local folder, or a hosted model."""
     if is_hosted(model):
-        return create_hosted_engine(model, providers or ProviderOptions())
+        return create_hosted_engine(model, providers or ProviderOptions(), slots or {})
     return DiffusersEngine(model, options)
 
 
-def create_hosted_engine(model: str, providers: ProviderOptions) -> Engine:
+def create_hosted_engine(model: str, providers: ProviderOptions, slots: dict[str, threading.Semaphore]) -> Engine:
     hosted = HOSTED.get(model)
     if hosted is None:
         known = ", ".join(HOSTED)
         raise UnknownModel(f"no hosted model {model!r}; known: {known}")
     if hosted.provider == CLOUDFLARE:
-        return CloudflareEngine(hosted, providers)
+        return CloudflareEngine(hosted, providers, slots=slots.get(CLOUDFLARE))
     if hosted.provider == BFL:
-        return BflEngine(hosted, providers)
+        return BflEngine(hosted, providers, slots=slots.get(BFL))
     raise UnknownModel(f"{model}: the {hosted.provider} engine is not built yet")

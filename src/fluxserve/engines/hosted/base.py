@@ -45,10 +45,18 @@ class HostedEngine(ABC):
     """The stages generate_one reports, in order: progress counts them per image."""
 
     def __init__(
-        self, model: HostedModel, options: ProviderOptions, *, transport: httpx.BaseTransport | None = None
+        self,
+        model: HostedModel,
+        options: ProviderOptions,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
+        """``slots`` bounds the calls in flight to the provider, shared by every model of one provider
+        (BFL allows 24 tasks per account, not per model); default: this engine's own ``concurrency``."""
         self.model = model
         self.options = options
+        self.slots = slots if slots is not None else threading.BoundedSemaphore(self.concurrency)
         self.client = httpx.Client(
             timeout=httpx.Timeout(options.timeout_seconds, connect=min(10.0, options.timeout_seconds)),
             transport=transport,
@@ -98,7 +106,11 @@ class HostedEngine(ABC):
                 raise GenerationCancelled()
             image_started = time.perf_counter()
             seed = seed_for_image(request.seed, index)
-            made = self.generate_one(request, seed, self._stage_reporter(progress, index, request.n), cancel)
+            self._take_slot(cancel)
+            try:
+                made = self.generate_one(request, seed, self._stage_reporter(progress, index, request.n), cancel)
+            finally:
+                self.slots.release()
             images.append(GeneratedImage(made.image, seed, time.perf_counter() - image_started))
             costs.append(made.cost_usd)
         return GenerationResult(
@@ -113,6 +125,12 @@ class HostedEngine(ABC):
             total_seconds=time.perf_counter() - started,
             cost_usd=None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6),
         )
+
+    def _take_slot(self, cancel: threading.Event | None) -> None:
+        """Wait for a free slot at the provider; a job canceled meanwhile stops waiting."""
+        while not self.slots.acquire(timeout=0.1):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled()
 
     def _stage_reporter(self, progress: ProgressCallback | None, index: int, images: int) -> Stage:
         def stage(name: str) -> None:
