@@ -31,19 +31,17 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from bench.common import fluxserve_server
 from fluxserve.accounts.keys import hash_key
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import anonymous_allowed
@@ -58,37 +56,6 @@ REQUESTS = 50
 """Requests per client, per endpoint, per mode, per round."""
 CLIENTS = (1, 4)
 WARMUP = 50
-
-
-@contextmanager
-def server(data_dir: Path) -> Iterator[str]:
-    """``fluxserve serve`` on ``data_dir`` in a child process on a free loopback port, ready; yields its URL.
-
-    bench.common.fluxserve_server makes its own data dir; the keyed server needs its key in the
-    data dir before it starts, so this one takes the dir.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    command += ["--model", MODEL, "--offline"]
-    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the fluxserve server did not become ready")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def create_key(data_dir: Path) -> str:
@@ -319,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         secret = create_key(Path(keyed_dir))
         headers = {"open": {}, "keyed": {"Authorization": f"Bearer {secret}"}}
-        with server(Path(open_dir)) as open_url, server(Path(keyed_dir)) as keyed_url:
+        with (
+            fluxserve_server([MODEL], Path(open_dir), allow_download="false") as open_url,
+            fluxserve_server([MODEL], Path(keyed_dir), allow_download="false") as keyed_url,
+        ):
             urls = {"open": open_url, "keyed": keyed_url}
             check_modes(urls, headers)
             for n in args.clients:

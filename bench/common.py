@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -46,30 +48,41 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 @contextmanager
-def fluxserve_server(models: list[str], **settings: str) -> Iterator[str]:
-    """``fluxserve serve`` in a child process on a free loopback port, ready; yields its URL."""
+def fluxserve_server(models: list[str], data_dir: Path | None = None, **settings: str) -> Iterator[str]:
+    """``fluxserve serve`` in a child process on a free loopback port, ready; yields its URL.
+
+    ``data_dir``: the server's data (a temporary folder by default); ``settings`` go in as
+    ``FLUXSERVE_*`` variables.
+    """
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fluxserve-bench-")))
+        yield stack.enter_context(_serve(models, data_dir, settings))
+
+
+@contextmanager
+def _serve(models: list[str], data_dir: Path, settings: dict[str, str]) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as data_dir:
-        command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(port), "--data-dir", data_dir]
-        for model in models:
-            command += ["--model", model]
-        env = {**os.environ, **{f"FLUXSERVE_{key.upper()}": value for key, value in settings.items()}}
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the fluxserve server did not become ready")
-                try:
-                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(30)
+    command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    for model in models:
+        command += ["--model", model]
+    env = {**os.environ, **{f"FLUXSERVE_{key.upper()}": value for key, value in settings.items()}}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the fluxserve server did not become ready")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)

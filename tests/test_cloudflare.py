@@ -410,6 +410,8 @@ def test_each_error_fails_the_job_with_its_code(
     assert done["error"]["type"] == code
     assert fake.token not in done["error"]["message"]
     assert fake.calls == 1
+    # A busy provider says when to come back (30 s when Workers AI gave no Retry-After).
+    assert done["error"].get("retry_after") == (30 if code == "provider_busy" else None)
 
 
 @pytest.mark.parametrize(("failure", "code"), SERVER_ERRORS)
@@ -423,6 +425,8 @@ def test_each_error_is_a_clear_error_on_the_sync_endpoint(
     assert error.code == code
     assert error.status_code >= 400
     assert "Workers AI" in error.message
+    assert error.response.headers.get("retry-after") == ("30" if code == "provider_busy" else None)
+    assert error.response.headers["x-should-retry"] == "false"
     assert fake.calls == 1
 
 

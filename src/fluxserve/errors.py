@@ -168,9 +168,10 @@ class GenerationError(FluxserveError):
 
 
 class JobFailed(GenerationError):
-    def __init__(self, message: str, *, code: str) -> None:
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 class GenerationCancelled(GenerationError):

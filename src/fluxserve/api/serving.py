@@ -154,7 +154,11 @@ def _raise_if_unsuccessful(job: Job) -> None:
         raise GenerationCancelled(f"job {job.id} was canceled")
     if job.status is JobStatus.FAILED:
         # Answered with the status of the error that failed the job (api/errors.status_of).
-        raise JobFailed(job.error_message or "the generation failed", code=job.error_type or "generation_failed")
+        raise JobFailed(
+            job.error_message or "the generation failed",
+            code=job.error_type or "generation_failed",
+            retry_after=job.error_retry_after,
+        )
 
 
 def base_url(request: Request, settings: Settings) -> str:

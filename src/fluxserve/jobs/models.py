@@ -114,6 +114,8 @@ class Job:
     finished_at: float | None = None
     error_type: str | None = None
     error_message: str | None = None
+    error_retry_after: int | None = None
+    """Seconds after which the failed request may succeed if sent again (a busy provider said so)."""
     outputs: list[OutputImage] = field(default_factory=list)
     usage: Usage | None = None
     attempts: int = 0

@@ -103,6 +103,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE usage ADD COLUMN cost_usd REAL;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN error_retry_after INTEGER;
+    """,
 )
 
 
@@ -347,13 +350,23 @@ class JobStore:
                 )
         return changed == 1
 
-    def mark_failed(self, job_id: str, error_type: str, message: str) -> None:
-        """A failed job is not billed: its reserved usage is released."""
+    def mark_failed(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+        """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
+        failure said the same request may succeed (a busy provider)."""
         with self.transaction() as db:
             changed = db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
-                "WHERE id = ? AND status IN (?, ?)",
-                (JobStatus.FAILED, time.time(), error_type, message, job_id, JobStatus.QUEUED, JobStatus.RUNNING),
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
+                "error_retry_after = ? WHERE id = ? AND status IN (?, ?)",
+                (
+                    JobStatus.FAILED,
+                    time.time(),
+                    error_type,
+                    message,
+                    retry_after,
+                    job_id,
+                    JobStatus.QUEUED,
+                    JobStatus.RUNNING,
+                ),
             ).rowcount
             if changed:
                 db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
@@ -408,6 +421,7 @@ def _job(row: sqlite3.Row) -> Job:
         finished_at=row["finished_at"],
         error_type=row["error_type"],
         error_message=row["error_message"],
+        error_retry_after=row["error_retry_after"],
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],
         usage=Usage(**usage) if usage else None,
         attempts=row["attempts"],

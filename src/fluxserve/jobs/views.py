@@ -30,6 +30,9 @@ class JobProgress(BaseModel):
 class JobError(BaseModel):
     type: str = Field(description="A stable code, for example generation_failed or model_unavailable.")
     message: str
+    retry_after: int | None = Field(
+        default=None, description="Seconds after which the same request may succeed (a busy provider)."
+    )
 
 
 class JobImage(BaseModel):
@@ -154,7 +157,7 @@ def job_view(
     if job.status == "running":
         view.progress = progress
     if job.error_type is not None:
-        view.error = JobError(type=job.error_type, message=job.error_message or "")
+        view.error = JobError(type=job.error_type, message=job.error_message or "", retry_after=job.error_retry_after)
     if job.status == "succeeded":
         view.images = [
             JobImage(index=o.index, url=image_url(base_url, job, o.index, signer), seed=o.seed, bytes=o.bytes)

@@ -199,7 +199,7 @@ class ModelWorker:
             if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note):
                 self._bus.publish(JobEvent(job_id, "canceled", job=self._store.get(job_id)))
         except FluxserveError as error:
-            self._fail(job_id, error.code, str(error))
+            self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
             log.exception("job %s failed", job_id)
             self._fail(job_id, "server_error", "the generation failed unexpectedly; see the server log")
@@ -266,8 +266,8 @@ class ModelWorker:
             log.exception("job %s: encoding or writing failed", job.id)
             self._fail(job.id, "server_error", "the images could not be saved; see the server log")
 
-    def _fail(self, job_id: str, error_type: str, message: str) -> None:
-        self._store.mark_failed(job_id, error_type, message)
+    def _fail(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+        self._store.mark_failed(job_id, error_type, message, retry_after=retry_after)
         self._bus.publish(JobEvent(job_id, "failed", job=self._store.get(job_id)))
 
 
