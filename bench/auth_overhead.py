@@ -258,7 +258,7 @@ def pieces(count: int) -> None:
     for label, seconds in timed.items():
         print(f"  {label:60} {seconds * 1e6:7.1f}")
     print(
-        "  per request: open = 1 hop + anonymous_allowed with its SELECT; keyed = 2 hops + cached "
+        "  per request, one thread hop each: open = anonymous_allowed with its SELECT; keyed = cached "
         "anonymous_allowed + authenticate"
     )
 
