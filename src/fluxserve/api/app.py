@@ -21,6 +21,7 @@ from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
+from fluxserve.web import routes as studio
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -94,6 +95,7 @@ def create_app(
     errors.install(app)
     for module in (images, jobs, files, models, usage, admin, health):
         app.include_router(module.router)
+    app.include_router(studio.router)
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

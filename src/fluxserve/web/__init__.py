@@ -1,0 +1,1 @@
+"""The studio: a web page for people, served at ``/``; it talks only to the public API."""
