@@ -1,0 +1,158 @@
+// Reference images: file picker, drag and drop, paste; previews, reordering and removal.
+// Files are checked here (type and size) before anything is uploaded.
+
+export const MAX_BYTES = 20 * 1024 * 1024;
+const TYPES = new Set(["image/png", "image/jpeg", "image/webp", "image/gif"]);
+const REORDER = "application/x-fluxserve-reference";
+
+export class References {
+  constructor({ list, input, drop, error, limitLabel, onChange = () => {} }) {
+    Object.assign(this, { list, input, drop, error, limitLabel, onChange });
+    this.items = [];
+    this.limit = 0;
+    this.nextId = 1;
+    input.addEventListener("change", () => {
+      this.add([...input.files]);
+      input.value = "";
+    });
+    drop.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      drop.classList.add("dragging");
+    });
+    drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+    drop.addEventListener("drop", (event) => this.dropped(event));
+    drop.addEventListener("keydown", (event) => {
+      if ((event.key === "Enter" || event.key === " ") && event.target === drop) {
+        event.preventDefault();
+        input.click();
+      }
+    });
+    document.addEventListener("paste", (event) => {
+      const files = [...(event.clipboardData?.files || [])];
+      if (files.length === 0 || this.limit === 0) return;
+      event.preventDefault();
+      this.add(files);
+    });
+  }
+
+  get files() {
+    return this.items.map((item) => item.file);
+  }
+
+  setLimit(limit) {
+    this.limit = limit;
+    this.drop.closest("fieldset").hidden = limit === 0;
+    this.limitLabel.textContent = limit ? `(up to ${limit})` : "";
+    if (this.items.length > limit) {
+      this.items.splice(limit).forEach((item) => URL.revokeObjectURL(item.url));
+      this.say(`This model takes at most ${limit} reference image${limit === 1 ? "" : "s"}; the extra ones were removed.`);
+      this.render();
+    }
+  }
+
+  say(message) {
+    this.error.textContent = message;
+    this.error.hidden = !message;
+  }
+
+  /** Add files, refusing (with a message) what is not an image, too large, or over the limit. */
+  add(files) {
+    const refused = [];
+    for (const file of files) {
+      if (!TYPES.has(file.type)) {
+        refused.push(`${file.name || "the pasted item"} is not a PNG, JPEG, WebP or GIF image`);
+      } else if (file.size > MAX_BYTES) {
+        refused.push(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is 20 MB`);
+      } else if (this.items.length >= this.limit) {
+        refused.push(`${file.name} was not added: this model takes at most ${this.limit} reference image${this.limit === 1 ? "" : "s"}`);
+      } else {
+        this.items.push({ id: this.nextId++, file, url: URL.createObjectURL(file) });
+      }
+    }
+    this.say(refused.length ? `${refused.join(". ")}.` : "");
+    this.render();
+  }
+
+  async addFromUrl(url, name) {
+    const response = await fetch(url, { cache: "no-store" });
+    if (!response.ok) throw new Error(`could not fetch the image (${response.status})`);
+    const blob = await response.blob();
+    this.add([new File([blob], name, { type: blob.type })]);
+  }
+
+  move(index, to) {
+    if (to < 0 || to >= this.items.length) return;
+    const [item] = this.items.splice(index, 1);
+    this.items.splice(to, 0, item);
+    this.render();
+    this.list.querySelectorAll("li")[to]?.querySelector(`[data-action="${index < to ? "later" : "earlier"}"]`)?.focus();
+  }
+
+  remove(index) {
+    const [item] = this.items.splice(index, 1);
+    URL.revokeObjectURL(item.url);
+    this.say("");
+    this.render();
+    const buttons = this.list.querySelectorAll("[data-action=remove]");
+    (buttons[Math.min(index, buttons.length - 1)] || this.drop).focus();
+  }
+
+  clear() {
+    this.items.forEach((item) => URL.revokeObjectURL(item.url));
+    this.items = [];
+    this.render();
+  }
+
+  dropped(event) {
+    event.preventDefault();
+    this.drop.classList.remove("dragging");
+    const from = event.dataTransfer.getData(REORDER);
+    if (from !== "") {
+      const target = event.target.closest?.("li");
+      const to = target ? [...this.list.children].indexOf(target) : this.items.length - 1;
+      this.move(Number(from), to);
+      return;
+    }
+    this.add([...event.dataTransfer.files]);
+  }
+
+  render() {
+    this.list.replaceChildren(...this.items.map((item, index) => this.card(item, index)));
+    this.onChange(this.items.length);
+  }
+
+  card(item, index) {
+    const li = document.createElement("li");
+    li.className = "ref";
+    li.draggable = true;
+    li.dataset.index = String(index);
+    li.addEventListener("dragstart", (event) => event.dataTransfer.setData(REORDER, String(index)));
+    const img = document.createElement("img");
+    img.src = item.url;
+    img.alt = `Reference image ${index + 1}: ${item.file.name}`;
+    const label = document.createElement("span");
+    label.className = "ref-label";
+    label.textContent = `image ${index + 1}`;
+    const tools = document.createElement("div");
+    tools.className = "ref-tools";
+    const button = (action, text, title, disabled, handler) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "icon secondary";
+      b.dataset.action = action;
+      b.textContent = text;
+      b.title = title;
+      b.setAttribute("aria-label", title);
+      b.disabled = disabled;
+      b.addEventListener("click", handler);
+      return b;
+    };
+    tools.append(
+      button("earlier", "←", `Move image ${index + 1} earlier`, index === 0, () => this.move(index, index - 1)),
+      button("later", "→", `Move image ${index + 1} later`, index === this.items.length - 1, () => this.move(index, index + 1)),
+      button("remove", "✕", `Remove image ${index + 1}`, false, () => this.remove(index)),
+    );
+    li.append(img, label, tools);
+    return li;
+  }
+}
