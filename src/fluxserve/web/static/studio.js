@@ -522,6 +522,7 @@ async function generate(event) {
   $("preview").removeAttribute("src");
   setProgress(0, 1, "Submitting");
   jobStatus("Submitting…");
+  $("job-panel").scrollIntoView({ block: "nearest" });
   const started = performance.now();
   try {
     const job = await jobs.submit(payload, abort.signal);
