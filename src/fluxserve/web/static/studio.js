@@ -262,7 +262,7 @@ function sizeChanged() {
   const preset = matchPreset(width, height, caps);
   const radio = $(preset ? `aspect-${preset.id.replace(":", "-")}` : "aspect-custom");
   if (radio) radio.checked = true;
-  const mp = width && height ? megapixels(width, height).toFixed(2) : "–";
+  const mp = width && height ? megapixels(width, height).toFixed(megapixels(width, height) < 0.1 ? 3 : 2) : "–";
   $("size-info").textContent = `${width || "?"}×${height || "?"} px · ${mp} MP of ${caps.max_megapixels} · sides ${caps.min_side}-${caps.max_side}, multiples of ${caps.size_multiple}`;
   const problem = width && height ? sizeProblem(width, height, caps) : null;
   if (problem) showFieldError("size", problem.message); else clearFieldError("size");
@@ -679,8 +679,11 @@ async function loadHistory(reset = false) {
   try {
     page = await jobs.list(reset ? null : state.historyCursor);
   } catch (error) {
-    if (keyProblem(error)) showKeyProblem(keyProblem(error));
-    $("history-error").textContent = `Could not load the history: ${describe(error)}`;
+    const problem = keyProblem(error);
+    if (problem) showKeyProblem(problem);
+    $("history-error").textContent = problem
+      ? "Your history shows here once the server accepts your key."
+      : `Could not load the history: ${describe(error)}`;
     $("history-error").hidden = false;
     return;
   }
