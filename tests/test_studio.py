@@ -455,3 +455,21 @@ def test_result_varies_its_seed_becomes_a_reference_and_shows_its_settings_as_co
     assert varied["request"]["seed"] != 77
     assert varied["request"]["prompt"] == "a paper boat"
     assert varied["request"]["references"] == 1
+
+
+def test_queue_position_is_shown_while_waiting_behind_another_job(
+    make_server: Callable[..., LiveServer], open_studio: Callable[..., StudioPage]
+) -> None:
+    server = make_server()
+    page = open_studio(server).page
+    ahead = server.submit({"model": "tiny-random-base", "prompt": "ahead", "size": "256x256", "steps": 100, "n": 3})
+    page.get_by_label("Model").select_option("tiny-random-base")
+    page.get_by_label("Prompt", exact=True).fill("behind")
+    page.get_by_label("Width").fill("64")
+    page.get_by_label("Height").fill("64")
+    page.get_by_label("Steps").fill("2")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#job-status")).to_contain_text("Queued: position 1")
+    server.http.post(f"/v1/jobs/{ahead['id']}/cancel")
+    expect(page.locator("#job-status")).to_contain_text("Done")
+    expect(page.locator("#results img")).to_have_count(1)
