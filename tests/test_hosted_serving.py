@@ -202,3 +202,35 @@ def test_models_of_one_provider_share_its_limit_of_tasks_in_flight(serve: Any, b
     for job in jobs:
         server.wait_status(job["id"], "canceled", timeout=30)
     assert fake.submit_count == 2
+
+
+def test_a_hosted_job_interrupted_by_a_restart_is_not_sent_again(
+    tmp_path: Path, cache_dir: Path, bfl: tuple[FakeBfl, str]
+) -> None:
+    """A restart re-runs interrupted local jobs; a hosted one may already be billed, so it fails instead."""
+    fake, url = bfl
+    fake.reset(pending_polls=100_000)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        cache_dir=cache_dir,
+        models=["bfl:flux-2-klein-4b"],
+        warmup=False,
+        bfl_api_key=BFL_KEY,
+        bfl_base_url=url,
+        bfl_concurrency=1,
+    )
+    body = {"model": "bfl:flux-2-klein-4b", "prompt": "a tide pool", "size": "64x64"}
+    app = create_app(settings)
+    with serve_in_thread(app) as first_url, LiveServer(app, first_url) as first:
+        started, waiting = first.submit(body), first.submit(body)
+        wait_for(lambda: fake.submit_count == 1, timeout=30)
+        assert first.job(waiting["id"])["status"] == "queued"
+    fake.pending_polls = 1  # from now on BFL finishes its tasks
+
+    app = create_app(settings)
+    with serve_in_thread(app) as second_url, LiveServer(app, second_url) as second:
+        failed = second.wait_status(started["id"], "failed", timeout=30)
+        assert failed["error"]["type"] == "interrupted"
+        assert "not sent again" in failed["error"]["message"]
+        assert second.wait_status(waiting["id"], "succeeded", timeout=60)["status"] == "succeeded"
+    assert fake.submit_count == 2  # the interrupted job was not submitted twice

@@ -86,18 +86,32 @@ class JobService:
         return next(iter(self.workers))
 
     def start(self) -> None:
-        """Queue again every job a previous process accepted but did not finish, then start."""
+        """Queue again every job a previous process accepted but did not finish, then start.
+
+        A hosted job that had started is not sent again: the provider may have done (and billed)
+        the work already, so it fails and says so.
+        """
         for job in self.store.requeue_unfinished():
             worker = self.workers.get(job.spec.model)
             if worker is None:
-                self.store.mark_failed(job.id, "model_not_found", f"model {job.spec.model} is no longer served")
-                self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
+                self._fail_at_start(job, "model_not_found", f"model {job.spec.model} is no longer served")
+            elif is_hosted(job.spec.model) and job.attempts > 0:
+                self._fail_at_start(
+                    job,
+                    "interrupted",
+                    f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
+                    "since the provider may already have billed it: submit it again if you still want it",
+                )
             else:
                 worker.enqueue(job.id)
         for worker in self.workers.values():
             worker.start()
         self.webhooks.start()
         self._janitor.start()
+
+    def _fail_at_start(self, job: Job, error_type: str, message: str) -> None:
+        self.store.mark_failed(job.id, error_type, message)
+        self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
 
     def stop(self) -> None:
         self._stopping.set()
