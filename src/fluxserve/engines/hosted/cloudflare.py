@@ -26,7 +26,6 @@ from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.errors import (
-    InvalidRequest,
     ProviderAuthFailed,
     ProviderBusy,
     ProviderError,
@@ -35,7 +34,6 @@ from fluxserve.errors import (
 )
 
 SCHNELL = "@cf/black-forest-labs/flux-1-schnell"
-SCHNELL_MAX_PROMPT = 2048
 REFERENCE_SIDE_LIMIT = 512
 """Each side of a reference image must be below this."""
 TILE = 512
@@ -155,12 +153,7 @@ class CloudflareEngine(HostedEngine):
         return self.client.build_request("POST", self._url(), headers=self._headers(), files=parts)
 
     def _schnell_call(self, request: GenerationRequest, seed: int) -> httpx.Request:
-        if len(request.prompt) > SCHNELL_MAX_PROMPT:
-            raise InvalidRequest(
-                f"prompt is {len(request.prompt)} characters long; {self.model.name} takes at most "
-                f"{SCHNELL_MAX_PROMPT}: shorten it, or use a FLUX.2 model",
-                param="prompt",
-            )
+        # The 2048-character prompt limit is a capability (max_prompt_chars): validate() refused longer.
         body = {"prompt": request.prompt, "steps": request.steps, "seed": seed}
         return self.client.build_request("POST", self._url(), headers=self._headers(), json=body)
 
