@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
 import numpy as np
 from PIL import Image
+
+TEST_TIMEOUT = float(os.environ.get("FLUXSERVE_TEST_TIMEOUT", "60"))
+"""The one limit new tests derive their waits from; raise it on a slow or busy machine."""
 
 
 def png_bytes(image: Image.Image) -> bytes:
