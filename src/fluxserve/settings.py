@@ -48,6 +48,11 @@ class Settings(BaseModel):
     max_upload_mb: float = Field(20, gt=0)
     max_uploads: int = Field(10, ge=1)
     max_upload_megapixels: float = Field(40, gt=0)
+    """The most pixels one reference image may have, in millions (read from its header, before decoding)."""
+    max_decode_megapixels: float = Field(100, gt=0)
+    """The most reference pixels one request may make the server decode, in millions, all images together."""
+    max_concurrent_decodes: int = Field(2, ge=1)
+    """Requests decoding reference images at once, server-wide; more wait their turn (bounds memory)."""
     max_output_megapixels: float = Field(40, gt=0)
     """Output megapixels one request may ask for (n x width x height)."""
     encode_threads: int = Field(2, ge=1)

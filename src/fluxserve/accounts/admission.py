@@ -1,7 +1,10 @@
 """Whether a key may queue one more job now: its rate, its concurrency and its quota.
 
 The job service asks under its admission lock, so that checking and queueing are one step and
-concurrent requests cannot slip past a limit together. Nothing is counted for a refusal.
+concurrent requests cannot slip past a limit together. A request counts toward the key's rate
+once it has passed every check that needs no decoding (:meth:`Admission.claim_rate`), so one that
+makes the server decode images and is then refused has still used a request; nothing else is
+counted for a refusal.
 """
 
 from __future__ import annotations
@@ -26,18 +29,15 @@ class Admission:
     def now(self) -> float:
         return self._clock()
 
-    def check(self, key: ApiKey, megapixels: float, now: float, *, busy_retry_after: int) -> None:
+    def check(self, key: ApiKey, megapixels: float, now: float, *, busy_retry_after: int, rate: bool = True) -> None:
         """Raise RateLimited or QuotaExceeded if ``key`` may not queue a job of ``megapixels`` now.
 
-        ``busy_retry_after`` is the caller's guess of when one of the key's jobs will have finished.
+        ``busy_retry_after`` is the caller's guess of when one of the key's jobs will have finished;
+        ``rate=False`` skips the rate, for a request that has claimed its place already.
         """
         limits = key.limits
-        if limits.rpm is not None:
-            wait = self._rate.wait_needed(key.id, limits.rpm, now)
-            if wait:
-                raise RateLimited(
-                    f"this key may make {limits.rpm} requests a minute; try again in {wait} s", retry_after=wait
-                )
+        if rate:
+            self._check_rate(key, now)
         if limits.concurrency is not None:
             unfinished = self._store.unfinished(key.id)
             if unfinished >= limits.concurrency:
@@ -58,6 +58,21 @@ class Admission:
                     reset_at=int(reset),
                     retry_after=max(1, int(reset - now + 0.999)),
                 )
+
+    def _check_rate(self, key: ApiKey, now: float) -> None:
+        rpm = key.limits.rpm
+        if rpm is not None:
+            wait = self._rate.wait_needed(key.id, rpm, now)
+            if wait:
+                raise RateLimited(f"this key may make {rpm} requests a minute; try again in {wait} s", retry_after=wait)
+
+    def claim_rate(self, key: ApiKey, now: float) -> None:
+        """Count a request against the key's rate now, whatever becomes of it; RateLimited if it has none left.
+
+        The caller holds the admission lock, so the check and the count are one step.
+        """
+        self._check_rate(key, now)
+        self.record(key, now)
 
     def record(self, key: ApiKey, now: float) -> None:
         """Count an accepted request against the key's rate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -9,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from fluxserve import __version__
 from fluxserve.accounts.policy import check_access
@@ -57,6 +59,11 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        return errors.LoggedOnce(super().build_middleware_stack())
+
+
 def create_app(
     settings: Settings, engines: Mapping[str, Engine] | None = None, *, clock: Callable[[], float] = time.time
 ) -> FastAPI:
@@ -90,8 +97,13 @@ def create_app(
                     if isinstance(engine, HostedEngine):
                         engine.close()
 
-    app = FastAPI(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.context = ServerContext(settings=settings, service=service, started=int(time.time()))
+    app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.context = ServerContext(
+        settings=settings,
+        service=service,
+        started=int(time.time()),
+        decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
+    )
     errors.install(app)
     for module in (images, jobs, files, models, usage, admin, health):
         app.include_router(module.router)

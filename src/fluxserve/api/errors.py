@@ -7,12 +7,15 @@ so that the official SDK does not generate the same images twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxserve import errors
 
@@ -134,12 +137,38 @@ def _unexpected(request: Request, error: Exception) -> JSONResponse:
     # Imported here: the middleware module imports this one.
     from fluxserve.api.middleware import security_headers
 
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    log_briefly(error, f"{request.method} {request.url.path}")
     # Starlette answers this from outside every middleware of ours, so the security headers come from here.
     headers = {name.decode(): value.decode() for name, value in security_headers(html=False)}
     return error_response(
         request, 500, "internal error; see the server log", "server_error", code="internal", headers=headers
     )
+
+
+TRACEBACK_FRAMES = 8
+"""How many of an unexpected error's innermost frames the log shows (a RecursionError has thousands)."""
+
+
+def log_briefly(error: BaseException, where: str) -> None:
+    """Log an unexpected error once: a line saying what and where, then its innermost frames."""
+    frames = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES, chain=False))
+    summary = str(error)[:300]
+    log.error("unexpected error on %s: %s: %s\n%s", where, type(error).__name__, summary, frames.rstrip())
+
+
+class LoggedOnce:
+    """The outermost ASGI layer: an error that reached Starlette's 500 handler has been answered and
+    logged there, so it is not raised on to the server, which would log it again in full."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with contextlib.suppress(Exception):
+            await self.app(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

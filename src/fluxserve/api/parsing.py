@@ -9,7 +9,10 @@ field's type. Reference images may come in every form clients already send:
 - JSON: ``images`` (data URLs, the reference system) or ``input_image``, ``input_image_2`` ..
   ``input_image_8`` (base64 or data URL, BFL).
 
-Only one of these forms per request, so that "image 1, image 2" in a prompt is unambiguous.
+Only one of these forms per request, so that "image 1, image 2" in a prompt is unambiguous. In a
+multipart form an image field may also be text: base64 or a ``data:image/...;base64,`` URL, line-
+wrapped or not (as the ``base64`` tool writes it), read exactly as in JSON. A field fluxserve does
+not know, or of the wrong kind (a file where text belongs), is refused: nothing is ignored.
 Images are only collected here; decoding happens later, off the event loop.
 """
 
@@ -28,6 +31,7 @@ from starlette.requests import Request
 
 from fluxserve.api.protocol import FormImageBody, ImageFields, JsonImageBody
 from fluxserve.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from fluxserve.jsonvalues import load_json
 from fluxserve.settings import Settings
 
 
@@ -46,9 +50,10 @@ class ImageRequest:
     mask: bool = False
 
 
-_FORM_FILE = re.compile(r"image|image\[\d*\]|input_image_(\d+)|mask")
+_IMAGE_FIELD = re.compile(r"image|image\[\d*\]|input_image_(\d+)|mask")
 _JSON_IMAGE = re.compile(r"input_image(?:_([2-8]))?")
 _DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
+_WHITESPACE = re.compile(rb"[ \t\r\n]+")
 
 
 async def read_image_request(request: Request, settings: Settings) -> ImageRequest:
@@ -67,12 +72,7 @@ async def read_image_request(request: Request, settings: Settings) -> ImageReque
 
 
 def _from_json(body: bytes, settings: Settings) -> ImageRequest:
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise InvalidRequest("the body is not valid UTF-8") from None
-    except ValueError as error:
-        raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+    data = load_json(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     fields = _validated(JsonImageBody, data, strict=True)
@@ -103,12 +103,16 @@ def _decode_base64(value: str, param: str, settings: Settings) -> bytes:
         if match is None:
             raise InvalidRequest(f"{param} must be a data:image/...;base64, URL", param=param)
         text = text[match.end() :]
-    if len(text) * 3 // 4 > settings.max_upload_bytes:
+    if len(text) * 3 // 4 > settings.max_upload_bytes * 1.05:  # line breaks add a little
         raise PayloadTooLarge(f"{param} is larger than {settings.max_upload_mb:g} MB", param=param)
     try:
-        return base64.b64decode(text, validate=True)
+        packed = _WHITESPACE.sub(b"", text.encode("ascii"))
+        data = base64.b64decode(packed, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{param} is not valid base64", param=param) from None
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"{param} is larger than {settings.max_upload_mb:g} MB", param=param)
+    return data
 
 
 # -- multipart ----------------------------------------------------------------------------------
@@ -120,29 +124,43 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
         values: dict[str, Any] = {}
         images: list[tuple[int, RawImage]] = []
         forms: set[str] = set()
+        numbers: set[int] = set()
         mask = False
         for key, value in items:
-            if not isinstance(value, UploadFile):
+            match = _IMAGE_FIELD.fullmatch(key)
+            if match is None:
+                if isinstance(value, UploadFile):
+                    raise InvalidRequest(_file_for_text(key), param=key)
                 if key in values:
                     raise InvalidRequest(f"{key} was sent more than once", param=key)
                 values[key] = _form_value(key, value)
                 continue
-            match = _FORM_FILE.fullmatch(key)
-            if match is None:
-                raise InvalidRequest(f"unexpected file field {key!r}", param=key)
-            data = await _read_upload(value, key, settings)
-            if key == "mask":
+            if key == "mask":  # refused when the request is resolved, whatever it holds
                 mask = True
                 continue
+            _check_count(len(images) + 1, settings)
+            if isinstance(value, UploadFile):
+                data = await _read_upload(value, key, settings)
+            else:  # text in an image field: base64 or a data URL, exactly as in JSON
+                data = _decode_base64(value, key, settings)
             numbered = match.group(1) is not None
             forms.add("input_image" if numbered else "image")
             order = int(match.group(1)) if numbered else len(images)
+            if numbered and order in numbers:
+                raise InvalidRequest(f"{key} was sent more than once", param=key)
+            numbers.add(order)
             images.append((order, RawImage(key if numbered else f"image[{len(images)}]", data)))
     if len(forms) > 1:
         raise InvalidRequest("send reference images either as image / image[] or as input_image_0, input_image_1, ...")
     _check_count(len(images), settings)
     fields = _validated(FormImageBody, values, strict=False)
     return ImageRequest(fields, [image for _, image in sorted(images, key=lambda pair: pair[0])], mask)
+
+
+def _file_for_text(key: str) -> str:
+    if key in ImageFields.model_fields:
+        return f"{key} is a text field; send it as text, not as a file"
+    return f"unexpected file field {key!r}; image files go in image, image[] or input_image_0, input_image_1, ..."
 
 
 async def _read_upload(upload: UploadFile, key: str, settings: Settings) -> bytes:
@@ -156,9 +174,10 @@ def _form_value(key: str, value: str) -> Any:
     """A text field; a prompt that is a JSON object is a structured prompt."""
     if key in ("prompt", "input") and value.lstrip().startswith("{"):
         try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value
+            json.loads(value, parse_constant=float)
+        except (ValueError, RecursionError):
+            return value  # text that happens to start with a brace
+        parsed = load_json(value, what=key, root=key)  # JSON, so held to the body's limits
         return parsed if isinstance(parsed, dict) else value
     return value
 

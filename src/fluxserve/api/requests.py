@@ -1,7 +1,10 @@
 """Resolve a parsed images request against a model into a job spec: every default filled in.
 
-Runs off the event loop (it decodes and scales the reference images). The spec it returns is
-deterministic: the seed is drawn here and recorded, so the job can run again after a restart.
+Two steps, so that every check that can refuse a request runs before any pixel is decoded:
+:func:`plan` reads only the fields and the images' headers (count, sizes, megapixels) and makes
+the job spec; :func:`decode_references` then decodes each image straight to the size the model
+gets. Both run off the event loop. The spec is deterministic: the seed is drawn here and recorded,
+so the job can run again after a restart.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from fluxserve.api.parsing import ImageRequest
+from fluxserve.api.parsing import ImageRequest, RawImage
 from fluxserve.api.protocol import ImageFields
 from fluxserve.engines.base import Capabilities, GenerationRequest
-from fluxserve.engines.validation import MEGAPIXEL, parse_size, validate
-from fluxserve.errors import InvalidRequest
-from fluxserve.imaging.decode import DecodeLimits, decode_image
+from fluxserve.engines.validation import (
+    MEGAPIXEL,
+    check_reference_count,
+    check_reference_shape,
+    nearest_valid_size,
+    parse_size,
+    validate,
+)
+from fluxserve.errors import InvalidImage, InvalidRequest
+from fluxserve.imaging.decode import DecodeLimits, ImageInfo, decode_image, probe_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
 from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, WebhookTarget
 from fluxserve.jobs.webhooks import check_webhook_url
@@ -37,9 +47,24 @@ QUALITY_STEPS = {
 
 
 @dataclass(frozen=True)
-class ResolvedRequest:
+class PlannedReference:
+    """A reference image, checked from its header, and the size the model gets it at."""
+
+    raw: RawImage
+    source: ImageInfo
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request checked in full without decoding a pixel: the job it makes and what to decode."""
+
     spec: JobSpec
-    references: list[Image.Image]
+    references: list[PlannedReference]
+
+    @property
+    def decode_pixels(self) -> int:
+        return sum(reference.source.pixels for reference in self.references)
 
 
 def steps_for_quality(quality: str, caps: Capabilities) -> int:
@@ -115,15 +140,33 @@ def _check_output_budget(pixels: int, settings: Settings) -> None:
         )
 
 
-def _decode(request: ImageRequest, settings: Settings) -> list[Image.Image]:
-    limits = DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=int(settings.max_upload_megapixels * 1e6))
-    return [decode_image(raw.data, param=raw.param, limits=limits) for raw in request.images]
+def _limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=int(settings.max_upload_megapixels * 1e6))
 
 
-def resolve(
-    request: ImageRequest, *, model: str, caps: Capabilities, operation: str, settings: Settings
-) -> ResolvedRequest:
-    """Check everything and fill in every default; raise :class:`InvalidRequest` otherwise.
+def _probe(request: ImageRequest, caps: Capabilities, settings: Settings) -> list[PlannedReference]:
+    """Each reference's header, checked: count first, then each size, then their sum."""
+    check_reference_count(len(request.images), caps)
+    planned, total = [], 0
+    for index, raw in enumerate(request.images):
+        info = probe_image(raw.data, param=raw.param, limits=_limits(settings))
+        size = check_reference_shape(info.width, info.height, caps, f"image[{index}]")
+        planned.append(PlannedReference(raw, info, size))
+        total += info.pixels
+    budget = settings.max_decode_megapixels * 1e6
+    if total > budget:
+        raise InvalidImage(
+            f"the reference images hold {total / 1e6:.0f} megapixels together; this server decodes at most "
+            f"{settings.max_decode_megapixels:g} per request: send smaller images (they are scaled to about "
+            f"{caps.reference_max_megapixels:g} megapixel each anyway)",
+            param="image",
+        )
+    return planned
+
+
+def plan(request: ImageRequest, *, model: str, caps: Capabilities, operation: str, settings: Settings) -> Plan:
+    """Check everything that can be known before decoding and fill in every default; raise
+    :class:`InvalidRequest` otherwise.
 
     ``operation`` is "generation", "edit", or "job" (POST /v1/jobs: a generation that cannot stream).
     """
@@ -140,10 +183,12 @@ def resolve(
     width, height = _size(fields)
     if (width is None) != (height is None):
         raise InvalidRequest("send both width and height, or neither", param="width" if width is None else "height")
+    references = _probe(request, caps, settings)
+    if width is None and references:  # the first reference's shape, as validate() would choose it
+        width, height = nearest_valid_size(references[0].source.width, references[0].source.height, caps)
     resolved = validate(
         GenerationRequest(
             prompt=fields.prompt,  # type: ignore[arg-type]  # validate() serialises a structured prompt
-            references=_decode(request, settings),
             width=width,
             height=height,
             steps=_steps(fields, caps),
@@ -172,14 +217,26 @@ def resolve(
         output_format=fmt.value,
         output_compression=fields.output_compression,
         response_format=fields.response_format or "b64_json",
-        references=len(resolved.references),
-        input_megapixels=round(sum(im.width * im.height for im in resolved.references) / MEGAPIXEL, 4),
+        references=len(references),
+        input_megapixels=round(sum(w * h for w, h in (r.size for r in references)) / MEGAPIXEL, 4),
         quality=fields.quality,
         user=fields.user or fields.safety_identifier,
         partial_images=partial_images,
         safety_tolerance=resolved.safety_tolerance,
     )
-    return ResolvedRequest(spec, resolved.references)
+    return Plan(spec, references)
+
+
+def decode_references(plan: Plan, settings: Settings) -> list[Image.Image]:
+    """Decode the planned references, one at a time, each straight to the size the model gets."""
+    limits = _limits(settings)
+    images = []
+    for index, reference in enumerate(plan.references):
+        image = decode_image(reference.raw.data, param=reference.raw.param, limits=limits, size=reference.size)
+        if image.size != reference.size:  # a header that lied about the size
+            raise InvalidImage(f"image[{index}] is not the size its header says", param=reference.raw.param)
+        images.append(image)
+    return images
 
 
 def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:

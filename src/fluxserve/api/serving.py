@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -22,7 +23,7 @@ from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
 from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
-from fluxserve.api.requests import request_digest, resolve, webhook_target
+from fluxserve.api.requests import Plan, decode_references, plan, request_digest, webhook_target
 from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobStatus
@@ -41,6 +42,8 @@ class ServerContext:
     settings: Settings
     service: JobService
     started: int
+    decode_slots: asyncio.Semaphore
+    """Requests that may decode reference images at once, server-wide (``max_concurrent_decodes``)."""
 
 
 def context(request: Request) -> ServerContext:
@@ -70,29 +73,46 @@ class Accepted:
 
 
 async def accept(request: Request, operation: str, caller: Caller) -> Accepted:
-    """Parse, check and queue ``caller``'s images request (``operation``: generation, edit or job)."""
+    """Parse, check and queue ``caller``'s images request (``operation``: generation, edit or job).
+
+    Everything that can refuse the request from its fields and its images' headers (count, sizes,
+    megapixels, the key's rate, concurrency and quota, the queue) is checked before any pixel is
+    decoded; a request that gets that far counts toward the key's rate.
+    """
     ctx = context(request)
     parsed = await read_image_request(request, ctx.settings)
     key = idempotency_key(request)
     model = parsed.fields.model or ctx.service.default_model
     caps = ctx.service.capabilities(model)
-    resolved = await asyncio.to_thread(
-        resolve, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings
-    )
+    planned = await asyncio.to_thread(plan, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings)
     webhook = webhook_target(parsed.fields, base_url(request, ctx.settings))
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
-    submitted = await asyncio.to_thread(
-        ctx.service.submit,
-        resolved.spec,
-        resolved.references,
-        webhook=webhook,
-        idempotency=idempotency,
-        caller=caller,
-    )
+    earlier = await asyncio.to_thread(ctx.service.precheck, planned.spec, idempotency=idempotency, caller=caller)
+    if earlier is not None:
+        submitted = Submitted(earlier, replayed=True)
+    else:
+        references = await _decoded(ctx, planned)
+        submitted = await asyncio.to_thread(
+            ctx.service.submit,
+            planned.spec,
+            references,
+            webhook=webhook,
+            idempotency=idempotency,
+            caller=caller,
+            rate_counted=True,
+        )
     mark_job_started(request, submitted.job.id)
     return Accepted(submitted, parsed.fields)
+
+
+async def _decoded(ctx: ServerContext, planned: Plan) -> list[Image.Image]:
+    """The planned references decoded, waiting for one of the server's decode slots first."""
+    if not planned.references:
+        return []
+    async with ctx.decode_slots:
+        return await asyncio.to_thread(decode_references, planned, ctx.settings)
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -171,9 +171,11 @@ def _check_safety_tolerance(value: int | None, caps: Capabilities) -> int | None
     return value
 
 
-def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.Image:
-    """Check one reference image and scale it down to the model's per-reference budget."""
-    width, height = image.size
+def check_reference_shape(width: int, height: int, caps: Capabilities, param: str) -> tuple[int, int]:
+    """Check a reference image's size (as displayed) and return the size it is scaled to for ``caps``.
+
+    Works from the size alone, so a request can be checked before any pixel is decoded.
+    """
     if min(width, height) < REFERENCE_MIN_SIDE:
         raise InvalidImage(
             f"{param} is {width}x{height}; reference images need at least {REFERENCE_MIN_SIDE} px on each side",
@@ -189,18 +191,29 @@ def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.I
     if caps.reference_max_side is not None:
         scale = min(scale, caps.reference_max_side / max(width, height))
     if scale >= 1.0:
+        return width, height
+    return max(REFERENCE_MIN_SIDE, int(width * scale)), max(REFERENCE_MIN_SIDE, int(height * scale))
+
+
+def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.Image:
+    """Check one reference image and scale it down to the model's per-reference budget."""
+    size = check_reference_shape(image.width, image.height, caps, param)
+    if size == image.size:
         return image
-    size = (max(REFERENCE_MIN_SIDE, int(width * scale)), max(REFERENCE_MIN_SIDE, int(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _check_references(references: list[Image.Image], caps: Capabilities) -> list[Image.Image]:
-    if len(references) > caps.max_reference_images:
+def check_reference_count(count: int, caps: Capabilities) -> None:
+    if count > caps.max_reference_images:
         if caps.max_reference_images == 0:
             message = f"{caps.name} takes no reference images; use a FLUX.2 model to edit or combine images"
         else:
-            message = f"{len(references)} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
+            message = f"{count} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
         raise InvalidRequest(message, param="image")
+
+
+def _check_references(references: list[Image.Image], caps: Capabilities) -> list[Image.Image]:
+    check_reference_count(len(references), caps)
     return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
 
 

@@ -44,9 +44,25 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, *, param: str = "image", limits: DecodeLimits | None = None) -> Image.Image:
-    """Decode ``data`` into an RGB image, or raise :class:`InvalidImage` naming ``param``."""
-    limits = limits or DecodeLimits()
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image's header says: its size as displayed (EXIF orientation applied) and format."""
+
+    width: int
+    height: int
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+_TRANSPOSED = {5, 6, 7, 8}
+"""EXIF orientations that swap width and height."""
+
+
+def _open(data: bytes, param: str, limits: DecodeLimits) -> Image.Image:
+    """Open ``data`` (reading its header, no pixels) and check its size against ``limits``."""
     if not data:
         raise InvalidImage(f"{param} is empty", param=param)
     if len(data) > limits.max_bytes:
@@ -71,19 +87,83 @@ def decode_image(data: bytes, *, param: str = "image", limits: DecodeLimits | No
         raise InvalidImage(
             f"{param} could not be read ({error}); it may be truncated or corrupt", param=param
         ) from None
-    with image:
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        image.close()
+        raise InvalidImage(
+            f"{param} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+            f"{limits.max_pixels / 1e6:.0f} megapixels",
+            param=param,
+        )
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block: exif_transpose will ignore it too
+        return 1
+
+
+def probe_image(data: bytes, *, param: str = "image", limits: DecodeLimits | None = None) -> ImageInfo:
+    """The size and format of ``data`` from its header alone: no pixel is decoded.
+
+    Raises :class:`InvalidImage` for what :func:`decode_image` would refuse before decoding.
+    """
+    with _open(data, param, limits or DecodeLimits()) as image:
         width, height = image.size
-        if width * height > limits.max_pixels:
-            raise InvalidImage(
-                f"{param} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
-                f"{limits.max_pixels / 1e6:.0f} megapixels",
-                param=param,
-            )
+        if _orientation(image) in _TRANSPOSED:
+            width, height = height, width
+        return ImageInfo(width, height, str(image.format))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    param: str = "image",
+    limits: DecodeLimits | None = None,
+    size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode ``data`` into an RGB image, or raise :class:`InvalidImage` naming ``param``.
+
+    With ``size`` (width, height as displayed) the image is scaled to exactly that size, and a large
+    image is reduced while it is decoded (JPEG's draft mode, then a cheap box reduction), so a
+    reference scaled down to one megapixel never exists in full size as RGB.
+    """
+    image = _open(data, param, limits or DecodeLimits())
+    with image:
         try:
+            if size is not None and image.format == "JPEG":
+                transposed = _orientation(image) in _TRANSPOSED
+                image.draft("RGB", (size[1], size[0]) if transposed else size)
             image.load()
-            oriented = ImageOps.exif_transpose(image)
-            return _flatten(oriented)
+            ImageOps.exif_transpose(image, in_place=True)
+            if size is None:
+                return _flatten(image)
+            return _scaled(_flatten(_reduced(image, size)), size)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise InvalidImage(
                 f"{param} could not be decoded ({error}); it may be truncated or corrupt", param=param
             ) from None
+
+
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F")
+
+
+def _reduced(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A box reduction by a whole factor that keeps at least twice ``size``: the final resize then
+    has enough detail to filter, and works on a fraction of the pixels."""
+    factor = min(image.width // (2 * size[0]), image.height // (2 * size[1]))
+    if factor < 2:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode not in _REDUCIBLE:
+        image = image.convert("RGBA" if image.mode in ("PA", "P") and "transparency" in image.info else "RGB")
+    return image.reduce(factor)
+
+
+def _scaled(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)

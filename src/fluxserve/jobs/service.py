@@ -142,6 +142,35 @@ class JobService:
             raise EngineNotReady(f"model {model} is still loading; try again shortly", retry_after=5)
         return worker.engine.capabilities
 
+    def precheck(
+        self, spec: JobSpec, *, idempotency: Idempotency | None = None, caller: Caller = ANONYMOUS
+    ) -> Job | None:
+        """Everything :meth:`submit` would refuse, checked before the costly work (decoding the
+        references); the request then counts toward the key's rate. Returns the job an earlier
+        request with the same Idempotency-Key made, if any: then there is nothing to do.
+
+        Pass ``rate_counted=True`` to :meth:`submit` afterwards; it checks the rest again.
+        """
+        worker = self.worker(spec.model)
+        if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
+            return earlier
+        with self._admission:
+            self._admit(worker, spec, caller, self.admission.now(), rate=True)
+            if caller.key is not None:
+                self.admission.claim_rate(caller.key, self.admission.now())
+        return None
+
+    def _admit(self, worker: ModelWorker, spec: JobSpec, caller: Caller, now: float, *, rate: bool) -> None:
+        """Raise if ``caller`` may not queue ``spec`` now (its key's limits, the model's queue)."""
+        if caller.key is not None:
+            self.admission.check(caller.key, spec.megapixels, now, busy_retry_after=worker.retry_after(), rate=rate)
+        if worker.queued >= self.settings.max_queue:
+            retry = worker.retry_after()
+            raise QueueFull(
+                f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s",
+                retry_after=retry,
+            )
+
     def submit(
         self,
         spec: JobSpec,
@@ -150,9 +179,11 @@ class JobService:
         webhook: WebhookTarget | None = None,
         idempotency: Idempotency | None = None,
         caller: Caller = ANONYMOUS,
+        rate_counted: bool = False,
     ) -> Submitted:
         """Queue a job for ``caller`` if its key's limits allow; with an idempotency key the caller
-        already used for the same request, return that job instead."""
+        already used for the same request, return that job instead. ``rate_counted``: :meth:`precheck`
+        counted the request toward the key's rate already."""
         worker = self.worker(spec.model)
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
@@ -164,20 +195,14 @@ class JobService:
                     self.files.delete_job(job_id)
                     return Submitted(earlier, replayed=True)
                 now = self.admission.now()
-                if caller.key is not None:
-                    self.admission.check(caller.key, spec.megapixels, now, busy_retry_after=worker.retry_after())
-                if worker.queued >= self.settings.max_queue:
-                    retry = worker.retry_after()
-                    raise QueueFull(
-                        f"{worker.queued} jobs are waiting for {spec.model}; try again in {retry} s",
-                        retry_after=retry,
-                    )
+                self._admit(worker, spec, caller, now, rate=not rate_counted)
                 job = self.store.create(
                     job_id, spec, webhook=webhook, idempotency=idempotency, owner=caller.owner, charged_at=now
                 )
                 worker.enqueue(job_id)
                 if caller.key is not None:
-                    self.admission.record(caller.key, now)
+                    if not rate_counted:
+                        self.admission.record(caller.key, now)
                     self.keys.touch(caller.key.id)
         except BaseException:
             self.files.delete_job(job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -20,6 +21,9 @@ from typing import Any
 
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
+from fluxserve.jsonvalues import mend
+
+log = logging.getLogger("fluxserve.jobs")
 
 # Each entry moves the schema one version forward. Never edit one that has shipped: add another.
 MIGRATIONS: tuple[str, ...] = (
@@ -290,7 +294,7 @@ class JobStore:
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = _cursor(rows[-1]) if more else None
-        return Page([_job(row) for row in rows], next_cursor)
+        return Page(_readable(rows), next_cursor)
 
     def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
         """Ids of jobs that finished before ``cutoff`` (a time.time() value), oldest first."""
@@ -392,7 +396,7 @@ class JobStore:
             "UPDATE jobs SET status = ?, started_at = NULL WHERE status = ?", (JobStatus.QUEUED, JobStatus.RUNNING)
         )
         rows = self.fetch_all("SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.QUEUED,))
-        return [_job(row) for row in rows]
+        return _readable(rows)
 
 
 def _cursor(row: sqlite3.Row) -> str:
@@ -410,22 +414,40 @@ def _parse_cursor(cursor: str) -> tuple[float, int]:
         raise InvalidRequest(message, param="cursor") from None
 
 
+def _readable(rows: list[sqlite3.Row]) -> list[Job]:
+    """The jobs of ``rows``; a row that cannot be read is left out and logged, never failing the list."""
+    jobs = []
+    for row in rows:
+        try:
+            jobs.append(_job(row))
+        except Exception as error:
+            log.error(
+                "job %s: its stored record cannot be read (%s: %s); left out", row["id"], type(error).__name__, error
+            )
+    return jobs
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else mend(value)
+
+
 def _job(row: sqlite3.Row) -> Job:
+    """A row as a job. Text stored before invalid Unicode was refused is mended (U+FFFD) so it can be shown."""
     usage = json.loads(row["usage"]) if row["usage"] else None
     return Job(
         id=row["id"],
-        spec=JobSpec.from_json(json.loads(row["spec"])),
+        spec=JobSpec.from_json(mend(json.loads(row["spec"]))),
         status=JobStatus(row["status"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         error_type=row["error_type"],
-        error_message=row["error_message"],
+        error_message=_text(row["error_message"]),
         error_retry_after=row["error_retry_after"],
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],
         usage=Usage(**usage) if usage else None,
         attempts=row["attempts"],
-        webhook=WebhookTarget.from_json(json.loads(row["webhook"])) if row["webhook"] else None,
-        idempotency_key=row["idempotency_key"],
+        webhook=WebhookTarget.from_json(mend(json.loads(row["webhook"]))) if row["webhook"] else None,
+        idempotency_key=_text(row["idempotency_key"]),
         owner=row["owner"],
     )

@@ -26,9 +26,14 @@ from pydantic import (
     ValidationError,
 )
 
-from fluxserve.errors import InvalidPrompt
+from fluxserve.errors import InvalidPrompt, InvalidRequest
+from fluxserve.jsonvalues import check_value, is_unicode
 
 MAX_PROMPT_CHARS = 10_000
+MAX_PROMPT_DEPTH = 8
+"""How deeply a structured prompt's arrays and objects may nest (the schema's own need 3 levels)."""
+MAX_PROMPT_VALUES = 2_000
+"""How many values a structured prompt may hold, counted before it is validated or serialised."""
 _HEX = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
@@ -127,7 +132,17 @@ def serialise(prompt: StructuredPrompt) -> str:
     return json.dumps(_ordered(prompt), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def check_shape(value: Mapping[str, Any], *, root: str = "prompt") -> None:
+    """Refuse a structured prompt that nests too deeply, is too large, holds a number that is not
+    finite or text that is not valid Unicode, before any work is done on it."""
+    try:
+        check_value(dict(value), root=root, max_depth=MAX_PROMPT_DEPTH, max_elements=MAX_PROMPT_VALUES)
+    except InvalidRequest as error:
+        raise InvalidPrompt(f"invalid structured prompt: {error}", param=error.param) from None
+
+
 def parse_structured(value: Mapping[str, Any], *, root: str = "prompt") -> StructuredPrompt:
+    check_shape(value, root=root)
     try:
         return StructuredPrompt.model_validate(dict(value))
     except ValidationError as error:
@@ -143,6 +158,11 @@ def prompt_text(value: object, *, param: str = "prompt") -> str:
         text = serialise(parse_structured(value, root=param))
     elif isinstance(value, str):
         text = value
+        if not is_unicode(text):
+            raise InvalidPrompt(
+                f"{param} is not valid Unicode text (it holds a lone surrogate such as \\ud800); send UTF-8 text",
+                param=param,
+            )
     else:
         raise InvalidPrompt(f"{param} must be text or a JSON object, not {type(value).__name__}", param=param)
     if not text.strip():
