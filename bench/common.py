@@ -57,11 +57,22 @@ def fluxserve_server(models: list[str], data_dir: Path | None = None, **settings
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fluxserve-bench-")))
-        yield stack.enter_context(_serve(models, data_dir, settings))
+        url, _ = stack.enter_context(_serve(models, data_dir, settings))
+        yield url
 
 
 @contextmanager
-def _serve(models: list[str], data_dir: Path, settings: dict[str, str]) -> Iterator[str]:
+def fluxserve_server_process(models: list[str], **settings: str) -> Iterator[tuple[str, int]]:
+    """Like :func:`fluxserve_server`, in a temporary data dir; yields the URL and the process id."""
+    with (
+        tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as data_dir,
+        _serve(models, Path(data_dir), settings) as served,
+    ):
+        yield served
+
+
+@contextmanager
+def _serve(models: list[str], data_dir: Path, settings: dict[str, str]) -> Iterator[tuple[str, int]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -82,7 +93,7 @@ def _serve(models: list[str], data_dir: Path, settings: dict[str, str]) -> Itera
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(30)
