@@ -17,12 +17,17 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from fluxserve.api.server import server_config
+from fluxserve.settings import Settings
+
 
 @contextmanager
 def serve_in_thread(app: FastAPI) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free loopback port; yield its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+    context = getattr(app.state, "context", None)  # a fluxserve app carries its settings; a fake provider's does not
+    settings: Settings = context.settings if context is not None else Settings()
+    config = server_config(
+        app, settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

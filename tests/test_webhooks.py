@@ -18,6 +18,7 @@ from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, OutputImage, Usage, WebhookTarget, new_job_id
 from fluxserve.jobs.store import JobStore
 from fluxserve.jobs.views import WebhookDeliveryView
+from fluxserve.jobs.webhook_addresses import Address, Resolver, resolve
 from fluxserve.jobs.webhooks import (
     Attempt,
     WebhookSender,
@@ -30,6 +31,7 @@ from fluxserve.jobs.webhooks import (
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
 from tests.webhook_receiver import Answer, Receiver
+from tests.webhook_resolvers import LOOPBACK, METADATA, NAME, FailingOnce, Rebinding
 
 SPEC = JobSpec(
     model="tiny-random",
@@ -74,7 +76,9 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
     """A started sender on the test's store with fast retries; stopped at the end of the test."""
     started: list[WebhookSender] = []
 
-    def build(secret: str | None = None, *, start: bool = True, **overrides: Any) -> WebhookSender:
+    def build(
+        secret: str | None = None, *, start: bool = True, resolver: Resolver = resolve, **overrides: Any
+    ) -> WebhookSender:
         values: dict[str, Any] = {
             "data_dir": tmp_path,
             "webhook_retry_base_seconds": 0.02,
@@ -84,7 +88,7 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
         }
         settings = Settings(**{**values, **overrides})
         signer = UrlSigner(b"k" * 32, settings.url_ttl_seconds)
-        sender = WebhookSender(store, settings, secret or new_secret(), signer)
+        sender = WebhookSender(store, settings, secret or new_secret(), signer, resolver=resolver)
         started.append(sender)
         if start:
             sender.start()
@@ -460,3 +464,97 @@ def test_a_delivery_to_a_forbidden_address_fails_at_once_without_a_connection(
     assert (delivery.status, delivery.attempts) == ("failed", 1)
     assert delivery.last_error is not None
     assert "link-local, metadata" in delivery.last_error
+
+
+# -- where a delivery connects --------------------------------------------------------------
+
+
+def test_a_delivery_connects_to_the_address_that_was_checked(
+    store: JobStore,
+    receivers: Callable[..., Receiver],
+    make_sender: Callable[..., WebhookSender],
+) -> None:
+    receiver = receivers(204)
+    resolver = Rebinding()
+    sender = make_sender(resolver=resolver)
+    job = succeeded_job(store, f"http://{NAME}:{receiver.port}/hooks")
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("delivered", 1, None)
+    assert resolver.calls == [NAME]  # resolved once: the check and the connection used the same answer
+    [request] = receiver.requests
+    assert request.headers["host"] == f"{NAME}:{receiver.port}"
+
+
+def test_a_name_that_does_not_resolve_fails_the_attempt_and_is_retried(
+    store: JobStore,
+    receivers: Callable[..., Receiver],
+    make_sender: Callable[..., WebhookSender],
+) -> None:
+    receiver = receivers(204)
+    resolver = FailingOnce()
+    sender = make_sender(resolver=resolver)
+    job = succeeded_job(store, f"http://{NAME}:{receiver.port}/hooks")
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert (delivery.status, delivery.attempts) == ("delivered", 2)
+    assert resolver.calls == 2
+    assert len(receiver.requests) == 1
+
+
+def test_a_name_that_never_resolves_fails_after_the_last_attempt_saying_so(
+    store: JobStore,
+    make_sender: Callable[..., WebhookSender],
+) -> None:
+    def unresolvable(host: str, port: int) -> list[Address]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    sender = make_sender(resolver=unresolvable, webhook_max_attempts=2)
+    job = succeeded_job(store, f"http://{NAME}/hooks")
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert (delivery.status, delivery.attempts) == ("failed", 2)
+    assert delivery.last_error is not None
+    assert f"could not resolve {NAME}" in delivery.last_error
+
+
+def test_a_name_resolving_to_a_forbidden_address_fails_at_once(
+    store: JobStore,
+    make_sender: Callable[..., WebhookSender],
+) -> None:
+    sender = make_sender(resolver=lambda host, port: [LOOPBACK, METADATA], webhook_max_attempts=3)
+    job = succeeded_job(store, f"http://{NAME}/hooks")
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.last_error is not None
+    assert f"{NAME} is 169.254.169.254" in delivery.last_error
+
+
+def test_proxy_variables_are_not_used(
+    store: JobStore,
+    receivers: Callable[..., Receiver],
+    make_sender: Callable[..., WebhookSender],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver, proxy = receivers(204), receivers(200)
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = make_sender()
+    job = succeeded_job(store, receiver.url)
+
+    sender.notify(job, "completed")
+
+    [delivery] = settled(sender, job.id)
+    assert delivery.status == "delivered"
+    assert (len(receiver.requests), len(proxy.requests)) == (1, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,12 +27,16 @@ class Receiver:
     """A real HTTP server on 127.0.0.1 that records each POST and answers from a script.
 
     The last answer repeats once the script runs out. ``gate``, when set, holds every answer
-    until the test opens it: a receiver that hangs.
+    until the test opens it: a receiver that hangs. ``tls``, when set, serves https with that
+    context; ``server_names`` records the SNI name of each handshake.
     """
 
-    def __init__(self, answers: list[Answer], gate: threading.Event | None = None) -> None:
+    def __init__(
+        self, answers: list[Answer], gate: threading.Event | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.answers, self.gate = list(answers), gate
         self.requests: list[Received] = []
+        self.server_names: list[str | None] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -53,7 +58,12 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        self.port: int = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        if tls is not None:
+            tls.sni_callback = lambda _socket, name, _context: self.server_names.append(name)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}/hooks"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 

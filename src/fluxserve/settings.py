@@ -66,6 +66,10 @@ class Settings(BaseModel):
     """A comment line this often keeps an idle event stream open through proxies."""
     max_wait_seconds: float = Field(60, ge=0)
     """The longest ``Prefer: wait=N`` honoured."""
+    header_timeout_seconds: float = Field(10, gt=0)
+    """A connection whose request headers are not complete this long after they began is closed."""
+    body_timeout_seconds: float = Field(30, gt=0)
+    """A request whose body stalls (no bytes) this long is answered 408 and its connection closed."""
     webhook_secret: str | None = None
     """The Standard Webhooks signing secret (``whsec_`` + base64); default: made once, kept in the data dir."""
     webhook_max_attempts: int = Field(8, ge=1)

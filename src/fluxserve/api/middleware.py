@@ -1,17 +1,22 @@
-"""ASGI middleware: a request id on every response, a cap on the request body's size, security headers."""
+"""ASGI middleware: a request id on every response, a cap on the request body's size and on how long it may
+stall, security headers."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
+from dataclasses import dataclass
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fluxserve.api.errors import error_body
 from fluxserve.errors import PayloadTooLarge
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+log = logging.getLogger("fluxserve.api")
 
 
 class RequestId:
@@ -74,6 +79,75 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class _Exchange:
+    """Where one request stands, for :class:`BodyTimeout`."""
+
+    body_done: bool = False
+    response_started: bool = False
+    timed_out: bool = False
+
+
+class BodyTimeout:
+    """Answer 408 and close the connection when the body stops arriving for ``seconds`` while the app waits for it.
+
+    Only waits for more of an incomplete body are timed: once the body is complete, ``receive``
+    waits for the client to disconnect (as a request waiting for its job does) for as long as
+    it takes. The app then sees a disconnect; what it sends afterwards is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange()
+
+        async def timed_receive() -> Message:
+            if exchange.body_done:
+                return await receive()
+            message: Message | None = None
+            with anyio.move_on_after(self.seconds):
+                message = await receive()
+            if message is None:
+                await self._give_up(exchange, send)
+                return {"type": "http.disconnect"}
+            exchange.body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if exchange.timed_out:
+                return
+            exchange.response_started = exchange.response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except Exception:
+            if not exchange.timed_out:
+                raise
+            log.debug("a request whose body stalled ended with an error", exc_info=True)
+
+    async def _give_up(self, exchange: _Exchange, send: Send) -> None:
+        exchange.body_done = True
+        answered = exchange.timed_out or exchange.response_started
+        exchange.timed_out = True
+        if answered:  # a response under way cannot become a 408: the connection just ends
+            return
+        message = (
+            f"the request body stopped arriving for {self.seconds:g} s; send the whole body without pausing, "
+            "then try again"
+        )
+        body = json.dumps(error_body(message, "invalid_request_error", code="request_timeout")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 408, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fluxserve.settings import Settings
@@ -11,12 +12,15 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from fluxserve.api.app import create_app
+    from fluxserve.api.server import server_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("fluxserve")
     log.info("data in %s; models: %s", settings.data_dir, ", ".join(settings.models))
     app = create_app(settings)  # refuses a server that would be open to a network by accident
     log.info("serving on http://%s:%d (OpenAPI at /docs)", settings.host, settings.port)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=10
-    )
+    server = uvicorn.Server(server_config(app, settings))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: the Ctrl-C it shut down on is raised again
+        server.run()
+    if not server.started:  # as uvicorn.run: the port was taken, or start-up failed
+        raise SystemExit(3)

@@ -2,6 +2,8 @@
 
 One connection guarded by a lock serves every thread; each call is a short transaction.
 ``synchronous=FULL`` with WAL: a job the store has accepted survives a kill -9 or a power cut.
+The folder is made ``0700`` and the database ``0600`` (SQLite gives its ``-wal`` and ``-shm``
+files the database's mode): it holds key hashes, prompts and webhook URLs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jsonvalues import mend
+from fluxserve.storage.private import private_dir, private_file, tighten
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -115,6 +118,8 @@ MIGRATIONS: tuple[str, ...] = (
 
 DATABASE_FILE = "jobs.sqlite3"
 """The database's name in the data directory."""
+SIDECARS = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside the database, named after it."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,10 @@ class Page:
 
 class JobStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)
+        for suffix in SIDECARS:
+            tighten(path.with_name(path.name + suffix))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()

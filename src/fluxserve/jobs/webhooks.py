@@ -37,7 +37,8 @@ from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job
 from fluxserve.jobs.store import JobStore
 from fluxserve.jobs.views import WebhookDeliveryView, job_view, view_json
-from fluxserve.jobs.webhook_addresses import forbidden, forbidden_reason, literal
+from fluxserve.jobs.webhook_addresses import Resolver, forbidden, literal, resolve
+from fluxserve.jobs.webhook_client import ForbiddenAddress, webhook_client
 from fluxserve.settings import Settings
 from fluxserve.storage.files import write_atomically
 from fluxserve.storage.signing import UrlSigner
@@ -263,17 +264,15 @@ def failure_reason(error: httpx.TransportError, timeout: float) -> str:
 
 
 def post(client: httpx.Client, url: str, headers: dict[str, str], body: str, timeout: float) -> Attempt:
-    """POST once; the receiver's body is never read, so a huge answer costs nothing."""
-    try:
-        target = httpx.URL(url)
-        refused = forbidden_reason(target.host, target.port or (443 if target.scheme == "https" else 80))
-    except httpx.InvalidURL as error:
-        return Attempt(error=f"invalid URL: {error}"[:_MAX_REASON], permanent=True)
-    if refused is not None:
-        return Attempt(error=refused[:_MAX_REASON], permanent=True)
+    """POST once with a :func:`webhook_client`; the receiver's body is never read, so a huge answer costs nothing.
+
+    A host that is or resolves to a forbidden address fails for good; one that does not resolve is retried.
+    """
     try:
         with client.stream("POST", url, content=body.encode(), headers=headers) as response:
             return Attempt(response.status_code, retry_after=retry_after_seconds(response.headers.get("retry-after")))
+    except ForbiddenAddress as error:
+        return Attempt(error=str(error)[:_MAX_REASON], permanent=True)
     except httpx.UnsupportedProtocol as error:
         return Attempt(error=f"cannot send to this URL: {error}"[:_MAX_REASON], permanent=True)
     except httpx.TransportError as error:
@@ -318,9 +317,16 @@ class WebhookSender:
     """
 
     def __init__(
-        self, store: JobStore, settings: Settings, secret: str, signer: UrlSigner, *, threads: int = SENDER_THREADS
+        self,
+        store: JobStore,
+        settings: Settings,
+        secret: str,
+        signer: UrlSigner,
+        *,
+        threads: int = SENDER_THREADS,
+        resolver: Resolver = resolve,
     ) -> None:
-        self._store, self._settings, self._signer = store, settings, signer
+        self._store, self._settings, self._signer, self._resolver = store, settings, signer, resolver
         self._key = secret_key(secret)
         self._thread_count = threads
         self._inbox: queue.SimpleQueue[_Notice | _Retry | _Stop] = queue.SimpleQueue()
@@ -478,7 +484,7 @@ class WebhookSender:
 
     # -- the sender threads --------------------------------------------------------------
     def _send_loop(self) -> None:
-        with httpx.Client(timeout=self._settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        with webhook_client(self._settings.webhook_timeout_seconds, self._resolver) as client:
             while not self._stopping.is_set():
                 delivery_id = self._work.get()
                 if delivery_id is None or self._stopping.is_set():

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from fluxserve.imaging.png import encode_png
+from fluxserve.storage.private import private_dir
 
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{24}")
 
@@ -26,6 +27,7 @@ def is_job_id(text: str) -> bool:
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        private_dir(root)
         (root / "outputs").mkdir(parents=True, exist_ok=True)
         (root / "references").mkdir(parents=True, exist_ok=True)
 
