@@ -22,15 +22,16 @@ from fluxserve.settings import Settings
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port; yield its base URL."""
+def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port (or on ``sock``, bound to one); yield its base URL."""
     context = getattr(app.state, "context", None)  # a fluxserve app carries its settings; a fake provider's does not
     settings: Settings = context.settings if context is not None else Settings()
     config = server_config(
         app, settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    sockets = None if sock is None else [sock]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:

@@ -64,6 +64,9 @@ class Settings(BaseModel):
     """A preview image in the progress event every this many steps (0: none)."""
     sse_keepalive_seconds: float = Field(15, gt=0)
     """A comment line this often keeps an idle event stream open through proxies."""
+    sse_max_pending_events: int = Field(64, ge=1)
+    """Events one event-stream watcher may fall behind (a client that stopped reading) before its
+    stream ends; a job's event stream can be resumed with Last-Event-ID."""
     max_wait_seconds: float = Field(60, ge=0)
     """The longest ``Prefer: wait=N`` honoured."""
     header_timeout_seconds: float = Field(10, gt=0)

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from fluxserve import __version__
 from fluxserve.accounts.policy import check_access
 from fluxserve.api import errors
-from fluxserve.api.middleware import BodyLimit, BodyTimeout, RequestId, SecurityHeaders
+from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, models, usage
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
@@ -111,6 +111,7 @@ def create_app(
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
+    app.add_middleware(OneBodyLength)  # outside BodyLimit, which trusts Content-Length
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

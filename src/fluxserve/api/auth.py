@@ -2,6 +2,8 @@
 
 Routes declare what they need with ``Depends(caller)`` or ``Depends(admin)``; both answer 401
 before the body is read when no valid key came, and :func:`admin` answers 403 to a generate key.
+A request that repeats a credential header is refused (400): servers and proxies disagree on
+which one counts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from fluxserve.accounts.keys import ANONYMOUS, Caller, Scope, looks_like_key
@@ -25,6 +28,14 @@ _x_key = APIKeyHeader(name="x-key", auto_error=False, description="The same API 
 
 
 _FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+_CREDENTIALS = ("Authorization", "x-key")
+
+
+def one_of_each_credential(headers: Headers) -> None:
+    """Refuse a request with two Authorization or two x-key headers, even equal ones."""
+    for name in _CREDENTIALS:
+        if len(headers.getlist(name)) > 1:
+            raise InvalidRequest(f"the request has more than one {name} header; send one", param=name)
 
 
 def presented_key(bearer: HTTPAuthorizationCredentials | None, x_key: str | None) -> str | None:
@@ -43,8 +54,9 @@ async def caller(
 ) -> Caller:
     """The authenticated caller; anonymous only where the server runs without keys."""
     ctx = context(request)
-    presented = presented_key(bearer, x_key)
     headers = request.headers
+    one_of_each_credential(headers)
+    presented = presented_key(bearer, x_key)
     forwarded = any(name in headers for name in _FORWARDED)
     authorization = headers.get("authorization") is not None
     # One hop to a thread for both database reads: the hop costs more than the reads (bench/auth_overhead.py).

@@ -5,7 +5,8 @@
 failure is an ``error`` event in the API's error shape, which the official client raises.
 A client that leaves before its job starts cancels it, unless it sent an ``Idempotency-Key``
 (it means to come back); once started, the job finishes and is kept (its id is in the
-``x-job-id`` header).
+``x-job-id`` header). A client too slow to take its partial images misses some; the final
+image still comes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from fluxserve.api import sse
 from fluxserve.api.errors import error_body
 from fluxserve.errors import ModelUnavailable
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobStatus, PartialImage
+from fluxserve.jobs.models import Job, JobEvent, JobStatus, PartialImage
 from fluxserve.jobs.service import JobService
+from fluxserve.jobs.watchers import FellBehind
 
 log = logging.getLogger("fluxserve.api")
 
@@ -71,15 +73,23 @@ def error_event(job: Job) -> bytes:
     return sse.frame("error", body)
 
 
+def _streamed(event: JobEvent) -> bool:
+    """What an image stream sends: partial images and the end (not every step's progress)."""
+    return event.partial_image is not None or event.terminal
+
+
 async def image_stream(
     service: JobService, job: Job, *, keepalive: float, cancel_if_left: bool = True
 ) -> AsyncIterator[bytes]:
     finished = False
     try:
-        with service.bus.watch(job.id) as live:
+        with service.bus.watch(job.id, _streamed) as live:
             job = await asyncio.to_thread(service.get, job.id)
             while not job.status.finished:
-                event = await sse.next_event(live, keepalive)
+                try:
+                    event = await live.next(keepalive)
+                except FellBehind:  # the partial images it could not take are skipped: wait for the end
+                    event, job = None, await service.wait(job.id, timeout=keepalive)
                 if event is None:
                     yield sse.KEEPALIVE
                 elif event.partial_image is not None:

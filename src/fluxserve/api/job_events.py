@@ -5,6 +5,8 @@ preview at the configured interval), then one of ``completed``, ``failed`` or ``
 carrying the whole job, after which the stream ends. A client that reconnects with
 ``Last-Event-ID`` gets the events it missed; when they are no longer known (the server
 restarted, or too long ago) it gets the job's current state instead, then the live events.
+A watcher that falls too far behind (its client stopped reading) is dropped and its stream
+ends; the client resumes with ``Last-Event-ID`` like any other.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fluxserve.api import sse
 from fluxserve.jobs.models import Job, JobEvent, JobStatus
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.views import view_json
+from fluxserve.jobs.watchers import FellBehind
 
 
 def event_data(event: JobEvent, service: JobService, base_url: str) -> dict[str, Any]:
@@ -79,7 +82,10 @@ async def job_event_stream(
             if event.terminal:
                 return
         while True:
-            received = await sse.next_event(live, keepalive)
+            try:
+                received = await live.next(keepalive)
+            except FellBehind:
+                return  # the client reconnects with the last id it has and gets what it missed
             if received is None:
                 yield sse.KEEPALIVE
                 continue

@@ -1,5 +1,5 @@
-"""ASGI middleware: a request id on every response, a cap on the request body's size and on how long it may
-stall, security headers."""
+"""ASGI middleware: a request id on every response, one unambiguous body length, a cap on the
+request body's size and on how long it may stall, security headers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fluxserve.api.errors import error_body
-from fluxserve.errors import PayloadTooLarge
+from fluxserve.errors import InvalidRequest, PayloadTooLarge
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 log = logging.getLogger("fluxserve.api")
@@ -75,11 +75,41 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(error_body(self._message(), "invalid_request_error", code=PayloadTooLarge.code)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 413, error_body(self._message(), "invalid_request_error", code=PayloadTooLarge.code))
+
+
+class OneBodyLength:
+    """Refuse a request whose body length is ambiguous: Transfer-Encoding and Content-Length
+    together, or Content-Length twice. A proxy in front may read its body differently and
+    smuggle a second request in it; the server's own HTTP parser may let it through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (message := _ambiguous_length(scope["headers"])) is not None:
+            body = error_body(message, "invalid_request_error", param="Content-Length", code=InvalidRequest.code)
+            await refuse(send, 400, body)  # unread: nothing of its body is taken for a request
+            return
+        await self.app(scope, receive, send)
+
+
+def _ambiguous_length(headers: list[tuple[bytes, bytes]]) -> str | None:
+    names = [name.lower() for name, _ in headers]
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return "the request has both Transfer-Encoding and Content-Length headers; send one"
+    if names.count(b"content-length") > 1:
+        return "the request has more than one Content-Length header; send one"
+    return None
+
+
+async def refuse(send: Send, status: int, body: dict[str, object]) -> None:
+    """Answer with an error in the API's shape without reading the request, and close the connection."""
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 @dataclass
@@ -144,11 +174,7 @@ class BodyTimeout:
             f"the request body stopped arriving for {self.seconds:g} s; send the whole body without pausing, "
             "then try again"
         )
-        body = json.dumps(error_body(message, "invalid_request_error", code="request_timeout")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 408, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 408, error_body(message, "invalid_request_error", code="request_timeout"))
 
 
 # The studio page runs only its own scripts and styles and talks only to this server.

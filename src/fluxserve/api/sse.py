@@ -1,4 +1,4 @@
-"""Server-Sent Events: framing, keep-alives, and waiting for the next job event.
+"""Server-Sent Events: framing and keep-alives.
 
 A comment line goes out whenever the stream has been quiet for the keep-alive interval, so
 proxies and load balancers that drop idle connections keep it open.
@@ -6,11 +6,8 @@ proxies and load balancers that drop idle connections keep it open.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
-
-from fluxserve.jobs.models import JobEvent
 
 KEEPALIVE = b": keep-alive\n\n"
 RECONNECT_MS = 2000
@@ -30,11 +27,3 @@ def frame(event: str, data: dict[str, Any], event_id: str | None = None, *, retr
     lines += [] if not event_id else [f"id: {event_id}"]
     lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"))]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-async def next_event(queue: asyncio.Queue[JobEvent], keepalive: float) -> JobEvent | None:
-    """The next event, or None when ``keepalive`` seconds passed without one."""
-    try:
-        return await asyncio.wait_for(queue.get(), keepalive)
-    except TimeoutError:
-        return None

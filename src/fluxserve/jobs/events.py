@@ -1,20 +1,24 @@
 """Job events from worker threads to asyncio watchers, with a short memory for reconnections.
 
-Workers publish from their own threads; each watcher owns an ``asyncio.Queue`` on its event
-loop, fed through ``call_soon_threadsafe``. Publishing never blocks a worker.
+Workers publish from their own threads; each watcher is a bounded :class:`Watcher` read on its
+event loop. Publishing never blocks a worker: a watcher that falls more than ``max_pending``
+events behind is dropped (see :mod:`fluxserve.jobs.watchers`), and its client can reconnect.
 
 Every event gets an id ``"<boot>-<sequence>"``: the boot number counts server starts (kept in
 the job store), the sequence counts events within this process. The bus remembers the recent
 events of each job, so a client that reconnects with ``Last-Event-ID`` gets what it missed;
 when the id is from an earlier process or too old, :meth:`EventBus.since` says so and the
 caller describes the job's current state instead.
+
+What is kept is bounded in count (:data:`EVENTS_PER_JOB` x :data:`JOBS_REMEMBERED`) and in
+images: partial images are never kept (only live streams send them), and of a job's previews
+only the latest is kept, until the job ends.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -22,6 +26,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from fluxserve.jobs.models import JobEvent
+from fluxserve.jobs.watchers import EventFilter, Watcher, every_event
+
+log = logging.getLogger("fluxserve.jobs")
 
 Listener = Callable[[JobEvent], None]
 
@@ -29,14 +36,17 @@ EVENTS_PER_JOB = 512
 """How many recent events of one job are kept for reconnections."""
 JOBS_REMEMBERED = 2048
 """How many jobs' events are kept; the oldest job is forgotten first."""
+MAX_PENDING = 64
+"""How many events may wait for one watcher before it is dropped (``sse_max_pending_events``)."""
 
 
 class EventBus:
-    def __init__(self, boot: int = 0) -> None:
+    def __init__(self, boot: int = 0, max_pending: int = MAX_PENDING) -> None:
         self.boot = boot
+        self.max_pending = max_pending
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
-        self._watchers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[JobEvent]]]] = {}
+        self._watchers: dict[str, list[Watcher]] = {}
         self._history: OrderedDict[str, deque[JobEvent]] = OrderedDict()
         self._listeners: list[Listener] = []
 
@@ -45,23 +55,39 @@ class EventBus:
         self._listeners.append(listener)
 
     @contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
-        """Receive the events of ``job_id`` published while the block runs (call on an event loop)."""
-        entry = (asyncio.get_running_loop(), asyncio.Queue[JobEvent]())
+    def watch(self, job_id: str, wanted: EventFilter = every_event) -> Iterator[Watcher]:
+        """Receive the events of ``job_id`` that ``wanted`` accepts, published while the block runs
+        (call on an event loop). At most ``max_pending`` wait; then the watcher is dropped."""
+        watcher = Watcher(self.max_pending, wanted)
         with self._lock:
-            self._watchers.setdefault(job_id, []).append(entry)
+            self._watchers.setdefault(job_id, []).append(watcher)
         try:
-            yield entry[1]
+            yield watcher
         finally:
-            with self._lock:
-                watchers = self._watchers.get(job_id, [])
-                watchers.remove(entry)
-                if not watchers:
-                    self._watchers.pop(job_id, None)
+            self._unwatch(job_id, watcher)
+
+    def _unwatch(self, job_id: str, watcher: Watcher) -> None:
+        with self._lock:
+            watchers = self._watchers.get(job_id, [])
+            if watcher in watchers:  # not when it was dropped for falling behind
+                watchers.remove(watcher)
+            if not watchers:
+                self._watchers.pop(job_id, None)
 
     def watched(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._watchers
+
+    def watchers(self, job_id: str) -> int:
+        """How many watchers ``job_id`` has now."""
+        with self._lock:
+            return len(self._watchers.get(job_id, ()))
+
+    def pending(self, job_id: str) -> int:
+        """How many events wait for the watchers of ``job_id``, all together."""
+        with self._lock:
+            watchers = list(self._watchers.get(job_id, ()))
+        return sum(watcher.pending for watcher in watchers)
 
     def publish(self, event: JobEvent) -> JobEvent:
         """Number the event, remember it, and hand it to every watcher and listener."""
@@ -69,9 +95,10 @@ class EventBus:
             event = replace(event, id=f"{self.boot}-{next(self._sequence)}")
             self._remember(event)
             watchers = list(self._watchers.get(event.job_id, ()))
-        for loop, queue in watchers:
-            with contextlib.suppress(RuntimeError):  # that loop has closed; its watcher is gone
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+        for watcher in watchers:
+            if not watcher.offer(event):
+                self._unwatch(event.job_id, watcher)
+                log.info("job %s: a watcher fell %d events behind and was dropped", event.job_id, watcher.limit)
         for listener in self._listeners:
             listener(event)
         return event
@@ -82,7 +109,9 @@ class EventBus:
             history = self._history[event.job_id] = deque(maxlen=EVENTS_PER_JOB)
             while len(self._history) > JOBS_REMEMBERED:
                 self._history.popitem(last=False)
-        history.append(event)
+        if event.preview is not None or event.terminal:
+            _drop_preview(history)  # only the latest preview is kept, and only while the job runs
+        history.append(replace(event, partial_image=None) if event.partial_image is not None else event)
 
     def since(self, job_id: str, last_event_id: str) -> list[JobEvent] | None:
         """The events of ``job_id`` after ``last_event_id``.
@@ -114,6 +143,14 @@ class EventBus:
         if boot != str(self.boot) or not sequence.isdigit():
             return None
         return int(sequence)
+
+
+def _drop_preview(history: deque[JobEvent]) -> None:
+    """Remove the preview from the one kept event that has it, if any (searched from the newest)."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].preview is not None:
+            history[index] = replace(history[index], preview=None)
+            return
 
 
 def _number(event: JobEvent) -> int:

@@ -37,6 +37,7 @@ from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
 from fluxserve.jobs.store import DATABASE_FILE, Idempotency, JobStore
 from fluxserve.jobs.views import JobProgress, JobView, job_view
+from fluxserve.jobs.watchers import FellBehind, terminal_only
 from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
 from fluxserve.jobs.worker import ModelWorker, WorkerState
 from fluxserve.settings import Settings
@@ -58,7 +59,7 @@ class JobService:
         self.signer = UrlSigner(
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
         )
-        self.bus = EventBus(self.store.next_boot())
+        self.bus = EventBus(self.store.next_boot(), settings.sse_max_pending_events)
         self.webhooks = WebhookSender(
             self.store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), self.signer
         )
@@ -316,14 +317,14 @@ class JobService:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then."""
-        with self.bus.watch(job_id) as events:
+        with self.bus.watch(job_id, terminal_only) as events:  # progress events would only pile up here
             job = await asyncio.to_thread(self.get, job_id)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     while not job.status.finished:
-                        event = await events.get()
-                        if event.terminal:
-                            job = await asyncio.to_thread(self.get, job_id)
+                        with contextlib.suppress(FellBehind):  # only after a terminal event: the job has ended
+                            await events.next()
+                        job = await asyncio.to_thread(self.get, job_id)
         return job
 
 
