@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from fluxserve.jobs.models import JobEvent
+from fluxserve.numbers import ascii_int
 
 Listener = Callable[[JobEvent], None]
 
@@ -111,9 +112,7 @@ class EventBus:
     def sequence_of(self, event_id: str) -> int | None:
         """The sequence number of an id given out by this process; None for any other id."""
         boot, _, sequence = event_id.partition("-")
-        if boot != str(self.boot) or not sequence.isdigit():
-            return None
-        return int(sequence)
+        return ascii_int(sequence) if boot == str(self.boot) else None
 
 
 def _number(event: JobEvent) -> int:
