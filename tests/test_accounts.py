@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,9 +121,6 @@ def test_find_by_id_prefix_or_name(keys: KeyStore) -> None:
         ("", KeyLimits(), None, "name"),
         ("x" * 65, KeyLimits(), None, "name"),
         ("bad\nname", KeyLimits(), None, "name"),
-        ("a", KeyLimits(rpm=0), None, "rpm"),
-        ("a", KeyLimits(concurrency=-1), None, "concurrency"),
-        ("a", KeyLimits(quota_megapixels=0, quota_period=Period.DAY), None, "quota_megapixels"),
         ("a", KeyLimits(quota_megapixels=5), None, "quota_period"),
         ("a", KeyLimits(quota_period=Period.DAY), None, "quota_period"),
         ("a", KeyLimits(), NOW - 1, "expires"),
@@ -137,13 +135,42 @@ def test_bad_key_settings_are_refused(
     assert not keys.any()
 
 
+@pytest.mark.parametrize(
+    ("limits", "param"),
+    [
+        ({"rpm": 0}, "rpm"),
+        ({"rpm": 1_000_001}, "rpm"),
+        ({"rpm": 1.5}, "rpm"),
+        ({"rpm": True}, "rpm"),
+        ({"concurrency": -1}, "concurrency"),
+        ({"concurrency": 10**30}, "concurrency"),
+        ({"quota_megapixels": 0}, "quota_megapixels"),
+        ({"quota_megapixels": -5.0}, "quota_megapixels"),
+        ({"quota_megapixels": float("inf")}, "quota_megapixels"),
+        ({"quota_megapixels": float("nan")}, "quota_megapixels"),
+        ({"quota_megapixels": 1e300}, "quota_megapixels"),
+    ],
+)
+def test_limits_that_are_not_finite_and_positive_cannot_be_made(limits: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        KeyLimits(**limits, quota_period=Period.DAY)
+    assert refused.value.param == param
+    assert "omit it" in refused.value.message
+
+
+def test_a_stored_infinite_quota_reads_as_what_it_did_no_quota(keys: KeyStore, store: JobStore) -> None:
+    key, _ = keys.create("old", Scope.GENERATE, KeyLimits(quota_megapixels=5, quota_period=Period.DAY))
+    store.execute("UPDATE api_keys SET quota_megapixels = ? WHERE id = ?", (float("inf"), key.id))
+    assert keys.get(key.id).limits == KeyLimits()
+
+
 def test_expiry_is_a_date_a_date_time_or_a_duration() -> None:
     assert parse_expiry("2027-01-31", NOW) == datetime(2027, 1, 31, tzinfo=UTC).timestamp()
     assert parse_expiry("2027-01-31T12:00:00Z", NOW) == datetime(2027, 1, 31, 12, tzinfo=UTC).timestamp()
     assert parse_expiry("2027-01-31T12:00:00", NOW) == datetime(2027, 1, 31, 12, tzinfo=UTC).timestamp()
     assert parse_expiry("30d", NOW) == NOW + 30 * 86400
     assert parse_expiry("12h", NOW) == NOW + 12 * 3600
-    for bad in ("tomorrow", "30m", "2027-13-01", ""):
+    for bad in ("tomorrow", "30m", "2027-13-01", "", "\u0663\u0660d", "³d", "1_0d"):
         with pytest.raises(InvalidRequest):
             parse_expiry(bad, NOW)
 

@@ -28,7 +28,8 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: "inf" would pass gt=0 and mean "no limit" by accident (max_wait_seconds=inf was a 500).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from fluxserve.errors import InvalidRequest
+from fluxserve.numbers import check_limit
+
 KEY_PREFIX = "fsk_"
 PREFIX_LENGTH = 12
 _RANDOM_LENGTH = 48
 _ALPHABET = string.ascii_letters + string.digits
+MAX_RATE = 1_000_000
+"""The largest rpm or concurrency a key may have (omit the limit for none)."""
+MAX_QUOTA_MEGAPIXELS = 1e12
 KEY_FORMAT = re.compile(r"fsk_[A-Za-z0-9]{48}")
 
 
@@ -51,6 +57,17 @@ class KeyLimits:
     quota_megapixels: float | None = None
     """Input plus output megapixels (1024 x 1024 pixels) per period."""
     quota_period: Period | None = None
+
+    def __post_init__(self) -> None:
+        """Every way of making limits ends here: no limit is 0, negative, fractional, nan or infinite."""
+        for param, value in (("rpm", self.rpm), ("concurrency", self.concurrency)):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (whole and 1 <= value <= MAX_RATE):
+                raise InvalidRequest(
+                    f"{param} must be a whole number from 1 to {MAX_RATE}, not {value!r}; omit it for no limit",
+                    param=param,
+                )
+        check_limit(self.quota_megapixels, param="quota_megapixels", high=MAX_QUOTA_MEGAPIXELS)
 
 
 @dataclass(frozen=True)

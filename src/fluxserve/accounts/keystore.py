@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import time
@@ -25,7 +26,7 @@ from fluxserve.errors import AuthenticationFailed, InvalidRequest, NotFound
 from fluxserve.jobs.store import JobStore
 
 _NAME = re.compile(r"[\w .@:/+-]{1,64}")
-_DURATION = re.compile(r"(\d{1,5})([dh])")
+_DURATION = re.compile(r"([0-9]{1,5})([dh])")
 
 
 def parse_expiry(text: str, now: float) -> float:
@@ -53,17 +54,25 @@ def parse_expiry(text: str, now: float) -> float:
 def _check(name: str, limits: KeyLimits, expires_at: float | None, now: float) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidRequest("name must be 1-64 letters, digits, spaces or . _ @ : / + -", param="name")
-    for field, value in (("rpm", limits.rpm), ("concurrency", limits.concurrency)):
-        if value is not None and not 1 <= value <= 1_000_000:
-            raise InvalidRequest(f"{field} must be a whole number from 1 (or omitted: no limit)", param=field)
-    if limits.quota_megapixels is not None and not limits.quota_megapixels > 0:
-        raise InvalidRequest("quota_megapixels must be more than 0 (or omitted: no quota)", param="quota_megapixels")
     if (limits.quota_megapixels is None) != (limits.quota_period is None):
         raise InvalidRequest(
             "a quota needs both quota_megapixels and quota_period (day or month)", param="quota_period"
         )
     if expires_at is not None and expires_at <= now:
         raise InvalidRequest("expires is in the past; give a later date", param="expires")
+
+
+def _limits(row: sqlite3.Row) -> KeyLimits:
+    quota, period = row["quota_megapixels"], row["quota_period"]
+    if quota is not None and not math.isfinite(quota):
+        # Before limits were checked, a quota of inf could be stored; it never limited anything.
+        quota, period = None, None
+    return KeyLimits(
+        rpm=row["rpm"],
+        concurrency=row["concurrency"],
+        quota_megapixels=quota,
+        quota_period=None if period is None else Period(period),
+    )
 
 
 def _key(row: sqlite3.Row) -> ApiKey:
@@ -73,12 +82,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         name=row["name"],
         scope=Scope(row["scope"]),
         created_at=row["created_at"],
-        limits=KeyLimits(
-            rpm=row["rpm"],
-            concurrency=row["concurrency"],
-            quota_megapixels=row["quota_megapixels"],
-            quota_period=None if row["quota_period"] is None else Period(row["quota_period"]),
-        ),
+        limits=_limits(row),
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],

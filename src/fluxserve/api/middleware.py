@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fluxserve.api.errors import error_body
 from fluxserve.errors import InvalidRequest, PayloadTooLarge
+from fluxserve.numbers import MAX_CHARS
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 log = logging.getLogger("fluxserve.api")
@@ -58,7 +59,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        # bytes.isdigit() is ASCII only; the length cap keeps int() from a long string's cost (and its ValueError).
+        if length is not None and length.isdigit() and (len(length) > MAX_CHARS or int(length) > self.max_bytes):
             await self._refuse(scope, send)
             return
         received = 0

@@ -1,14 +1,18 @@
 """The wire format: request fields and response bodies of the images API, as pydantic models.
 
 The request models serve two purposes: they validate what clients send (JSON strictly, form
-fields as text converted to numbers) and they describe both body forms in the OpenAPI document.
+fields as text converted to numbers by :mod:`fluxserve.numbers`: ASCII digits only) and they
+describe both body forms in the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from fluxserve.errors import InvalidRequest
+from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 
 QUALITY = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 
@@ -16,6 +20,19 @@ QUALITY = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "
 def _range(low: int, high: int) -> dict[str, Any]:
     """Bounds for the OpenAPI document only: fluxserve's own checks give the better messages."""
     return {"minimum": low, "maximum": high}
+
+
+WHOLE_FIELDS = ("n", "width", "height", "output_compression", "partial_images", "seed", "steps", "safety_tolerance")
+"""The whole-number fields. Their ranges depend on the model: checked later, the same for both body forms."""
+GUIDANCE_TEXT_RANGE = (-1e6, 1e6)
+"""What a form's guidance text may say; the model's own range is checked later."""
+
+
+def whole_number_query(param: str, low: int, high: int) -> BeforeValidator:
+    """For ``Annotated[int, ...]`` query parameters: the text strictly (:func:`parse_int`), not pydantic's lax int."""
+    return BeforeValidator(
+        lambda value: parse_int(value, param=param, low=low, high=high) if isinstance(value, str) else value
+    )
 
 
 def _side() -> dict[str, Any]:
@@ -107,6 +124,15 @@ class ImageFields(BaseModel):
         json_schema_extra=_range(0, 5),
     )
 
+    @field_validator(*WHOLE_FIELDS)
+    @classmethod
+    def _within_64_bits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """No body form brings a whole number past 64 bits (JSON allows any length) to the checks or the store."""
+        param = info.field_name or "body"
+        if value is not None and not -MAX_WHOLE <= value <= MAX_WHOLE:
+            raise InvalidRequest(f"{param} is out of range; the model's limits are in GET /v1/models", param=param)
+        return value
+
 
 class JsonImageBody(ImageFields):
     """The JSON body. References are base64 strings or ``data:image/...;base64,`` URLs."""
@@ -129,6 +155,23 @@ class FormImageBody(ImageFields):
     image: list[bytes] | None = Field(None, description="Reference image file(s); also sent as image[].")
     input_image_0: bytes | None = Field(None, description="Reference files input_image_0, input_image_1, ...")
     mask: bytes | None = Field(None, description="Refused: no served model supports masks.")
+
+    @field_validator(*WHOLE_FIELDS, mode="before")
+    @classmethod
+    def _whole_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Form text: ASCII digits only (pydantic's lax int would take "1_0", " 5" or "+5")."""
+        if not isinstance(value, str):
+            return value
+        return parse_int(value, param=info.field_name or "body", low=0, high=MAX_WHOLE)
+
+    @field_validator("guidance", mode="before")
+    @classmethod
+    def _decimal_text(cls, value: Any) -> Any:
+        """Form text: a plain decimal such as 4 or 4.5 (no exponent, nan or inf)."""
+        if not isinstance(value, str):
+            return value
+        low, high = GUIDANCE_TEXT_RANGE
+        return parse_float(value, param="guidance", low=low, high=high)
 
 
 def _form_schema() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from fluxserve.engines.base import Capabilities, GenerationRequest
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
+from fluxserve.numbers import MAX_WHOLE, ascii_int
 from fluxserve.prompts.structured import prompt_text
 
 MEGAPIXEL = 1024 * 1024
@@ -262,6 +263,9 @@ def parse_size(text: str, *, param: str = "size") -> tuple[int, int] | None:
     if value == "auto":
         return None
     width, sep, height = value.partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
+    w, h = ascii_int(width), ascii_int(height)
+    if not sep or w is None or h is None:
         raise InvalidRequest(f"{param} {text!r} is not of the form WIDTHxHEIGHT, for example 1024x768", param=param)
-    return int(width), int(height)
+    if max(w, h) > MAX_WHOLE:
+        raise InvalidRequest(f"{param} {text!r} is far larger than any model makes; send e.g. 1024x768", param=param)
+    return w, h

@@ -27,6 +27,7 @@ from dataclasses import replace
 
 from fluxserve.jobs.models import JobEvent
 from fluxserve.jobs.watchers import EventFilter, Watcher, every_event
+from fluxserve.numbers import ascii_int
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -140,9 +141,7 @@ class EventBus:
     def sequence_of(self, event_id: str) -> int | None:
         """The sequence number of an id given out by this process; None for any other id."""
         boot, _, sequence = event_id.partition("-")
-        if boot != str(self.boot) or not sequence.isdigit():
-            return None
-        return int(sequence)
+        return ascii_int(sequence) if boot == str(self.boot) else None
 
 
 def _drop_preview(history: deque[JobEvent]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jsonvalues import mend
+from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 from fluxserve.storage.private import private_dir, private_file, tighten
 
 log = logging.getLogger("fluxserve.jobs")
@@ -413,11 +414,15 @@ def _cursor(row: sqlite3.Row) -> str:
 
 
 def _parse_cursor(cursor: str) -> tuple[float, int]:
+    """The position a cursor of :func:`_cursor` names; anything else (an edited one) is a 400, never a 500."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, rowid = raw.split(":")
-        return float(created_at), int(rowid)
-    except (ValueError, binascii.Error):
+        return (
+            parse_float(created_at, param="cursor", low=0, high=MAX_WHOLE),
+            parse_int(rowid, param="cursor", low=0, high=MAX_WHOLE),
+        )
+    except (ValueError, binascii.Error, InvalidRequest):
         message = "cursor is not one this server gave out; send next_cursor as it came"
         raise InvalidRequest(message, param="cursor") from None
 

@@ -17,11 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fluxserve.errors import InvalidRequest, PermissionDenied
+from fluxserve.numbers import ascii_int
 from fluxserve.storage.files import write_atomically
 
 KEY_FILE = "url-signing-key"
 ROUNDING_SECONDS = 300
 MIN_SECRET_LENGTH = 32
+MAX_EXPIRES_DIGITS = 12
+"""Unix seconds until the year 33658: a longer ``expires`` is not one this server signed."""
 
 
 class UrlSigner:
@@ -46,13 +49,13 @@ class UrlSigner:
                 "this image URL is not signed; use the url from the job or the images response",
                 code="invalid_signature",
             )
-        valid_expiry = expires.isdigit() and len(expires) <= 12
-        expected = self._signature(path, int(expires)) if valid_expiry else ""
-        if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace")) or not valid_expiry:
+        expiry = ascii_int(expires) if len(expires) <= MAX_EXPIRES_DIGITS else None
+        expected = "" if expiry is None else self._signature(path, expiry)
+        if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace")) or expiry is None:
             raise PermissionDenied(
                 "this image URL's signature is not valid; use the url from the job as it came", code="invalid_signature"
             )
-        if int(expires) <= self._clock():
+        if expiry <= self._clock():
             raise PermissionDenied("this image URL has expired; GET the job again for fresh URLs", code="url_expired")
 
 

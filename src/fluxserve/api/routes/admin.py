@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-from fluxserve.accounts.keys import ApiKey, KeyLimits, Period, Scope
+from fluxserve.accounts.keys import MAX_QUOTA_MEGAPIXELS, MAX_RATE, ApiKey, KeyLimits, Period, Scope
 from fluxserve.accounts.keystore import parse_expiry
 from fluxserve.accounts.usage import daily_usage, start_of_day
 from fluxserve.api.auth import admin
 from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody
-from fluxserve.api.routes.usage import UsageList, UsageRow, usage_json
+from fluxserve.api.routes.usage import Days, UsageList, UsageRow, usage_json
 from fluxserve.api.serving import context
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(admin)])
@@ -53,13 +53,15 @@ class KeyList(BaseModel):
 
 
 class NewKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: JSON numbers only ("5", 5.0 or "inf" are refused), finite, within the limits."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     scope: Literal["generate", "admin"] = "generate"
-    rpm: int | None = Field(None, ge=1)
-    concurrency: int | None = Field(None, ge=1)
-    quota_megapixels: float | None = Field(None, gt=0)
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    concurrency: int | None = Field(None, ge=1, le=MAX_RATE)
+    quota_megapixels: float | None = Field(None, gt=0, le=MAX_QUOTA_MEGAPIXELS, allow_inf_nan=False)
     quota_period: Literal["day", "month"] | None = None
     expires: str | None = Field(None, description="A date (2027-01-31, midnight UTC), an ISO date-time, or 30d / 12h.")
 
@@ -122,7 +124,7 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     response_model_exclude_unset=True,
     responses=_ERRORS,
 )
-async def all_usage(request: Request, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+async def all_usage(request: Request, days: Days = 30) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
     store = context(request).service.store
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, _now(request)), every_key=True)

@@ -23,7 +23,7 @@ from fluxserve.storage.files import is_job_id
 
 router = APIRouter(tags=["images"])
 
-_NAME = re.compile(r"(\d{1,2})\.(png|jpg|webp)")
+_NAME = re.compile(r"([0-9]{1,2})\.(png|jpg|webp)")
 # Results never change once written, but the URL stops working when its signature expires.
 CACHE_CONTROL = "private, max-age=3600, immutable"
 

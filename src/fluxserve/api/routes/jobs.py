@@ -7,10 +7,9 @@ the job; ``Prefer: wait=N`` holds the answer up to N seconds for the finished jo
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -20,17 +19,19 @@ from fluxserve.api import sse
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.job_events import job_event_stream, seen_the_end
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import ErrorBody, images_request_body
+from fluxserve.api.protocol import ErrorBody, images_request_body, whole_number_query
 from fluxserve.api.serving import ServerContext, accept, base_url, context
 from fluxserve.errors import InvalidRequest, JobFinished, NotFound
 from fluxserve.jobs.models import Job, JobStatus
 from fluxserve.jobs.views import JobView, view_json
+from fluxserve.numbers import parse_int
 from fluxserve.storage.files import is_job_id
 
 router = APIRouter(tags=["jobs"])
 
-_WAIT = re.compile(r"wait=(\d{1,6})")
 MAX_PAGE = 100
+MAX_WAIT_TEXT = 999_999
+"""The largest N of ``Prefer: wait=N`` read (then capped at max_wait_seconds)."""
 CANCEL_WAIT_SECONDS = 10.0
 """How long a cancel request waits for a running job to stop before answering 202."""
 
@@ -57,11 +58,18 @@ def wait_preference(request: Request, limit: float) -> int | None:
             token = preference.split(";")[0].strip().lower()
             if not token.startswith("wait"):
                 continue  # other preferences are not ours to act on (RFC 7240)
-            match = _WAIT.fullmatch(token.replace(" ", ""))
-            if match is None:
+            name, equals, seconds = token.replace(" ", "").partition("=")
+            if name != "wait" or not equals:
                 raise InvalidRequest(f"Prefer: {token!r} should be wait=SECONDS, e.g. wait=30", param="Prefer")
-            return min(int(match.group(1)), int(limit))
+            return min(parse_int(seconds, param="Prefer", low=0, high=MAX_WAIT_TEXT), int(limit))
     return None
+
+
+PageSize = Annotated[
+    int,
+    whole_number_query("limit", 1, MAX_PAGE),
+    Query(description=f"Jobs per page, 1 to {MAX_PAGE}.", json_schema_extra={"minimum": 1, "maximum": MAX_PAGE}),
+]
 
 
 def _json(view: JobView, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -126,14 +134,12 @@ async def submit_job(request: Request, who: CallerDep) -> Response:
 async def list_jobs(
     request: Request,
     who: CallerDep,
-    limit: int = 20,
+    limit: PageSize = 20,
     cursor: str | None = None,
     status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
     model: str | None = None,
 ) -> Response:
     reject_unknown_query(request, {"limit", "cursor", "status", "model"})
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}, not {limit}", param="limit")
     ctx = context(request)
     page = await asyncio.to_thread(
         ctx.service.store.page,

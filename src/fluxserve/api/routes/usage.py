@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -13,10 +13,17 @@ from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.usage import daily_usage, megapixels_since, start_of_day
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.protocol import ErrorBody, whole_number_query
 from fluxserve.api.serving import context
 
 router = APIRouter(tags=["usage"])
+
+MAX_DAYS = 366
+Days = Annotated[
+    int,
+    whole_number_query("days", 1, MAX_DAYS),
+    Query(description="Today and the days before it (UTC).", json_schema_extra={"minimum": 1, "maximum": MAX_DAYS}),
+]
 
 
 class UsageRow(BaseModel):
@@ -52,7 +59,7 @@ class UsageList(BaseModel):
     response_model_exclude_unset=True,
     responses={401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."}},
 )
-async def usage(request: Request, who: CallerDep, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+async def usage(request: Request, who: CallerDep, days: Days = 30) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
     service = context(request).service
     store, now = service.store, service.admission.now()

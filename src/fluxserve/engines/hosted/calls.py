@@ -16,6 +16,7 @@ import time
 import httpx
 
 from fluxserve.errors import GenerationCancelled, ProviderError
+from fluxserve.numbers import ascii_int
 
 CREATE_ATTEMPTS = 3
 POLL_ATTEMPTS = 5
@@ -39,8 +40,9 @@ def retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_int(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
