@@ -50,7 +50,7 @@ class ImageRequest:
     mask: bool = False
 
 
-_IMAGE_FIELD = re.compile(r"image|image\[\d*\]|input_image_(\d+)|mask")
+_IMAGE_FIELD = re.compile(r"image|image\[[0-9]*\]|input_image_([0-9]{1,2})|mask")
 _JSON_IMAGE = re.compile(r"input_image(?:_([2-8]))?")
 _DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 _WHITESPACE = re.compile(rb"[ \t\r\n]+")
