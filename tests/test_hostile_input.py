@@ -74,6 +74,11 @@ JSON_CASES: dict[str, tuple[dict[str, Any], str | None]] = {
         raw_json('{"prompt": {"scene": "a", "subjects": [{"description": "b"}], "camera": {"lens": 1e400}}}'),
         None,
     ),
+    "a width of 5,000 digits": (raw_json('{"prompt": "a", "width": ' + "9" * 5000 + ', "height": 64}'), None),
+    "a webhook url whose IDNA label does not decode": (
+        {"json": {"prompt": "a", "size": "64x64", "webhook_url": "http://xn--.example/hook"}},
+        "webhook_url",
+    ),
     "-Infinity as guidance": (raw_json('{"prompt": "a", "guidance": -Infinity}'), None),
     "200,000 empty arrays": (raw_json('{"prompt": "a", "user": [' + "[]," * 200_000 + "[]]}"), None),
     "structured prompt with 5,000 values": (

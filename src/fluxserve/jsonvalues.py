@@ -51,6 +51,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+MAX_DIGITS = 40
+"""The longest whole number a body may write (far past any limit; Python refuses 4,300 digits itself)."""
+
+
+def _whole(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits is too long; send at most {MAX_DIGITS}")
+    return int(text)
+
+
 class _Refused(ValueError):
     """Raised from inside the parser's hooks: carries our message out of ``json.loads``."""
 
@@ -80,6 +90,7 @@ def load_json(data: bytes | str, *, what: str = "the body", root: str = "") -> A
             data,
             parse_constant=_hook(_refuse_constant),
             parse_float=_hook(_finite_float),
+            parse_int=_hook(_whole),
         )
     except _Refused as error:
         raise InvalidRequest(f"{what} is not acceptable JSON: {error}") from None

@@ -143,7 +143,8 @@ def check_webhook_url(url: str) -> str:
         raise InvalidRequest(f"webhook_url contains spaces or control characters; {how}", param="webhook_url")
     try:
         parsed = httpx.URL(url)  # what the sender will send to, so the same parser judges it
-    except httpx.InvalidURL:
+        _ = parsed.host, parsed.port  # an IDNA label that does not decode fails only when read
+    except (httpx.InvalidURL, UnicodeError, ValueError):
         raise InvalidRequest(f"webhook_url is not a valid URL; {how}", param="webhook_url") from None
     if parsed.scheme not in ("http", "https"):
         raise InvalidRequest(
