@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from fluxserve.errors import InvalidImage
-from fluxserve.imaging.decode import DecodeLimits, decode_image
+from fluxserve.imaging.decode import DecodeLimits, decode_image, probe_image
 from tests.helpers import photo, png_bomb
 
 
@@ -90,3 +91,50 @@ def test_a_jpeg_cut_inside_its_header_is_an_error() -> None:
     for cut in (300, 600):
         with pytest.raises(InvalidImage, match="truncated or corrupt"):
             decode_image(data[:cut], param="input_image")
+
+
+# -- the header alone, and decoding straight to a size ------------------------------------------
+
+
+def test_the_probe_reads_the_displayed_size_from_the_header() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 80 wide, 120 high
+    info = probe_image(encoded(photo(120, 80), "JPEG", exif=exif.tobytes()))
+    assert (info.width, info.height, info.format) == (80, 120, "JPEG")
+
+
+def test_the_probe_refuses_what_decoding_would_before_any_pixel() -> None:
+    with pytest.raises(InvalidImage, match="megapixels"):
+        probe_image(png_bomb(30_000))
+    with pytest.raises(InvalidImage, match="not an image"):
+        probe_image(b"hello world" * 10)
+
+
+MODES = {
+    "16-bit grey PNG": encoded(
+        Image.fromarray((np.arange(960_000) % 65536).astype(np.uint16).reshape(800, 1200)), "PNG"
+    ),
+    "CMYK JPEG": encoded(Image.new("CMYK", (1200, 800), (10, 20, 30, 40)), "JPEG"),
+    "palette PNG with transparency": encoded(Image.new("P", (1200, 800)), "PNG", transparency=0),
+    "grey with alpha PNG": encoded(Image.new("LA", (1200, 800)), "PNG"),
+    "1-bit PNG": encoded(Image.new("1", (1200, 800)), "PNG"),
+    "animated GIF": encoded(
+        Image.new("P", (1200, 800)), "GIF", save_all=True, append_images=[Image.new("P", (1200, 800))]
+    ),
+    "RGBA WebP": encoded(Image.new("RGBA", (1200, 800), (1, 2, 3, 100)), "WEBP"),
+    "photo JPEG": encoded(photo(1200, 800), "JPEG"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_decoding_to_a_size_gives_rgb_of_exactly_that_size(name: str) -> None:
+    image = decode_image(MODES[name], size=(150, 100))
+    assert (image.size, image.mode) == ((150, 100), "RGB")
+
+
+def test_decoding_to_a_size_matches_scaling_the_full_image() -> None:
+    """The cheap path (JPEG draft, box reduction) looks like the full decode scaled down."""
+    data = encoded(photo(1200, 800), "PNG")
+    cheap = np.asarray(decode_image(data, size=(150, 100)), dtype=float)
+    full = np.asarray(decode_image(data).resize((150, 100), Image.Resampling.LANCZOS), dtype=float)
+    assert np.abs(cheap - full).mean() < 3  # of 255
