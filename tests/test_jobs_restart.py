@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.slow
 
 BASE, KLEIN = "tiny-random-base", "tiny-random"
 TIMEOUT = 180.0

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.slow
 
 SLOW = {"model": "tiny-random-base", "size": "256x256", "steps": 100, "response_format": "url"}
 

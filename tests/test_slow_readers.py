@@ -27,6 +27,8 @@ from tests.helpers import TEST_TIMEOUT
 from tests.jobs_support import SLOW, LiveServer, wait_for
 from tests.servers import serve_in_thread
 
+pytestmark = pytest.mark.slow
+
 SMALL_BUFFER = 4096
 PENDING = 4
 STEPS = 100

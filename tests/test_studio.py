@@ -21,6 +21,8 @@ from playwright.sync_api import Browser, FilePayload, Page, expect
 from tests.browser_support import StudioPage, studio_page
 from tests.jobs_support import LiveServer
 
+pytestmark = pytest.mark.slow
+
 # No skip when Chromium is missing: scripts/test installs it (scripts/setup-browser), and a browser
 # test that quietly does not run would pass for the wrong reason.
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from fluxserve.accounts.keys import KEY_FORMAT
 from tests.browser_support import studio_page
 from tests.jobs_support import LiveServer
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_page_and_its_assets_are_served_from_the_package_under_a_strict_policy(client: TestClient) -> None:
