@@ -17,7 +17,10 @@ from bench.decode_memory import server_rise_mb, worst_requests
 from tests.helpers import TEST_TIMEOUT
 from tests.servers import ServerProcess
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc"),
+]
 
 BOUND_MB = {
     "ten": 100,  # refused from the request's fields: nothing is decoded
