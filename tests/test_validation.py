@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.engines.base import Capabilities, GenerationRequest, ResolvedRequest, Steps
 from fluxserve.engines.catalog import FAMILIES
 from fluxserve.engines.hosted.catalog import HOSTED
 from fluxserve.engines.validation import MEGAPIXEL, nearest_valid_size, parse_size, seed_for_image, validate
@@ -225,3 +225,24 @@ def test_safety_tolerance_zero_to_five_on_bfl() -> None:
 
 def test_the_output_format_hint_survives_validation() -> None:
     assert validate(req(output_format="jpeg"), KLEIN).output_format == "jpeg"
+
+
+# -- what validate() returns ------------------------------------------------------------------
+
+
+def test_validation_resolves_every_field_into_a_resolved_request() -> None:
+    resolved = validate(GenerationRequest({"scene": "a harbour", "subjects": [{"description": "a boat"}]}), BASE)
+    assert isinstance(resolved, ResolvedRequest)
+    assert resolved.prompt.startswith('{"scene":"a harbour"')  # a structured prompt arrives serialised
+    assert (resolved.width, resolved.height, resolved.steps) == (1024, 1024, BASE.default_steps)
+    assert resolved.guidance == BASE.default_guidance
+    assert isinstance(resolved.seed, int)
+
+
+def test_a_model_that_chooses_its_steps_says_so_and_a_stored_job_resolves_again() -> None:
+    pro = HOSTED["bfl:flux-2-pro"].capabilities
+    resolved = validate(GenerationRequest("a boat", width=64, height=64), pro)
+    assert resolved.steps is Steps.PROVIDER_CHOOSES
+    stored = GenerationRequest("a boat", width=64, height=64, steps=0, seed=resolved.seed)  # as a job keeps it
+    assert validate(stored, pro) == resolved
+    assert validate(resolved, pro) == resolved  # idempotent

@@ -188,7 +188,7 @@ def plan(request: ImageRequest, *, model: str, caps: Capabilities, operation: st
         width, height = nearest_valid_size(references[0].source.width, references[0].source.height, caps)
     resolved = validate(
         GenerationRequest(
-            prompt=fields.prompt,  # type: ignore[arg-type]  # validate() serialises a structured prompt
+            prompt=fields.prompt,
             width=width,
             height=height,
             steps=_steps(fields, caps),
@@ -199,10 +199,6 @@ def plan(request: ImageRequest, *, model: str, caps: Capabilities, operation: st
         ),
         caps,
     )
-    assert resolved.width is not None
-    assert resolved.height is not None
-    assert resolved.steps is not None
-    assert resolved.seed is not None
     _check_output_budget(resolved.n * resolved.width * resolved.height, settings)
     spec = JobSpec(
         model=model,
@@ -210,7 +206,7 @@ def plan(request: ImageRequest, *, model: str, caps: Capabilities, operation: st
         prompt=resolved.prompt,
         width=resolved.width,
         height=resolved.height,
-        steps=resolved.steps,
+        steps=int(resolved.steps),  # Steps.PROVIDER_CHOOSES is stored as 0
         guidance=resolved.guidance,
         seed=resolved.seed,
         n=resolved.n,

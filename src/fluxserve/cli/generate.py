@@ -153,7 +153,7 @@ def _generate(
         engine.load()
     load_seconds = time.perf_counter() - started
 
-    request = validate(request, engine.capabilities)  # errors before any bar is drawn
+    resolved = validate(request, engine.capabilities)  # errors before any bar is drawn
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
@@ -161,7 +161,7 @@ def _generate(
         def on_progress(step: StepProgress) -> None:
             bar.update(task, completed=step.step, total=step.total_steps)
 
-        result = engine.generate(request, progress=on_progress)
+        result = engine.generate(resolved, progress=on_progress)
     encoded = encode_result(result, fmt, compression=args.compression)
     paths = output_paths(args.output, fmt, result.seeds)
     for path, image in zip(paths, encoded, strict=True):

@@ -9,9 +9,10 @@ so that no caller can skip it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,9 +55,13 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One request. ``None`` means "the engine's default" (and for ``seed``: draw one)."""
+    """One request as asked. ``None`` means "the engine's default" (and for ``seed``: draw one).
 
-    prompt: str
+    ``prompt`` is text, or a structured JSON prompt (an object) that validation checks and serialises.
+    :func:`~fluxserve.engines.validation.validate` turns it into a :class:`ResolvedRequest`.
+    """
+
+    prompt: str | Mapping[str, Any]
     references: list[Image.Image] = field(default_factory=list)
     width: int | None = None
     height: int | None = None
@@ -71,6 +76,38 @@ class GenerationRequest:
     """A hint, not a request: the format fluxserve will encode the results into (png, jpeg, webp).
     fluxserve re-encodes every image itself; an engine may use this to pick its own intermediate
     format (a hosted provider asked for JPEG only when the client wants JPEG) or ignore it."""
+
+
+class Steps(IntEnum):
+    PROVIDER_CHOOSES = 0
+    """A hosted model that picks its own number of steps: none are sent, and usage counts none.
+    Equal to 0, which is how such a job's steps are stored."""
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request checked against a model's capabilities, every default filled in: what engines run.
+
+    Made by :func:`~fluxserve.engines.validation.validate`; running it twice gives the same images.
+    """
+
+    prompt: str
+    """The text the model receives (a structured prompt, serialised)."""
+    references: list[Image.Image]
+    """Scaled to the model's per-reference budget."""
+    width: int
+    height: int
+    steps: int
+    """Denoising steps, or :attr:`Steps.PROVIDER_CHOOSES`."""
+    guidance: float | None
+    """None for a model that takes no guidance."""
+    seed: int
+    """The seed of the first image; image *i* uses ``seed_for_image(seed, i)``."""
+    n: int
+    safety_tolerance: int | None = None
+    """The provider's moderation setting; None: the provider's default (or a model without one)."""
+    output_format: str | None = None
+    """The format fluxserve will encode the results into, as a hint (see :class:`GenerationRequest`)."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +182,11 @@ class Engine(Protocol):
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | ResolvedRequest,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """Generate ``request.n`` images, or raise ``GenerationCancelled`` once ``cancel`` is set."""
+        """Generate ``request.n`` images, or raise ``GenerationCancelled`` once ``cancel`` is set.
+
+        A :class:`GenerationRequest` is validated first; a :class:`ResolvedRequest` is checked again."""
         ...

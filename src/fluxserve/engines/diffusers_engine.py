@@ -19,6 +19,7 @@ from fluxserve.engines.base import (
     GenerationResult,
     Progress,
     ProgressCallback,
+    ResolvedRequest,
 )
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
@@ -85,13 +86,11 @@ class DiffusersEngine:
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | ResolvedRequest,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         resolved = validate(request, self.capabilities)
-        assert resolved.seed is not None
-        assert resolved.steps is not None
         started = time.perf_counter()
         images: list[GeneratedImage] = []
         with self._lock:
@@ -102,8 +101,6 @@ class DiffusersEngine:
                 image_started = time.perf_counter()
                 image = self._run(resolved, seed, self._step_callback(resolved, index, progress, cancel))
                 images.append(GeneratedImage(image, seed, time.perf_counter() - image_started))
-        assert resolved.width is not None
-        assert resolved.height is not None
         return GenerationResult(
             images=images,
             model=self.model,
@@ -118,15 +115,13 @@ class DiffusersEngine:
 
     def _step_callback(
         self,
-        request: GenerationRequest,
+        request: ResolvedRequest,
         index: int,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> Any:
         steps = request.steps or 1
         family = self.family.key
-        assert request.width is not None
-        assert request.height is not None
         width, height = request.width, request.height
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +145,7 @@ class DiffusersEngine:
 
         return on_step_end
 
-    def pipeline_arguments(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
+    def pipeline_arguments(self, request: GenerationRequest | ResolvedRequest, seed: int) -> dict[str, Any]:
         """The exact keyword arguments this engine passes to the diffusers pipeline."""
         torch, _ = import_diffusers()
         family = self.family
@@ -172,7 +167,7 @@ class DiffusersEngine:
             arguments["max_sequence_length"] = family.max_sequence_length
         return arguments
 
-    def _run(self, request: GenerationRequest, seed: int, callback: Any) -> Any:
+    def _run(self, request: ResolvedRequest, seed: int, callback: Any) -> Any:
         torch, _ = import_diffusers()
         try:
             output = self._pipeline(**self.pipeline_arguments(request, seed), callback_on_step_end=callback)

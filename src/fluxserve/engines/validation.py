@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import replace
 
 from PIL import Image
 
-from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.engines.base import Capabilities, GenerationRequest, ResolvedRequest, Steps
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
 from fluxserve.numbers import MAX_WHOLE, ascii_int
 from fluxserve.prompts.structured import prompt_text
@@ -104,12 +103,12 @@ def _check_size(width: int, height: int, caps: Capabilities) -> None:
 
 def _check_steps(steps: int | None, caps: Capabilities) -> int:
     if steps is None:
-        return caps.default_steps
+        return Steps.PROVIDER_CHOOSES if caps.default_steps == Steps.PROVIDER_CHOOSES else caps.default_steps
     _check_int(steps, "steps")
-    if caps.default_steps == 0:  # a hosted model that takes no step count (0: as validation resolved it)
-        if steps != 0:
+    if caps.default_steps == Steps.PROVIDER_CHOOSES:  # a hosted model that takes no step count
+        if steps != Steps.PROVIDER_CHOOSES:  # what a stored job of such a model holds is accepted again
             raise InvalidRequest(f"{caps.name} chooses its own number of steps; omit steps", param="steps")
-        return 0
+        return Steps.PROVIDER_CHOOSES
     if caps.fixed_steps and steps != caps.default_steps:
         raise InvalidRequest(
             f"{caps.name} is step-distilled and always runs {caps.default_steps} steps; "
@@ -224,8 +223,11 @@ def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[in
     return caps.default_width, caps.default_height
 
 
-def validate(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
-    """Return ``request`` with every default resolved, or raise :class:`InvalidRequest`."""
+def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -> ResolvedRequest:
+    """``request`` with every default resolved, or :class:`InvalidRequest`.
+
+    A request resolved before (a stored job) passes again unchanged: resolving is idempotent.
+    """
     prompt = prompt_text(request.prompt)
     if caps.max_prompt_chars is not None and len(prompt) > caps.max_prompt_chars:
         raise InvalidPrompt(
@@ -243,8 +245,7 @@ def validate(request: GenerationRequest, caps: Capabilities) -> GenerationReques
     else:
         width, height = request.width, request.height
     _check_size(width, height, caps)
-    return replace(
-        request,
+    return ResolvedRequest(
         prompt=prompt,
         references=references,
         width=width,
@@ -254,6 +255,7 @@ def validate(request: GenerationRequest, caps: Capabilities) -> GenerationReques
         seed=_check_seed(request.seed),
         n=n,
         safety_tolerance=_check_safety_tolerance(request.safety_tolerance, caps),
+        output_format=request.output_format,
     )
 
 

@@ -24,6 +24,7 @@ from fluxserve.engines.base import (
     GenerationResult,
     Progress,
     ProgressCallback,
+    ResolvedRequest,
 )
 from fluxserve.engines.hosted.catalog import HostedModel
 from fluxserve.engines.hosted.options import ProviderOptions
@@ -89,26 +90,23 @@ class HostedEngine(ABC):
 
     def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | ResolvedRequest,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         self.load()
-        request = validate(request, self.capabilities)
-        assert request.seed is not None
-        assert request.width is not None
-        assert request.height is not None
+        resolved = validate(request, self.capabilities)
         started = time.perf_counter()
         images: list[GeneratedImage] = []
         costs: list[float | None] = []
-        for index in range(request.n):
+        for index in range(resolved.n):
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled()
             image_started = time.perf_counter()
-            seed = seed_for_image(request.seed, index)
+            seed = seed_for_image(resolved.seed, index)
             self._take_slot(cancel)
             try:
-                made = self.generate_one(request, seed, self._stage_reporter(progress, index, request.n), cancel)
+                made = self.generate_one(resolved, seed, self._stage_reporter(progress, index, resolved.n), cancel)
             finally:
                 self.slots.release()
             images.append(GeneratedImage(made.image, seed, time.perf_counter() - image_started))
@@ -116,12 +114,12 @@ class HostedEngine(ABC):
         return GenerationResult(
             images=images,
             model=self.model.name,
-            prompt=request.prompt,
-            reference_images=len(request.references),
-            width=request.width,
-            height=request.height,
-            steps=request.steps or 0,
-            guidance=request.guidance,
+            prompt=resolved.prompt,
+            reference_images=len(resolved.references),
+            width=resolved.width,
+            height=resolved.height,
+            steps=int(resolved.steps),
+            guidance=resolved.guidance,
             total_seconds=time.perf_counter() - started,
             cost_usd=None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6),
         )
@@ -144,6 +142,6 @@ class HostedEngine(ABC):
 
     @abstractmethod
     def generate_one(
-        self, request: GenerationRequest, seed: int, stage: Stage, cancel: threading.Event | None
+        self, request: ResolvedRequest, seed: int, stage: Stage, cancel: threading.Event | None
     ) -> HostedImage:
         """One image of a validated request, with ``seed``."""

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from fluxserve.engines.base import GenerationRequest
+from fluxserve.engines.base import ResolvedRequest
 from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.engines.hosted.catalog import BFL
@@ -107,7 +107,7 @@ class BflEngine(HostedEngine):
         return "bfl_api_key (or BFL_API_KEY)"
 
     def generate_one(
-        self, request: GenerationRequest, seed: int, stage: Stage, cancel: threading.Event | None
+        self, request: ResolvedRequest, seed: int, stage: Stage, cancel: threading.Event | None
     ) -> HostedImage:
         task = self._submit(request, seed, cancel)
         stage("submitted")
@@ -119,7 +119,7 @@ class BflEngine(HostedEngine):
         return BflImage(image, cost_usd=cost, task=task)
 
     # -- 1. submit ---------------------------------------------------------------------------
-    def body(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
+    def body(self, request: ResolvedRequest, seed: int) -> dict[str, Any]:
         """The JSON BFL documents for this model's endpoint (never a webhook: we poll)."""
         body: dict[str, Any] = {
             "prompt": request.prompt,
@@ -142,7 +142,7 @@ class BflEngine(HostedEngine):
         assert self.options.bfl_api_key is not None
         return {"x-key": self.options.bfl_api_key, "accept": "application/json"}
 
-    def _submit(self, request: GenerationRequest, seed: int, cancel: threading.Event | None) -> Task:
+    def _submit(self, request: ResolvedRequest, seed: int, cancel: threading.Event | None) -> Task:
         url = f"{self.options.bfl_base_url}/v1/{self.model.remote}"
         sent = self.client.build_request("POST", url, json=self.body(request, seed), headers=self._headers())
         response = calls.create(self.client, sent, provider=BFL, cancel=cancel)

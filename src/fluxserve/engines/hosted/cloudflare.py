@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from PIL import Image
 
-from fluxserve.engines.base import GenerationRequest
+from fluxserve.engines.base import ResolvedRequest
 from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.errors import (
@@ -62,13 +62,11 @@ def tiles(width: int, height: int) -> int:
     return math.ceil(width / TILE) * math.ceil(height / TILE)
 
 
-def cost_usd(remote: str, request: GenerationRequest, references: list[Image.Image]) -> float | None:
+def cost_usd(remote: str, request: ResolvedRequest, references: list[Image.Image]) -> float | None:
     """What one image of ``request`` costs on ``remote``, or None where no price is documented."""
     price = PRICES.get(remote)
     if price is None:
         return None
-    assert request.width is not None
-    assert request.height is not None
     tiles_in = sum(tiles(*image.size) for image in references)
     one_pass = tiles_in * price.input_usd + tiles(request.width, request.height) * price.output_usd
     return one_pass * (request.steps or 0) if price.per_step else one_pass
@@ -110,7 +108,7 @@ class CloudflareEngine(HostedEngine):
         return self.model.provider
 
     def generate_one(
-        self, request: GenerationRequest, seed: int, stage: Stage, cancel: threading.Event | None
+        self, request: ResolvedRequest, seed: int, stage: Stage, cancel: threading.Event | None
     ) -> HostedImage:
         # 1. Build the call (and refuse what Workers AI would refuse, before it is sent).
         references = [below_reference_limit(image) for image in request.references]
@@ -133,7 +131,7 @@ class CloudflareEngine(HostedEngine):
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.options.cloudflare_api_token}", "accept": "application/json"}
 
-    def _flux2_call(self, request: GenerationRequest, seed: int, references: list[Image.Image]) -> httpx.Request:
+    def _flux2_call(self, request: ResolvedRequest, seed: int, references: list[Image.Image]) -> httpx.Request:
         parts: list[tuple[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]] = [
             ("prompt", (None, request.prompt))
         ]
@@ -152,7 +150,7 @@ class CloudflareEngine(HostedEngine):
         # Every field is a file-style part, so httpx sends multipart even for a prompt alone.
         return self.client.build_request("POST", self._url(), headers=self._headers(), files=parts)
 
-    def _schnell_call(self, request: GenerationRequest, seed: int) -> httpx.Request:
+    def _schnell_call(self, request: ResolvedRequest, seed: int) -> httpx.Request:
         # The 2048-character prompt limit is a capability (max_prompt_chars): validate() refused longer.
         body = {"prompt": request.prompt, "steps": request.steps, "seed": seed}
         return self.client.build_request("POST", self._url(), headers=self._headers(), json=body)
