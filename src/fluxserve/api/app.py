@@ -19,7 +19,6 @@ from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, Requ
 from fluxserve.api.routes import admin, files, health, images, jobs, models, usage
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
-from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
@@ -94,8 +93,7 @@ def create_app(
             service.stop()
             if engines is None:  # made here, so closed here (a hosted engine holds connections)
                 for engine in chosen.values():
-                    if isinstance(engine, HostedEngine):
-                        engine.close()
+                    engine.close()
 
     app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ServerContext(

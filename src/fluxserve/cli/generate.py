@@ -15,7 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fluxserve.engines.base import Engine, GenerationRequest
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.hosted.base import HostedEngine
 from fluxserve.engines.loading import EngineOptions, Offload
 from fluxserve.engines.registry import create_engine
 from fluxserve.engines.validation import parse_size, validate
@@ -120,10 +119,6 @@ def _build_request(args: GenerateArgs) -> GenerationRequest:
     )
 
 
-def _provider(engine: Engine) -> str:
-    return engine.model.provider if isinstance(engine, HostedEngine) else type(engine).__name__
-
-
 def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     request = _build_request(args)
     fmt = _output_format(args)
@@ -141,8 +136,7 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     try:
         return _generate(args, engine, request, fmt, err)
     finally:
-        if isinstance(engine, HostedEngine):
-            engine.close()
+        engine.close()
 
 
 def _generate(
@@ -169,7 +163,7 @@ def _generate(
         path.write_bytes(image.data)
         typer.echo(f"{path}\tseed {image.seed}")
     encode_seconds = sum(image.seconds for image in encoded)
-    where = engine.device if isinstance(engine, DiffusersEngine) else _provider(engine)
+    where = engine.device if isinstance(engine, DiffusersEngine) else engine.provider
     cost = "" if result.cost_usd is None else f", cost ${result.cost_usd:.4f}"
     typer.echo(
         f"{result.model} on {where}: {result.width}x{result.height}, {result.steps} steps{cost}, "

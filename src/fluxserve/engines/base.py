@@ -177,8 +177,27 @@ class Engine(Protocol):
         """How many generations may run at once (1 for a local pipeline; more for a hosted provider)."""
         ...
 
+    @property
+    def provider(self) -> str:
+        """Who does the work: ``local`` (this machine), or a hosted provider (``cloudflare``, ``bfl``)."""
+        ...
+
+    @property
+    def remote(self) -> bool:
+        """True when a provider does the work elsewhere: each call is billed, so the engine is never
+        warmed up and a job it had started is not sent again after a restart; its capabilities are
+        known without loading."""
+        ...
+
+    def configured(self) -> bool:
+        """Whether the engine has what it needs to run (a hosted provider's credentials)."""
+        ...
+
     def load(self) -> None:
         """Get ready to generate (load weights, check credentials). Idempotent."""
+
+    def close(self) -> None:
+        """Let go of what the engine holds (connections, the pipeline); it is not used after."""
 
     def generate(
         self,

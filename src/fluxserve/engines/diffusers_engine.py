@@ -71,6 +71,21 @@ class DiffusersEngine:
     def device(self) -> str:
         return self._device
 
+    @property
+    def provider(self) -> str:
+        return "local"
+
+    @property
+    def remote(self) -> bool:
+        return False
+
+    def configured(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._pipeline = None
+
     def load(self) -> None:
         with self._lock, _LOADING:
             if self._pipeline is not None:

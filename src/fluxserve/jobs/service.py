@@ -22,7 +22,6 @@ from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
-from fluxserve.engines.hosted.catalog import is_hosted
 from fluxserve.errors import (
     Conflict,
     EngineNotReady,
@@ -35,11 +34,12 @@ from fluxserve.errors import (
 )
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
+from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import DATABASE_FILE, Idempotency, JobStore
 from fluxserve.jobs.views import JobProgress, JobView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
 from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
-from fluxserve.jobs.worker import ModelWorker, WorkerState
+from fluxserve.jobs.worker import ModelWorker
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
@@ -76,7 +76,7 @@ class JobService:
                 files=self.files,
                 bus=self.bus,
                 encoder=self._encoder,
-                warmup=settings.warmup and not is_hosted(name),  # a hosted warm-up would be billed
+                warmup=settings.warmup and not engine.remote,  # a remote warm-up would be billed
                 preview_every=settings.preview_every,
             )
             for name, engine in engines.items()
@@ -96,7 +96,7 @@ class JobService:
             worker = self.workers.get(job.spec.model)
             if worker is None:
                 self._fail_at_start(job, "model_not_found", f"model {job.spec.model} is no longer served")
-            elif is_hosted(job.spec.model) and job.attempts > 0:
+            elif worker.engine.remote and job.attempts > 0:
                 self._fail_at_start(
                     job,
                     "interrupted",
@@ -134,6 +134,14 @@ class JobService:
             served = ", ".join(self.workers)
             raise UnknownModel(f"model {model!r} is not served here; available: {served}")
         return worker
+
+    def model_statuses(self) -> list[ModelStatus]:
+        """Every served model, in the order it was given."""
+        return [worker.status() for worker in self.workers.values()]
+
+    def model_status(self, model: str) -> ModelStatus:
+        """One served model; UnknownModel for any other name."""
+        return self.worker(model).status()
 
     def capabilities(self, model: str) -> Capabilities:
         worker = self.worker(model)

@@ -14,7 +14,6 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import replace
-from enum import StrEnum
 
 from PIL import Image
 
@@ -25,6 +24,7 @@ from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.imaging.outputs import encode_result
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, PartialImage, Usage
+from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import JobStore
 from fluxserve.storage.files import FileStore
 
@@ -33,12 +33,6 @@ log = logging.getLogger("fluxserve.worker")
 
 PREVIEW_JPEG_LOSS = 30
 """Previews are JPEG at quality 70: small, and only a glimpse."""
-
-
-class WorkerState(StrEnum):
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 class ModelWorker:
@@ -106,6 +100,19 @@ class ModelWorker:
                 if pending == job_id:
                     return position
         return None
+
+    def status(self) -> ModelStatus:
+        """Where this model stands, for the API."""
+        engine = self.engine
+        known = self.state is WorkerState.READY or engine.remote
+        return ModelStatus(
+            name=self.name,
+            state=self.state,
+            provider=engine.provider,
+            remote=engine.remote,
+            configured=engine.configured(),
+            capabilities=engine.capabilities if known else None,
+        )
 
     def retry_after(self) -> int:
         """Seconds until a new job could be admitted, from the observed job duration."""

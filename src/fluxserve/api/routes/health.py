@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from fluxserve.api.protocol import ErrorBody
 from fluxserve.api.serving import context
 from fluxserve.errors import EngineNotReady, ModelUnavailable
-from fluxserve.jobs.worker import WorkerState
+from fluxserve.jobs.status import WorkerState
 
 router = APIRouter(tags=["health"])
 
@@ -40,7 +40,7 @@ async def health() -> Health:
     responses={503: {"model": ErrorBody, "description": "A model is loading (Retry-After) or failed to load."}},
 )
 async def ready(request: Request) -> Response:
-    states = [worker.state for worker in context(request).service.workers.values()]
+    states = [status.state for status in context(request).service.model_statuses()]
     if WorkerState.FAILED in states:
         raise ModelUnavailable("a model failed to load; see the server log")
     if WorkerState.LOADING in states:

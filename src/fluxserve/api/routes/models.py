@@ -11,8 +11,7 @@ from fluxserve.api.auth import caller
 from fluxserve.api.protocol import ErrorBody, ModelCapabilities, ModelCard, ModelList
 from fluxserve.api.serving import context
 from fluxserve.engines.base import Capabilities
-from fluxserve.engines.hosted.base import HostedEngine
-from fluxserve.jobs.worker import ModelWorker, WorkerState
+from fluxserve.jobs.status import ModelStatus
 
 router = APIRouter(tags=["models"], dependencies=[Depends(caller)])
 
@@ -40,31 +39,29 @@ def capabilities_of(caps: Capabilities) -> ModelCapabilities:
     )
 
 
-def card(worker: ModelWorker, created: int) -> ModelCard:
-    engine = worker.engine
-    if isinstance(engine, HostedEngine):  # its limits are the provider's, known without loading
-        provider: Literal["local", "cloudflare", "bfl"] = "bfl" if engine.model.provider == "bfl" else "cloudflare"
-        return ModelCard(
-            id=worker.name,
-            created=created,
-            status=worker.state.value,
-            provider=provider,
-            configured=engine.configured(),
-            capabilities=capabilities_of(engine.capabilities),
-        )
-    ready = worker.state is WorkerState.READY
+_PROVIDERS: dict[str, Literal["local", "cloudflare", "bfl"]] = {
+    "local": "local",
+    "cloudflare": "cloudflare",
+    "bfl": "bfl",
+}
+
+
+def card(status: ModelStatus, created: int) -> ModelCard:
+    caps = status.capabilities
     return ModelCard(
-        id=worker.name,
+        id=status.name,
         created=created,
-        status=worker.state.value,
-        capabilities=capabilities_of(engine.capabilities) if ready else None,
+        status=status.state.value,
+        provider=_PROVIDERS[status.provider],
+        configured=status.configured if status.remote else None,
+        capabilities=None if caps is None else capabilities_of(caps),
     )
 
 
 @router.get("/v1/models", summary="List the models this server serves", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     ctx = context(request)
-    return ModelList(data=[card(worker, ctx.started) for worker in ctx.service.workers.values()])
+    return ModelList(data=[card(status, ctx.started) for status in ctx.service.model_statuses()])
 
 
 @router.get(
@@ -75,4 +72,4 @@ async def list_models(request: Request) -> ModelList:
 )
 async def get_model(model_id: str, request: Request) -> ModelCard:
     ctx = context(request)
-    return card(ctx.service.worker(model_id), ctx.started)
+    return card(ctx.service.model_status(model_id), ctx.started)

@@ -84,6 +84,14 @@ class HostedEngine(ABC):
         """Close the connections to the provider; the engine is not used after."""
         self.client.close()
 
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    @property
+    def remote(self) -> bool:
+        return True
+
     def load(self) -> None:
         if not self.configured():
             raise ModelUnavailable(f"{self.model.name} needs {self.missing_settings()}")
