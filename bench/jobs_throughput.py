@@ -41,8 +41,8 @@ from bench.common import fluxserve_server
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.engines.outputs import encode_result
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.imaging.outputs import encode_result
 
 PROMPT = "a lighthouse on a cliff at dusk"
 SIZE = 256

@@ -16,12 +16,12 @@ from fluxserve.engines.base import Engine, GenerationRequest
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, Offload
+from fluxserve.engines.outputs import EncodedImage, encode_result
 from fluxserve.engines.registry import create_engine
 from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
 from fluxserve.imaging.decode import decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
-from fluxserve.imaging.outputs import EncodedImage, encode_result
 from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import load_settings
 

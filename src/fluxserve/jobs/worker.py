@@ -18,10 +18,10 @@ from dataclasses import replace
 from PIL import Image
 
 from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
+from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import FluxserveError, GenerationCancelled
 from fluxserve.imaging.encode import ImageFormat, encode_image
-from fluxserve.imaging.outputs import encode_result
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, PartialImage, Usage
 from fluxserve.jobs.status import ModelStatus, WorkerState

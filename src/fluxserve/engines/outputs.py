@@ -1,4 +1,4 @@
-"""Turn a generation result into encoded files that carry their own parameters."""
+"""Turn a generation result into encoded files that carry their own parameters (for the worker and the CLI)."""
 
 from __future__ import annotations
 
