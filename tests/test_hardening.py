@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fluxserve.api.app import create_app
-from fluxserve.api.middleware import DATA_POLICY
+from fluxserve.api.headers import DATA_POLICY
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from tests.webhook_receiver import Answer, Receiver

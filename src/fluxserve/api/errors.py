@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxserve import errors
+from fluxserve.api.headers import security_headers
 
 log = logging.getLogger("fluxserve.api")
 
@@ -134,9 +135,6 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 def _unexpected(request: Request, error: Exception) -> JSONResponse:
     """Nothing of the exception reaches the client: its text may name paths, settings or data."""
-    # Imported here: the middleware module imports this one.
-    from fluxserve.api.middleware import security_headers
-
     log_briefly(error, f"{request.method} {request.url.path}")
     # Starlette answers this from outside every middleware of ours, so the security headers come from here.
     headers = {name.decode(): value.decode() for name, value in security_headers(html=False)}

@@ -13,6 +13,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fluxserve.api.errors import error_body
+from fluxserve.api.headers import DOCS_PATHS, security_headers
 from fluxserve.errors import InvalidRequest, PayloadTooLarge
 from fluxserve.numbers import MAX_CHARS
 
@@ -179,30 +180,6 @@ class BodyTimeout:
         await refuse(send, 408, error_body(message, "invalid_request_error", code="request_timeout"))
 
 
-# The studio page runs only its own scripts and styles and talks only to this server.
-PAGE_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-# Everything else is data, never a document to render.
-DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
-# FastAPI's interactive docs load Swagger UI and ReDoc from a CDN: no policy of ours there.
-_DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc")
-
-
-def security_headers(*, html: bool, docs: bool = False) -> list[tuple[bytes, bytes]]:
-    """The headers every response carries: a page's policy for HTML, the data policy otherwise, none on the docs."""
-    wanted = [
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-frame-options", b"DENY"),
-        (b"cross-origin-opener-policy", b"same-origin"),
-    ]
-    if not docs:
-        wanted.append((b"content-security-policy", (PAGE_POLICY if html else DATA_POLICY).encode()))
-    return wanted
-
-
 class SecurityHeaders:
     """Headers that stop browsers from sniffing, framing, or leaking URLs (signed image links) in referrers."""
 
@@ -213,7 +190,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"] in _DOCS
+        docs = scope["path"] in DOCS_PATHS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
