@@ -17,8 +17,8 @@ from fluxserve.accounts.keys import KEY_FORMAT, KeyLimits, Period, Scope, hash_k
 from fluxserve.accounts.keystore import KeyStore, parse_expiry
 from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.ratelimit import RateLimiter
+from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.errors import AuthenticationFailed, InvalidRequest, NotFound
-from fluxserve.jobs.store import DATABASE_FILE, JobStore
 from tests.helpers import ManualClock
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC).timestamp()
@@ -30,14 +30,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    opened = JobStore(tmp_path / DATABASE_FILE)
+def store(tmp_path: Path) -> Iterator[Database]:
+    opened = Database(tmp_path / DATABASE_FILE)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def keys(store: JobStore, clock: ManualClock) -> KeyStore:
+def keys(store: Database, clock: ManualClock) -> KeyStore:
     return KeyStore(store, clock)
 
 
@@ -158,7 +158,7 @@ def test_limits_that_are_not_finite_and_positive_cannot_be_made(limits: dict[str
     assert "omit it" in refused.value.message
 
 
-def test_a_stored_infinite_quota_reads_as_what_it_did_no_quota(keys: KeyStore, store: JobStore) -> None:
+def test_a_stored_infinite_quota_reads_as_what_it_did_no_quota(keys: KeyStore, store: Database) -> None:
     key, _ = keys.create("old", Scope.GENERATE, KeyLimits(quota_megapixels=5, quota_period=Period.DAY))
     store.execute("UPDATE api_keys SET quota_megapixels = ? WHERE id = ?", (float("inf"), key.id))
     assert keys.get(key.id).limits == KeyLimits()

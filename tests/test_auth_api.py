@@ -82,7 +82,7 @@ def server(start: Callable[..., Keyed]) -> Keyed:
 
 def job_count(server: Keyed) -> int:
     """Every job in the store, whoever made it."""
-    row = server.service.store.fetch_one("SELECT count(*) FROM jobs")
+    row = server.service.db.fetch_one("SELECT count(*) FROM jobs")
     assert row is not None
     return int(row[0])
 

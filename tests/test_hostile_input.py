@@ -186,7 +186,9 @@ def test_a_bad_stored_row_never_takes_the_history_down(client: TestClient, caplo
     )
     store.create("job_" + "S" * 24, spec, owner=None, charged_at=time.time())
     store.create("job_" + "B" * 24, spec, owner=None, charged_at=time.time())
-    store.execute("UPDATE jobs SET spec = ? WHERE id = ?", ("{not json", "job_" + "B" * 24))
+    client.app.state.context.service.db.execute(
+        "UPDATE jobs SET spec = ? WHERE id = ?", ("{not json", "job_" + "B" * 24)
+    )
 
     with caplog.at_level(logging.ERROR):
         listed = client.get("/v1/jobs")

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from fluxserve.db import Database
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, OutputImage, Usage, WebhookTarget, new_job_id
-from fluxserve.jobs.store import JobStore
+from fluxserve.jobs.sqlite_store import SqliteJobStore as JobStore
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.jobs.webhook_addresses import Address, Resolver, resolve
 from fluxserve.jobs.webhooks import (
@@ -66,9 +67,9 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[JobStore]:
-    job_store = JobStore(tmp_path / "jobs.sqlite3")
-    yield job_store
-    job_store.close()
+    db = Database(tmp_path / "jobs.sqlite3")
+    yield JobStore(db)
+    db.close()
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
         }
         settings = Settings(**{**values, **overrides})
         signer = UrlSigner(b"k" * 32, settings.url_ttl_seconds)
-        sender = WebhookSender(store, settings, secret or new_secret(), signer, resolver=resolver)
+        sender = WebhookSender(store.db, settings, secret or new_secret(), signer, resolver=resolver)
         started.append(sender)
         if start:
             sender.start()
@@ -335,7 +336,7 @@ def test_a_pending_retry_is_resumed_by_the_next_sender(
     [left] = first.deliveries(job.id)
     assert (left.status, left.last_error) == ("pending", "HTTP 500")
 
-    store.execute("UPDATE webhook_deliveries SET next_attempt_at = ?", (time.time(),))  # the minute has passed
+    store.db.execute("UPDATE webhook_deliveries SET next_attempt_at = ?", (time.time(),))  # the minute has passed
     second = make_sender(secret)
 
     [delivery] = settled(second, job.id)

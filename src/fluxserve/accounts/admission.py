@@ -16,13 +16,17 @@ from fluxserve.accounts.keys import ApiKey
 from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.ratelimit import RateLimiter
 from fluxserve.accounts.usage import megapixels_since
+from fluxserve.db import Database
 from fluxserve.errors import QuotaExceeded, RateLimited
-from fluxserve.jobs.store import JobStore
 
 
 class Admission:
-    def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Database, unfinished: Callable[[str], int], clock: Callable[[], float] = time.time
+    ) -> None:
+        """``unfinished(key_id)``: how many of the key's jobs are queued or running (the job store knows)."""
         self._store = store
+        self._unfinished = unfinished
         self._clock = clock
         self._rate = RateLimiter()
 
@@ -39,7 +43,7 @@ class Admission:
         if rate:
             self._check_rate(key, now)
         if limits.concurrency is not None:
-            unfinished = self._store.unfinished(key.id)
+            unfinished = self._unfinished(key.id)
             if unfinished >= limits.concurrency:
                 raise RateLimited(
                     f"this key has {unfinished} jobs queued or running, its limit; try again when one has finished",

@@ -22,8 +22,8 @@ from fluxserve.accounts.keys import (
     new_key_id,
     prefix_of,
 )
+from fluxserve.db import Database
 from fluxserve.errors import AuthenticationFailed, InvalidRequest, NotFound
-from fluxserve.jobs.store import JobStore
 
 _NAME = re.compile(r"[\w .@:/+-]{1,64}")
 _DURATION = re.compile(r"([0-9]{1,5})([dh])")
@@ -90,7 +90,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
 
 
 class KeyStore:
-    def __init__(self, store: JobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Database, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
         self._any = False

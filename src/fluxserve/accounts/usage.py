@@ -8,11 +8,46 @@ jobs: deleting a job does not give its megapixels back.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fluxserve.jobs.store import JobStore
+from fluxserve.db import Database
+
+
+@dataclass(frozen=True)
+class Used:
+    """What one job used (or, while it waits, is expected to use)."""
+
+    input_megapixels: float
+    output_megapixels: float
+    steps: int
+    images: int
+    cost_usd: float | None = None
+
+
+def reserve(db: sqlite3.Connection, job_id: str, key_id: str | None, model: str, at: float, used: Used) -> None:
+    """A queued job's row, counted against its key's quota until it ends (call inside its transaction)."""
+    db.execute(
+        "INSERT INTO usage (job_id, key_id, model, at, input_megapixels, output_megapixels, steps, images, "
+        "state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved')",
+        (job_id, key_id, model, at, used.input_megapixels, used.output_megapixels, used.steps, used.images),
+    )
+
+
+def bill(db: sqlite3.Connection, job_id: str, used: Used) -> None:
+    """A succeeded job's row, with what it really used."""
+    db.execute(
+        "UPDATE usage SET input_megapixels = ?, output_megapixels = ?, steps = ?, images = ?, "
+        "cost_usd = ?, state = 'billed' WHERE job_id = ?",
+        (used.input_megapixels, used.output_megapixels, used.steps, used.images, used.cost_usd, job_id),
+    )
+
+
+def release(db: sqlite3.Connection, job_id: str) -> None:
+    """A failed or canceled job is not billed: its reservation no longer counts."""
+    db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
 
 
 @dataclass(frozen=True)
@@ -47,7 +82,7 @@ class DailyUsage:
         }
 
 
-def megapixels_since(store: JobStore, key_id: str, since: float) -> float:
+def megapixels_since(store: Database, key_id: str, since: float) -> float:
     """Input plus output megapixels ``key_id`` has used or reserved since ``since``."""
     row = store.fetch_one(
         "SELECT total(input_megapixels + output_megapixels) FROM usage "
@@ -58,7 +93,7 @@ def megapixels_since(store: JobStore, key_id: str, since: float) -> float:
 
 
 def daily_usage(
-    store: JobStore, *, since: float, key_id: str | None = None, every_key: bool = False
+    store: Database, *, since: float, key_id: str | None = None, every_key: bool = False
 ) -> list[DailyUsage]:
     """Billed usage per key, day (UTC) and model since ``since``, oldest day first.
 

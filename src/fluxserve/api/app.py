@@ -81,7 +81,7 @@ def create_app(
     try:
         check_access(settings, service.keys)
     except BaseException:
-        service.store.close()
+        service.db.close()
         raise
 
     @asynccontextmanager

@@ -21,8 +21,8 @@ from rich.table import Table
 from fluxserve.accounts.keys import ApiKey, KeyLimits, Period, Scope
 from fluxserve.accounts.keystore import KeyStore, parse_expiry
 from fluxserve.accounts.usage import daily_usage, start_of_day
+from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.errors import InvalidRequest
-from fluxserve.jobs.store import DATABASE_FILE, JobStore
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class NewKeyArgs:
 
 
 @contextlib.contextmanager
-def open_keys(data_dir: Path) -> Iterator[tuple[KeyStore, JobStore]]:
-    store = JobStore(data_dir / DATABASE_FILE)
+def open_keys(data_dir: Path) -> Iterator[tuple[KeyStore, Database]]:
+    store = Database(data_dir / DATABASE_FILE)
     try:
         yield KeyStore(store), store
     finally:

@@ -21,6 +21,7 @@ from PIL import Image
 from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
+from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
@@ -34,8 +35,9 @@ from fluxserve.errors import (
 )
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
+from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.jobs.status import ModelStatus, WorkerState
-from fluxserve.jobs.store import DATABASE_FILE, Idempotency, JobStore
+from fluxserve.jobs.store import Idempotency, JobStore
 from fluxserve.jobs.views import JobProgress, JobView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
 from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
@@ -52,16 +54,17 @@ class JobService:
         self, settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
     ) -> None:
         self.settings = settings
-        self.store = JobStore(settings.data_dir / DATABASE_FILE)
+        self.db = Database(settings.data_dir / DATABASE_FILE)
+        self.store: JobStore = SqliteJobStore(self.db)
         self.files = FileStore(settings.data_dir)
-        self.keys = KeyStore(self.store, clock)
-        self.admission = Admission(self.store, clock)
+        self.keys = KeyStore(self.db, clock)
+        self.admission = Admission(self.db, self.store.unfinished, clock)
         self.signer = UrlSigner(
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
         )
-        self.bus = EventBus(self.store.next_boot(), settings.sse_max_pending_events)
+        self.bus = EventBus(self.db.next_boot(), settings.sse_max_pending_events)
         self.webhooks = WebhookSender(
-            self.store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), self.signer
+            self.db, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), self.signer
         )
         self.bus.listen(self._notify_webhooks)
         self._admission = threading.Lock()
@@ -122,7 +125,7 @@ class JobService:
         self.webhooks.stop()
         if self._janitor.is_alive():
             self._janitor.join()
-        self.store.close()
+        self.db.close()
 
     def _notify_webhooks(self, event: JobEvent) -> None:
         if event.job is not None and event.type in WEBHOOK_EVENTS:

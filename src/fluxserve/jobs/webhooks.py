@@ -33,9 +33,9 @@ from typing import Literal
 
 import httpx
 
+from fluxserve.db import Database
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job
-from fluxserve.jobs.store import JobStore
 from fluxserve.jobs.views import WebhookDeliveryView, job_view, view_json
 from fluxserve.jobs.webhook_addresses import Resolver, forbidden, literal, resolve
 from fluxserve.jobs.webhook_client import ForbiddenAddress, webhook_client
@@ -319,7 +319,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: JobStore,
+        store: Database,
         settings: Settings,
         secret: str,
         signer: UrlSigner,

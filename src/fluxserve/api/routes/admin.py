@@ -126,6 +126,6 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
 )
 async def all_usage(request: Request, days: Days = 30) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
-    store = context(request).service.store
+    store = context(request).service.db
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, _now(request)), every_key=True)
     return usage_json(UsageList(data=[UsageRow(**row.to_json()) for row in rows]))

@@ -62,7 +62,7 @@ class UsageList(BaseModel):
 async def usage(request: Request, who: CallerDep, days: Days = 30) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
     service = context(request).service
-    store, now = service.store, service.admission.now()
+    store, now = service.db, service.admission.now()
     rows = await asyncio.to_thread(daily_usage, store, since=start_of_day(days - 1, now), key_id=who.owner)
     body = UsageList(data=[UsageRow(**row.to_json()) for row in rows])
     limits = None if who.key is None else who.key.limits

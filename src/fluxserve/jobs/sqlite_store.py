@@ -1,0 +1,283 @@
+"""The jobs table in SQLite: the :class:`~fluxserve.jobs.store.JobStore` the server runs on.
+
+It owns the jobs table's SQL and returns typed :class:`~fluxserve.jobs.models.Job` records. A job's
+usage row is written in the same transaction (reserved when queued, billed or released when it
+ends) through :mod:`fluxserve.accounts.usage`, which owns that table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from fluxserve.accounts import usage as usage_rows
+from fluxserve.db import Database
+from fluxserve.errors import InvalidRequest
+from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
+from fluxserve.jobs.store import Idempotency, Page
+from fluxserve.jsonvalues import mend
+from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
+
+log = logging.getLogger("fluxserve.jobs")
+
+
+class SqliteJobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def db(self) -> Database:
+        """The database it keeps the jobs in (other repositories share it)."""
+        return self._db
+
+    def create(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        webhook: WebhookTarget | None = None,
+        idempotency: Idempotency | None = None,
+        owner: str | None = None,
+        charged_at: float | None = None,
+    ) -> Job:
+        """Record a queued job, and reserve its megapixels in the usage of ``owner`` as of ``charged_at``."""
+        now = time.time()
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, model, status, spec, created_at, webhook, idempotency_key, request_hash, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    spec.model,
+                    JobStatus.QUEUED,
+                    json.dumps(spec.to_json()),
+                    now,
+                    None if webhook is None else json.dumps(webhook.to_json()),
+                    None if idempotency is None else idempotency.key,
+                    None if idempotency is None else idempotency.request_hash,
+                    owner,
+                ),
+            )
+            expected = usage_rows.Used(
+                input_megapixels=spec.input_megapixels,
+                output_megapixels=round(spec.megapixels - spec.input_megapixels, 4),
+                steps=spec.steps * spec.n,
+                images=spec.n,
+            )
+            usage_rows.reserve(db, job_id, owner, spec.model, now if charged_at is None else charged_at, expected)
+        return Job(
+            job_id,
+            spec,
+            JobStatus.QUEUED,
+            now,
+            webhook=webhook,
+            idempotency_key=None if idempotency is None else idempotency.key,
+            owner=owner,
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else _job(row)
+
+    def by_idempotency_key(self, key: str, owner: str | None = None) -> tuple[Job, str] | None:
+        """The job ``owner`` made with ``key``, and the digest of the request that made it."""
+        row = self._db.fetch_one(
+            "SELECT * FROM jobs WHERE ifnull(owner, '') = ? AND idempotency_key = ?", (owner or "", key)
+        )
+        return None if row is None else (_job(row), row["request_hash"])
+
+    def recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
+        """The newest jobs first."""
+        return self.page(limit=limit, owner=owner).jobs
+
+    def unfinished(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        row = self._db.fetch_one(
+            "SELECT count(*) FROM jobs WHERE owner = ? AND status IN (?, ?)",
+            (owner, JobStatus.QUEUED, JobStatus.RUNNING),
+        )
+        return 0 if row is None else int(row[0])
+
+    def page(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        model: str | None = None,
+        owner: str | None = None,
+    ) -> Page:
+        """``owner``'s jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
+        where: list[str] = ["owner IS ?"]
+        params: list[Any] = [owner]
+        if cursor is not None:
+            created_at, rowid = _parse_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
+            params += [created_at, created_at, rowid]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        sql = "SELECT rowid AS row_number, * FROM jobs WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        rows = self._db.fetch_all(sql, (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _cursor(rows[-1]) if more else None
+        return Page(_readable(rows), next_cursor)
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[str]:
+        """Ids of jobs that finished before ``cutoff`` (a time.time() value), oldest first."""
+        rows = self._db.fetch_all(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [row["id"] for row in rows]
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job (its webhook deliveries go with it; its usage stays); False if not finished."""
+        removed = self._db.execute(
+            "DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+            (job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED),
+        )
+        return removed == 1
+
+    def mark_running(self, job_id: str) -> bool:
+        """Queued to running; False when the job is no longer queued (canceled meanwhile)."""
+        return (
+            self._db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING, time.time(), job_id, JobStatus.QUEUED),
+            )
+            == 1
+        )
+
+    def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool:
+        """Running to succeeded; the job's usage is billed as it really was."""
+        with self._db.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ? WHERE id = ? AND status = ?",
+                (
+                    JobStatus.SUCCEEDED,
+                    time.time(),
+                    json.dumps([o.__dict__ for o in outputs]),
+                    json.dumps(usage.to_json()),
+                    job_id,
+                    JobStatus.RUNNING,
+                ),
+            ).rowcount
+            if changed:
+                used = usage_rows.Used(
+                    usage.input_megapixels, usage.output_megapixels, usage.steps, usage.images, usage.cost_usd
+                )
+                usage_rows.bill(db, job_id, used)
+        return changed == 1
+
+    def mark_failed(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+        """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
+        failure said the same request may succeed (a busy provider)."""
+        with self._db.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
+                "error_retry_after = ? WHERE id = ? AND status IN (?, ?)",
+                (
+                    JobStatus.FAILED,
+                    time.time(),
+                    error_type,
+                    message,
+                    retry_after,
+                    job_id,
+                    JobStatus.QUEUED,
+                    JobStatus.RUNNING,
+                ),
+            ).rowcount
+            if changed:
+                usage_rows.release(db, job_id)
+
+    def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool:
+        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on.
+
+        ``note`` says what the cancel could not undo; the job shows it as its error (type cancelled).
+        """
+        with self._db.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
+                "WHERE id = ? AND status = ?",
+                (JobStatus.CANCELED, time.time(), None if note is None else "cancelled", note, job_id, only_if),
+            ).rowcount
+            if changed:
+                usage_rows.release(db, job_id)
+        return changed == 1
+
+    def requeue_unfinished(self) -> list[Job]:
+        """After a restart: every queued or running job is queued again, oldest first."""
+        self._db.execute(
+            "UPDATE jobs SET status = ?, started_at = NULL WHERE status = ?", (JobStatus.QUEUED, JobStatus.RUNNING)
+        )
+        rows = self._db.fetch_all("SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.QUEUED,))
+        return _readable(rows)
+
+
+def _cursor(row: sqlite3.Row) -> str:
+    raw = f"{row['created_at']!r}:{row['row_number']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[float, int]:
+    """The position a cursor of :func:`_cursor` names; anything else (an edited one) is a 400, never a 500."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, rowid = raw.split(":")
+        return (
+            parse_float(created_at, param="cursor", low=0, high=MAX_WHOLE),
+            parse_int(rowid, param="cursor", low=0, high=MAX_WHOLE),
+        )
+    except (ValueError, binascii.Error, InvalidRequest):
+        message = "cursor is not one this server gave out; send next_cursor as it came"
+        raise InvalidRequest(message, param="cursor") from None
+
+
+def _readable(rows: list[sqlite3.Row]) -> list[Job]:
+    """The jobs of ``rows``; a row that cannot be read is left out and logged, never failing the list."""
+    jobs = []
+    for row in rows:
+        try:
+            jobs.append(_job(row))
+        except Exception as error:
+            log.error(
+                "job %s: its stored record cannot be read (%s: %s); left out", row["id"], type(error).__name__, error
+            )
+    return jobs
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else mend(value)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    """A row as a job. Text stored before invalid Unicode was refused is mended (U+FFFD) so it can be shown."""
+    usage = json.loads(row["usage"]) if row["usage"] else None
+    return Job(
+        id=row["id"],
+        spec=JobSpec.from_json(mend(json.loads(row["spec"]))),
+        status=JobStatus(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error_type=row["error_type"],
+        error_message=_text(row["error_message"]),
+        error_retry_after=row["error_retry_after"],
+        outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],
+        usage=Usage(**usage) if usage else None,
+        attempts=row["attempts"],
+        webhook=WebhookTarget.from_json(mend(json.loads(row["webhook"]))) if row["webhook"] else None,
+        idempotency_key=_text(row["idempotency_key"]),
+        owner=row["owner"],
+    )
