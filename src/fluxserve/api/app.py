@@ -16,7 +16,7 @@ from fluxserve import __version__
 from fluxserve.accounts.policy import check_access
 from fluxserve.api import errors
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
-from fluxserve.api.routes import admin, files, health, images, jobs, models, usage
+from fluxserve.api.routes import admin, files, health, images, jobs, models, rules, usage
 from fluxserve.api.serving import ServerContext
 from fluxserve.engines.base import Engine
 from fluxserve.engines.registry import create_engines
@@ -103,7 +103,7 @@ def create_app(
         decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
     )
     errors.install(app)
-    for module in (images, jobs, files, models, usage, admin, health):
+    for module in (images, jobs, files, models, rules, usage, admin, health):
         app.include_router(module.router)
     app.include_router(studio.router)
     _document_served_models(app, list(chosen))

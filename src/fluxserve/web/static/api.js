@@ -159,6 +159,9 @@ export const jobs = {
 
 export const models = () => api("/v1/models");
 
+/** The rules every request is checked against: limits and the structured prompt's JSON Schema. */
+export const rules = () => api("/v1/rules");
+
 /** A signed image link as a path on this server (the page's CSP allows images from 'self' only). */
 export function localUrl(url) {
   try {

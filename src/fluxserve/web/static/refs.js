@@ -1,15 +1,29 @@
 // Reference images: file picker, drag and drop, paste; previews, reordering and removal.
-// Files are checked here (type and size) before anything is uploaded.
+// Files are checked here (type and size) before anything is uploaded, with the server's upload
+// rules (GET /v1/rules, `uploads`).
 
-export const MAX_BYTES = 20 * 1024 * 1024;
-const TYPES = new Set(["image/png", "image/jpeg", "image/webp", "image/gif"]);
 const REORDER = "application/x-fluxserve-reference";
 
+/** "A, B, C or D" */
+const either = (names) => (names.length > 1 ? `${names.slice(0, -1).join(", ")} or ${names.at(-1)}` : names[0] || "");
+
+/** What is wrong with a file as a reference image under the server's upload rules, or null. */
+export function fileProblem(file, uploads) {
+  if (!uploads.formats.some((format) => format.media_type === file.type)) {
+    return `${file.name || "the pasted item"} is not a ${either(uploads.formats.map((format) => format.name))} image`;
+  }
+  if (file.size > uploads.max_bytes) {
+    return `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${uploads.max_mb} MB`;
+  }
+  return null;
+}
+
 export class References {
-  constructor({ list, input, drop, error, limitLabel, onChange = () => {} }) {
-    Object.assign(this, { list, input, drop, error, limitLabel, onChange });
+  constructor({ list, input, drop, error, limitLabel, hint, onChange = () => {} }) {
+    Object.assign(this, { list, input, drop, error, limitLabel, hint, onChange });
     this.items = [];
     this.limit = 0;
+    this.uploads = null;
     this.nextId = 1;
     input.addEventListener("change", () => {
       this.add([...input.files]);
@@ -39,6 +53,13 @@ export class References {
     return this.items.map((item) => item.file);
   }
 
+  /** Take the server's upload rules: which formats, how large. */
+  setRules(uploads) {
+    this.uploads = uploads;
+    this.input.accept = uploads.formats.map((format) => format.media_type).join(",");
+    this.hint.textContent = `${either(uploads.formats.map((format) => format.name))}, up to ${uploads.max_mb} MB each.`;
+  }
+
   setLimit(limit) {
     this.limit = limit;
     this.drop.closest("fieldset").hidden = limit === 0;
@@ -59,10 +80,9 @@ export class References {
   add(files) {
     const refused = [];
     for (const file of files) {
-      if (!TYPES.has(file.type)) {
-        refused.push(`${file.name || "the pasted item"} is not a PNG, JPEG, WebP or GIF image`);
-      } else if (file.size > MAX_BYTES) {
-        refused.push(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is 20 MB`);
+      const problem = this.uploads ? fileProblem(file, this.uploads) : "the server's upload rules are not loaded yet";
+      if (problem) {
+        refused.push(problem);
       } else if (this.items.length >= this.limit) {
         refused.push(`${file.name} was not added: this model takes at most ${this.limit} reference image${this.limit === 1 ? "" : "s"}`);
       } else {

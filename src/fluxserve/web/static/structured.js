@@ -1,8 +1,7 @@
-// Structured JSON prompts: the same rules and messages as the server's
-// (src/fluxserve/prompts/structured.py), so the editor flags a mistake as it is typed.
-
-const HEX = /^#[0-9A-Fa-f]{6}$/;
-const POSITIONS = ["foreground", "midground", "background"];
+// Structured JSON prompts, checked as they are typed with the rules the server publishes
+// (GET /v1/rules: the prompt's JSON Schema and its limits), in the server's words: the schema
+// is pydantic's, so a mistake is worded as pydantic words it. Nothing here knows the prompt's
+// fields; tests/test_studio_rules.py checks that this agrees with the server.
 
 export const TEMPLATE = {
   scene: "a rainy street market at night",
@@ -20,132 +19,175 @@ export const TEMPLATE = {
 };
 
 class Invalid extends Error {
-  constructor(path, message) {
-    super(message);
+  /** `path: what`, or `path what` for a message that reads on from the path ("is required"). */
+  constructor(path, what, { after = ": " } = {}) {
+    super(`${path}${after}${what}`);
     this.path = path;
   }
 }
+const reading = { after: " " };
 
 const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+// Python's repr of a string, as the server quotes a value.
 const repr = (text) => (text.includes("'") && !text.includes('"') ? `"${text}"` : `'${text.replaceAll("'", "\\'")}'`);
+const choices = (values) => {
+  const quoted = values.map((value) => (typeof value === "string" ? repr(value) : String(value)));
+  return quoted.length > 1 ? `${quoted.slice(0, -1).join(", ")} or ${quoted.at(-1)}` : quoted[0];
+};
 
-function text(value, path, { optional = true } = {}) {
-  if (value === undefined) {
-    if (optional) return;
-    throw new Invalid(path, `${path} is required`);
-  }
-  if (value === null && optional) return;
-  if (typeof value !== "string") throw new Invalid(path, `${path}: input should be a valid string`);
-  if (value.length < 1) throw new Invalid(path, `${path}: string should have at least 1 character`);
-}
-
-function colour(value, path) {
-  if (value === undefined || value === null) return;
-  if (typeof value !== "string") throw new Invalid(path, `${path}: input should be a valid string`);
-  if (value.startsWith("#") && !HEX.test(value)) {
-    throw new Invalid(path, `${path}: ${repr(value)} is not a valid hex colour; write it as #RRGGBB, for example #FF8800`);
-  }
-}
-
-function textOrNumber(value, path) {
-  if (value === undefined || value === null) return;
-  if (typeof value === "number") return;
-  text(value, path);
-}
-
-function list(value, path, { min = 0, max = Infinity } = {}) {
-  if (!Array.isArray(value)) throw new Invalid(path, `${path}: input should be a valid list`);
-  if (value.length < min) {
-    throw new Invalid(path, `${path}: list should have at least ${min} item${min === 1 ? "" : "s"} after validation, not ${value.length}`);
-  }
-  if (value.length > max) {
-    throw new Invalid(path, `${path}: list should have at most ${max} items after validation, not ${value.length}`);
+/** Refuse what the server refuses before it reads the schema: too deep, too many values, not finite. */
+function checkShape(value, root, { max_depth: maxDepth, max_values: maxValues }) {
+  const where = (parts) => parts.reduce((path, part) => path + (typeof part === "number" ? `[${part}]` : `.${part}`), root);
+  const stack = [[value, []]]; // walked in the server's order (jsonvalues.check_value), so the first fault is the same
+  let seen = 0;
+  while (stack.length) {
+    const [item, parts] = stack.pop();
+    seen += 1;
+    if (seen > maxValues) throw new Invalid(root, `holds too many values; the limit is ${maxValues.toLocaleString("en-US")}`, reading);
+    if (parts.length > maxDepth) throw new Invalid(where(parts.slice(0, maxDepth)), `nests too deeply; the limit is ${maxDepth} levels`, reading);
+    if (typeof item === "number" && !Number.isFinite(item)) throw new Invalid(where(parts), `is ${item > 0 ? "inf" : "-inf"}; send a finite number`, reading);
+    if (Array.isArray(item)) item.forEach((child, index) => stack.push([child, [...parts, index]]));
+    else if (isObject(item)) Object.entries(item).forEach(([key, child]) => stack.push([child, [...parts, key]]));
   }
 }
 
-function subject(value, path) {
-  if (!isObject(value)) throw new Invalid(path, `${path}: input should be a valid dictionary or instance of Subject`);
-  text(value.type, `${path}.type`);
-  text(value.description, `${path}.description`, { optional: false });
-  text(value.pose, `${path}.pose`);
-  if (value.position !== undefined && value.position !== null && !POSITIONS.includes(value.position)) {
-    throw new Invalid(`${path}.position`, `${path}.position: input should be 'foreground', 'midground' or 'background'`);
+/** Checks a value against one node of a JSON Schema made by pydantic, with pydantic's messages. */
+class SchemaChecker {
+  constructor(schema) {
+    this.schema = schema;
+    this.defs = schema.$defs || {};
   }
-  colour(value.color, `${path}.color`);
+
+  resolve(node) {
+    return node.$ref ? this.defs[node.$ref.split("/").pop()] : node;
+  }
+
+  check(value, node, path) {
+    const resolved = this.resolve(node);
+    if (resolved.anyOf) return this.checkAny(value, resolved.anyOf, path);
+    if (resolved.enum && !resolved.enum.includes(value)) throw new Invalid(path, `input should be ${choices(resolved.enum)}`);
+    const check = {
+      string: this.checkString, integer: this.checkInteger, number: this.checkNumber,
+      array: this.checkArray, object: this.checkObject, null: this.checkNull,
+    }[resolved.type];
+    return check?.call(this, value, resolved, path);
+  }
+
+  /** The first option's message when none fits, as pydantic reports a union. */
+  checkAny(value, options, path) {
+    if (value === null && options.some((option) => option.type === "null")) return;
+    let first = null;
+    for (const option of options.filter((each) => each.type !== "null")) {
+      try {
+        this.check(value, option, path);
+        return;
+      } catch (error) {
+        if (!(error instanceof Invalid)) throw error;
+        first ??= error;
+      }
+    }
+    throw first;
+  }
+
+  checkString(value, node, path) {
+    if (typeof value !== "string") throw new Invalid(path, "input should be a valid string");
+    if (node.minLength !== undefined && [...value].length < node.minLength) {
+      throw new Invalid(path, `string should have at least ${plural(node.minLength, "character")}`);
+    }
+    if (node.pattern !== undefined && !new RegExp(node.pattern, "u").test(value)) {
+      throw new Invalid(path, node["x-message"] ? `${repr(value)} ${node["x-message"]}` : `string should match pattern '${node.pattern}'`);
+    }
+  }
+
+  checkInteger(value, node, path) {
+    if (!Number.isInteger(value)) throw new Invalid(path, "input should be a valid integer");
+  }
+
+  checkNumber(value, node, path) {
+    if (typeof value !== "number") throw new Invalid(path, "input should be a valid number");
+  }
+
+  checkNull(value, node, path) {
+    if (value !== null) throw new Invalid(path, "input should be None");
+  }
+
+  checkArray(value, node, path) {
+    if (!Array.isArray(value)) throw new Invalid(path, "input should be a valid list");
+    if (node.maxItems !== undefined && value.length > node.maxItems) {
+      throw new Invalid(path, `list should have at most ${plural(node.maxItems, "item")} after validation, not ${value.length}`);
+    }
+    if (node.items) value.forEach((item, index) => this.check(item, node.items, `${path}[${index}]`));
+    if (node.minItems !== undefined && value.length < node.minItems) {
+      throw new Invalid(path, `list should have at least ${plural(node.minItems, "item")} after validation, not ${value.length}`);
+    }
+  }
+
+  checkObject(value, node, path) {
+    if (!isObject(value)) throw new Invalid(path, `input should be a valid dictionary or instance of ${node.title}`);
+    const required = node.required || [];
+    for (const [key, property] of Object.entries(node.properties || {})) {
+      if (value[key] !== undefined) this.check(value[key], property, `${path}.${key}`);
+      else if (required.includes(key)) throw new Invalid(`${path}.${key}`, "is required", reading);
+    }
+  }
 }
 
-function camera(value, path) {
-  if (value === undefined || value === null) return;
-  if (!isObject(value)) throw new Invalid(path, `${path}: input should be a valid dictionary or instance of Camera`);
-  for (const key of ["angle", "distance", "focus"]) text(value[key], `${path}.${key}`);
-  for (const key of ["lens", "f-number", "ISO"]) textOrNumber(value[key], `${path}.${key}`);
-}
-
-function check(prompt, root) {
-  text(prompt.scene, `${root}.scene`, { optional: false });
-  if (prompt.subjects === undefined) throw new Invalid(`${root}.subjects`, `${root}.subjects is required`);
-  list(prompt.subjects, `${root}.subjects`, { min: 1 });
-  prompt.subjects.forEach((item, index) => subject(item, `${root}.subjects[${index}]`));
-  text(prompt.style, `${root}.style`);
-  if (prompt.color_palette !== undefined && prompt.color_palette !== null) {
-    list(prompt.color_palette, `${root}.color_palette`, { min: 1, max: 16 });
-    prompt.color_palette.forEach((item, index) => {
-      if (typeof item !== "string") throw new Invalid(`${root}.color_palette[${index}]`, `${root}.color_palette[${index}]: input should be a valid string`);
-      colour(item, `${root}.color_palette[${index}]`);
-    });
-  }
-  for (const key of ["lighting", "mood", "background", "composition"]) text(prompt[key], `${root}.${key}`);
-  camera(prompt.camera, `${root}.camera`);
-  if (prompt.effects !== undefined && prompt.effects !== null) {
-    list(prompt.effects, `${root}.effects`);
-    prompt.effects.forEach((item, index) => text(item, `${root}.effects[${index}]`, { optional: false }));
-  }
-}
-
-/**
- * Check the editor's text as a structured prompt.
- * Returns {ok: true, value} or {ok: false, message, path}; messages read as the server's.
- */
-export function validate(source, root = "prompt") {
-  let value;
-  try {
-    value = JSON.parse(source);
-  } catch (error) {
-    return { ok: false, path: root, message: `not valid JSON yet: ${error.message}` };
-  }
-  if (!isObject(value)) {
-    return { ok: false, path: root, message: "a JSON prompt must be an object: { \"scene\": ..., \"subjects\": [...] }" };
-  }
-  try {
-    check(value, root);
-  } catch (error) {
-    if (error instanceof Invalid) return { ok: false, path: error.path, message: `invalid structured prompt: ${error.message}` };
-    throw error;
-  }
-  return { ok: true, value };
-}
-
-/** Every #RRGGBB colour in the prompt (palette and subjects), in order, without repeats. */
-export function hexColours(value) {
+/** Every `pattern` in the schema: the colour rule is the only one. */
+function colourPattern(schema) {
   const found = [];
   const visit = (node) => {
-    if (typeof node === "string") {
-      if (HEX.test(node) && !found.includes(node.toUpperCase())) found.push(node.toUpperCase());
-    } else if (Array.isArray(node)) {
-      node.forEach(visit);
-    } else if (isObject(node)) {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (isObject(node)) {
+      if (typeof node.pattern === "string") found.push(node.pattern);
       Object.values(node).forEach(visit);
     }
   };
-  visit(value);
-  return found;
+  visit(schema);
+  return found.length ? new RegExp(found[0], "u") : null;
 }
 
-/** Hex colours in possibly unfinished JSON text, valid or not: {text, valid}. */
-export function coloursInText(source) {
-  const out = [];
-  for (const match of source.matchAll(/"(#[^"]{0,12})"/g)) {
-    out.push({ text: match[1], valid: HEX.test(match[1]) });
+/**
+ * The checks for the prompt rules the server publishes (GET /v1/rules, `prompt`).
+ * validate(source) returns {ok: true, value} or {ok: false, message, path}, in the server's words.
+ */
+export function promptRules(rules) {
+  const checker = new SchemaChecker(rules.structured_schema);
+  const colour = colourPattern(rules.structured_schema);
+  const isHex = (text) => typeof text === "string" && text.startsWith("#") && (!colour || colour.test(text));
+
+  function validate(source, root = "prompt") {
+    let value;
+    try {
+      value = JSON.parse(source);
+    } catch (error) {
+      return { ok: false, path: root, message: `not valid JSON yet: ${error.message}` };
+    }
+    if (!isObject(value)) {
+      return { ok: false, path: root, message: "a JSON prompt must be an object: { \"scene\": ..., \"subjects\": [...] }" };
+    }
+    try {
+      checkShape(value, root, rules);
+      checker.check(value, rules.structured_schema, root);
+    } catch (error) {
+      if (error instanceof Invalid) return { ok: false, path: error.path, message: `invalid structured prompt: ${error.message}` };
+      throw error;
+    }
+    return { ok: true, value };
   }
-  return out;
+
+  /** Hex colours in possibly unfinished JSON text, valid or not: {text, valid}. */
+  function coloursInText(source) {
+    return [...source.matchAll(/"(#[^"]{0,12})"/g)].map((match) => ({ text: match[1], valid: isHex(match[1]) }));
+  }
+
+  /** What is wrong with a text prompt's length, or null; `limit` is the model's own, if any. */
+  function textProblem(text, limit = null) {
+    const length = [...text].length;
+    if (length > rules.max_chars) return `prompt is ${length} characters long; the limit is ${rules.max_chars}`;
+    if (limit !== null && length > limit) return `the prompt is ${length} characters; this model takes at most ${limit}`;
+    return null;
+  }
+
+  return { validate, coloursInText, textProblem };
 }

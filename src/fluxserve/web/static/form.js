@@ -1,0 +1,299 @@
+// The settings form: the model and the controls that follow its capabilities, sizes, seed,
+// the server's published rules, and the request the form builds.
+
+import { describe, keyProblem, models, rules } from "./api.js";
+import { $, el } from "./dom.js";
+import { clearFieldError, say, showError, showFieldError, showKeyProblem } from "./errors.js";
+import { checkJson, isStructured, promptValue, setMode } from "./prompt.js";
+import { PRESETS, Sizes, parseSize } from "./sizes.js";
+import { loadSettings, state } from "./state.js";
+import { promptRules } from "./structured.js";
+
+// -- the server's rules and models ------------------------------------------------------------
+
+/** Use the rules every request is checked against (GET /v1/rules). */
+function applyRules(published) {
+  state.rules = published;
+  state.prompts = promptRules(published.prompt);
+  state.refs.setRules(published.uploads);
+  $("seed").max = published.max_seed;
+  if (state.jsonMode) checkJson();
+}
+
+/** Load the server's rules and its models; the controls follow the chosen model. */
+export async function loadModels() {
+  let list;
+  try {
+    [list] = await Promise.all([models(), rules().then(applyRules)]);
+  } catch (error) {
+    showError(error, { focus: false });
+    if (!keyProblem(error)) showFieldError("model", `Could not list the models: ${describe(error)}`);
+    return;
+  }
+  showKeyProblem("");
+  clearFieldError("model");
+  state.models = list.data;
+  const select = $("model");
+  const previous = select.value || loadSettings()?.model;
+  select.replaceChildren(...state.models.map((model) => {
+    const unusable = model.configured === false;
+    const note = model.status === "ready" ? "" : ` (${model.status})`;
+    return el("option", { value: model.id, textContent: `${model.id}${unusable ? " (not configured)" : note}`, disabled: unusable });
+  }));
+  if (state.models.some((model) => model.id === previous)) select.value = previous;
+  if (state.models.length === 0) showFieldError("model", "This server serves no models.");
+  applyModel({ keepSettings: true });
+}
+
+export function currentModel() {
+  return state.models.find((model) => model.id === $("model").value) || null;
+}
+
+const inRange = (value, low, high) => value !== "" && Number(value) >= low && Number(value) <= high;
+
+function applyModel({ keepSettings = false } = {}) {
+  const model = currentModel();
+  if (!model) return;
+  const caps = model.capabilities;
+  state.caps = caps;
+  state.sizes = new Sizes(caps, state.rules.megapixel);
+  const provider = model.provider && model.provider !== "local" ? `${model.provider} · ` : "";
+  const status = model.status === "ready" ? "ready" : `${model.status}: it may take a while to start`;
+  $("model-info").textContent = `${provider}${status} · up to ${caps.max_megapixels} MP`;
+
+  const steps = $("steps");
+  steps.min = caps.min_steps;
+  steps.max = caps.max_steps;
+  const fixed = caps.min_steps === caps.max_steps;
+  steps.disabled = fixed;
+  if (fixed || !keepSettings || !inRange(steps.value, caps.min_steps, caps.max_steps)) steps.value = caps.default_steps;
+  $("steps-info").textContent = fixed
+    ? `Fixed at ${caps.default_steps} for this model.`
+    : `${caps.min_steps}-${caps.max_steps}, default ${caps.default_steps}.`;
+
+  $("guidance-field").hidden = !caps.guidance;
+  const guidance = $("guidance");
+  guidance.disabled = !caps.guidance;
+  if (caps.guidance) {
+    guidance.min = caps.min_guidance;
+    guidance.max = caps.max_guidance;
+    if (!keepSettings || !inRange(guidance.value, caps.min_guidance, caps.max_guidance)) guidance.value = caps.default_guidance;
+    $("guidance-info").textContent = `${caps.min_guidance}-${caps.max_guidance}, default ${caps.default_guidance}.`;
+  }
+
+  const n = $("n");
+  n.max = caps.max_images;
+  if (!inRange(n.value, 1, caps.max_images)) n.value = 1;
+  $("n-info").textContent = `1-${caps.max_images}.`;
+
+  state.refs.setLimit(caps.max_reference_images || 0);
+  renderPresets();
+  const width = Number($("width").value);
+  const height = Number($("height").value);
+  if (!keepSettings || !width || !height || state.sizes.problem(width, height)) {
+    const [w, h] = parseSize(caps.default_size) || state.sizes.preset(PRESETS[0]);
+    setSize(w, h);
+  } else {
+    setSize(width, height);
+  }
+}
+
+// -- sizes ------------------------------------------------------------------------------------
+
+function renderPresets() {
+  const radios = PRESETS.map((preset) => {
+    const [w, h] = state.sizes.preset(preset);
+    const input = el("input", { type: "radio", name: "aspect", value: preset.id, id: `aspect-${preset.id.replace(":", "-")}` });
+    input.addEventListener("change", () => { setSize(w, h); clearFieldError("size"); });
+    const shape = el("span", { className: "shape", ariaHidden: "true" });
+    const scale = 18 / Math.max(preset.w, preset.h);
+    shape.style.width = `${Math.round(preset.w * scale)}px`;
+    shape.style.height = `${Math.round(preset.h * scale)}px`;
+    return el("label", { className: "preset", title: `${preset.label}: ${w}×${h}` },
+      input, shape, el("span", { textContent: preset.id }), el("small", { textContent: `${w}×${h}` }));
+  });
+  const custom = el("input", { type: "radio", name: "aspect", value: "custom", id: "aspect-custom" });
+  custom.addEventListener("change", () => $("width").focus());
+  radios.push(el("label", { className: "preset" }, custom, el("span", { textContent: "Custom" })));
+  $("size-presets").replaceChildren(...radios);
+}
+
+function setSize(width, height) {
+  $("width").value = width;
+  $("height").value = height;
+  sizeChanged();
+}
+
+function sizeChanged() {
+  const { caps, sizes } = state;
+  if (!caps) return;
+  const width = Number($("width").value);
+  const height = Number($("height").value);
+  const preset = sizes.match(width, height);
+  const radio = $(preset ? `aspect-${preset.id.replace(":", "-")}` : "aspect-custom");
+  if (radio) radio.checked = true;
+  const megapixels = sizes.megapixels(width, height);
+  const mp = width && height ? megapixels.toFixed(megapixels < 0.1 ? 3 : 2) : "–";
+  $("size-info").textContent = `${width || "?"}×${height || "?"} px · ${mp} MP of ${caps.max_megapixels} · sides ${caps.min_side}-${caps.max_side}, multiples of ${caps.size_multiple}`;
+  const problem = width && height ? sizes.problem(width, height) : null;
+  if (problem) showFieldError("size", problem.message); else clearFieldError("size");
+}
+
+function snapSizeInput(id) {
+  const input = $(id);
+  if (input.value === "" || !state.sizes) return;
+  const snapped = state.sizes.snap(input.value);
+  if (snapped !== Number(input.value)) {
+    input.value = snapped;
+    $("size-info").dataset.snapped = "true";
+  }
+  sizeChanged();
+}
+
+// -- seed -------------------------------------------------------------------------------------
+
+export const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
+
+function setupSeed() {
+  $("seed").addEventListener("input", () => {
+    if ($("seed").value !== "") $("seed-lock").checked = true;
+    seedInfo();
+    clearFieldError("seed");
+  });
+  $("seed-lock").addEventListener("change", () => seedInfo());
+  $("seed-new").addEventListener("click", () => {
+    $("seed").value = randomSeed();
+    seedInfo();
+  });
+}
+
+export function seedInfo(used = null) {
+  const locked = $("seed-lock").checked;
+  const last = used === null ? "" : `Last image used seed ${used}. `;
+  $("seed-info").textContent = last + (locked
+    ? "Locked: every generation uses this seed."
+    : "Unlocked: a new random seed for each generation.");
+}
+
+// -- building the request ---------------------------------------------------------------------
+
+function integer(id, field, low, high, label) {
+  const raw = $(id).value.trim();
+  const value = Number(raw);
+  if (raw === "" || !Number.isInteger(value) || value < low || value > high) {
+    showFieldError(field, `${label} must be a whole number from ${low} to ${high}.`);
+    return null;
+  }
+  return value;
+}
+
+/** The request body from the form, or null after showing what is wrong next to each control. */
+export function buildBody() {
+  const { caps, refs } = state;
+  const model = currentModel();
+  if (!model || !caps) {
+    showFieldError("model", "No model to use: check the key, then reload the page.");
+    return null;
+  }
+  let ok = true;
+  const prompt = promptValue();
+  if (prompt === null) ok = false;
+  const width = Number($("width").value);
+  const height = Number($("height").value);
+  const problem = state.sizes.problem(width, height);
+  if (problem) { showFieldError("size", problem.message); ok = false; }
+  const body = { prompt, model: model.id, width, height };
+  if (caps.min_steps !== caps.max_steps) {
+    body.steps = integer("steps", "steps", caps.min_steps, caps.max_steps, "Steps");
+    if (body.steps === null) ok = false;
+  }
+  if (caps.guidance) {
+    const guidance = Number($("guidance").value);
+    if ($("guidance").value === "" || !(guidance >= caps.min_guidance && guidance <= caps.max_guidance)) {
+      showFieldError("guidance", `Guidance must be from ${caps.min_guidance} to ${caps.max_guidance}.`);
+      ok = false;
+    }
+    body.guidance = guidance;
+  }
+  if (!$("seed-lock").checked || $("seed").value === "") $("seed").value = randomSeed();
+  body.seed = integer("seed", "seed", 0, state.rules.max_seed, "The seed");
+  body.n = integer("n", "n", 1, caps.max_images, "The number of images");
+  if (body.seed === null || body.n === null) ok = false;
+  body.output_format = $("output-format").value;
+  body.response_format = "url";
+  if (refs.items.length > refs.limit) {
+    refs.say(`This model takes at most ${refs.limit} reference images.`);
+    ok = false;
+  }
+  return ok ? body : null;
+}
+
+/** The body as multipart form data, with the reference images as image[]. */
+export function asForm(body, files) {
+  const form = new FormData();
+  for (const [key, value] of Object.entries(body)) {
+    form.append(key, typeof value === "object" ? JSON.stringify(value) : String(value));
+  }
+  files.forEach((file, index) => form.append("image[]", file, file.name || `image-${index + 1}.png`));
+  return form;
+}
+
+// -- settings put back: from the last visit, or from a job ------------------------------------
+
+export function restoreSettings() {
+  const saved = loadSettings();
+  if (!saved || !state.caps || saved.model !== $("model").value) return;
+  if (saved.width && saved.height && !state.sizes.problem(saved.width, saved.height)) setSize(saved.width, saved.height);
+  if (saved.steps && !$("steps").disabled) $("steps").value = saved.steps;
+  if (saved.guidance !== undefined && state.caps.guidance) $("guidance").value = saved.guidance;
+  if (saved.n) $("n").value = saved.n;
+  if (saved.output_format) $("output-format").value = saved.output_format;
+  if (saved.locked) {
+    $("seed").value = saved.seed;
+    $("seed-lock").checked = true;
+  }
+  seedInfo();
+}
+
+/** Put a job's exact settings back into the form. */
+export function fillForm(job) {
+  const request = job.request || {};
+  if (state.models.some((model) => model.id === job.model)) {
+    $("model").value = job.model;
+    applyModel({ keepSettings: true });
+  } else {
+    say(`Model ${job.model} is not served now; the settings are shown for ${$("model").value}.`, "info");
+  }
+  const text = typeof request.prompt === "string" ? request.prompt : JSON.stringify(request.prompt ?? "");
+  const structured = isStructured(text);
+  setMode(structured);
+  $("prompt").value = structured ? JSON.stringify(JSON.parse(text), null, 2) : text;
+  if (structured) checkJson();
+  setSize(request.width, request.height);
+  if (request.steps && !$("steps").disabled) $("steps").value = request.steps;
+  if (request.guidance !== undefined && request.guidance !== null && state.caps?.guidance) $("guidance").value = request.guidance;
+  if (request.seed !== undefined && request.seed !== null) {
+    $("seed").value = request.seed;
+    $("seed-lock").checked = true;
+    seedInfo();
+  }
+  if (request.n) $("n").value = request.n;
+  if (request.output_format) $("output-format").value = request.output_format;
+  if (request.references) {
+    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.`, "info");
+  }
+}
+
+/** Wire the controls: the model, sizes, seed and the fields whose message clears as they change. */
+export function setupForm() {
+  setupSeed();
+  $("model").addEventListener("change", () => { clearFieldError("model"); applyModel({ keepSettings: true }); });
+  for (const id of ["width", "height"]) {
+    $(id).addEventListener("input", sizeChanged);
+    $(id).addEventListener("change", () => snapSizeInput(id));
+  }
+  $("swap-size").addEventListener("click", () => setSize(Number($("height").value), Number($("width").value)));
+  for (const [id, field] of [["steps", "steps"], ["guidance", "guidance"], ["n", "n"], ["output-format", "format"]]) {
+    $(id).addEventListener("input", () => clearFieldError(field));
+  }
+}

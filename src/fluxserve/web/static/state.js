@@ -1,0 +1,32 @@
+// The page's one state, and the settings it keeps between visits (never the key's business).
+
+export const state = {
+  rules: null, // GET /v1/rules: the limits every request is checked against
+  prompts: null, // the structured prompt checks made from rules.prompt (structured.js)
+  models: [],
+  caps: null, // the chosen model's capabilities
+  sizes: null, // its sizes (sizes.js)
+  refs: null, // the reference images (refs.js)
+  jsonMode: false,
+  buffers: { text: "", json: "" },
+  job: null, // {id, abort, body, references}
+  historyCursor: null,
+  historyIds: new Set(),
+};
+
+const SETTINGS_STORAGE = "fluxserve.studio.settings";
+
+export function saveSettings(body, { locked }) {
+  const { prompt, ...rest } = body;
+  try {
+    localStorage.setItem(SETTINGS_STORAGE, JSON.stringify({ ...rest, json: state.jsonMode, locked }));
+  } catch { /* not kept */ }
+}
+
+export function loadSettings() {
+  try {
+    return JSON.parse(localStorage.getItem(SETTINGS_STORAGE) || "null");
+  } catch {
+    return null;
+  }
+}
