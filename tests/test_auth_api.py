@@ -108,6 +108,7 @@ PROTECTED = [
     ("POST", f"{JOBS}/job_AAAAAAAAAAAAAAAAAAAAAAAA/cancel"),
     ("DELETE", f"{JOBS}/job_AAAAAAAAAAAAAAAAAAAAAAAA"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/rules"),
     ("GET", "/v1/models/tiny-random-base"),
     ("GET", "/v1/usage"),
     ("GET", "/v1/admin/keys"),
