@@ -14,9 +14,10 @@ import sys
 import torch
 
 from bench.common import interleaved_medians
+from fluxserve.defaults import default_cache_dir
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.engines.loading import EngineOptions
 
 PROMPT = "a lighthouse on a cliff at dusk"
 GOAL = 1.05

@@ -38,9 +38,10 @@ from typing import Any
 import httpx
 
 from bench.common import fluxserve_server
+from fluxserve.defaults import default_cache_dir
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.outputs import encode_result
 from fluxserve.imaging.encode import ImageFormat
 

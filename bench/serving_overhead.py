@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from bench.common import fluxserve_server, interleaved_medians
+from fluxserve.defaults import default_cache_dir
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.engines.loading import EngineOptions
 
 PROMPT = "a lighthouse on a cliff at dusk"
 SIZES = (256, 1024)

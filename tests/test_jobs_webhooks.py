@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
-from fluxserve.jobs.webhooks import new_secret
+from fluxserve.webhooks.secret import new_secret
 from tests.jobs_support import JOBS, QUICK, LiveServer, wait_for
 from tests.servers import serve_in_thread
 from tests.webhook_receiver import Answer, Receiver

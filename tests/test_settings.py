@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from fluxserve.cli.main import main
+from fluxserve.defaults import DEFAULT_MODEL
 from fluxserve.errors import InvalidRequest
-from fluxserve.settings import DEFAULT_MODEL, load_settings
+from fluxserve.settings import load_settings
 
 
 def test_defaults_serve_klein_on_loopback() -> None:

@@ -7,9 +7,9 @@ import ipaddress
 import pytest
 
 from fluxserve.errors import InvalidRequest
-from fluxserve.jobs.webhook_addresses import Address, forbidden, literal
-from fluxserve.jobs.webhook_client import CheckedBackend, ForbiddenAddress
-from fluxserve.jobs.webhooks import check_webhook_url
+from fluxserve.webhooks.addresses import Address, forbidden, literal
+from fluxserve.webhooks.client import CheckedBackend, ForbiddenAddress
+from fluxserve.webhooks.urls import check_webhook_url
 
 FORBIDDEN = [
     "169.254.169.254",  # the cloud metadata service

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fluxserve.jobs.webhook_client import webhook_client
+from fluxserve.webhooks.client import webhook_client
 from tests.helpers import TEST_TIMEOUT
 from tests.webhook_receiver import Answer, Receiver
 from tests.webhook_resolvers import NAME, Rebinding

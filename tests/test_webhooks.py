@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import stat
 import threading
@@ -19,18 +20,14 @@ from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, OutputImage, Usage, WebhookTarget, new_job_id
 from fluxserve.jobs.sqlite_store import SqliteJobStore as JobStore
 from fluxserve.jobs.views import WebhookDeliveryView
-from fluxserve.jobs.webhook_addresses import Address, Resolver, resolve
-from fluxserve.jobs.webhooks import (
-    Attempt,
-    WebhookSender,
-    check_webhook_url,
-    load_or_create_secret,
-    new_secret,
-    next_step,
-    retry_after_seconds,
-)
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.webhooks.addresses import Address, Resolver, resolve
+from fluxserve.webhooks.attempts import Attempt, retry_after_seconds
+from fluxserve.webhooks.retries import next_step
+from fluxserve.webhooks.secret import load_or_create_secret, new_secret
+from fluxserve.webhooks.sender import WebhookSender
+from fluxserve.webhooks.urls import check_webhook_url
 from tests.webhook_receiver import Answer, Receiver
 from tests.webhook_resolvers import LOOPBACK, METADATA, NAME, FailingOnce, Rebinding
 
@@ -559,3 +556,23 @@ def test_proxy_variables_are_not_used(
     [delivery] = settled(sender, job.id)
     assert delivery.status == "delivered"
     assert (len(receiver.requests), len(proxy.requests)) == (1, 0)
+
+
+def test_httpx_log_lines_name_only_the_receivers_origin(
+    store: JobStore,
+    receivers: Callable[..., Receiver],
+    make_sender: Callable[..., WebhookSender],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = receivers(204)
+    sender = make_sender()
+    job = succeeded_job(store, f"{receiver.url}?token=not-for-logs")
+
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        sender.notify(job, "completed")
+        [delivery] = settled(sender, job.id)
+
+    assert delivery.status == "delivered"
+    lines = [record.getMessage() for record in caplog.records if record.name == "httpx"]
+    assert lines
+    assert all("not-for-logs" not in line and f"127.0.0.1:{receiver.port}" in line for line in lines)

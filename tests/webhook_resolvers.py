@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from fluxserve.jobs.webhook_addresses import Address
+from fluxserve.webhooks.addresses import Address
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 METADATA = ipaddress.ip_address("169.254.169.254")

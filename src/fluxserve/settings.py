@@ -2,6 +2,9 @@
 
 Values come from, highest first: command-line flags, environment variables (``FLUXSERVE_*``;
 ``FLUXSERVE_MODELS`` is comma-separated), a TOML config file (``--config``), then defaults.
+Plain data: no engine is imported here. Defaults shared with the engines and the CLI come from
+:mod:`fluxserve.defaults`; the composition roots turn settings into engine options
+(:mod:`fluxserve.wiring`).
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fluxserve.engines.hosted.options import ProviderOptions
-from fluxserve.engines.loading import EngineOptions, default_cache_dir
+from fluxserve.defaults import (
+    BFL_CONCURRENCY,
+    CLOUDFLARE_BASE_URL,
+    CLOUDFLARE_CONCURRENCY,
+    DEFAULT_MODEL,
+    PROVIDER_TIMEOUT_SECONDS,
+    BflRegion,
+    default_cache_dir,
+    default_data_dir,
+)
 from fluxserve.errors import InvalidRequest
-
-DEFAULT_MODEL = "flux.2-klein-4b"
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "fluxserve"
 
 
 class Settings(BaseModel):
@@ -93,17 +97,17 @@ class Settings(BaseModel):
     """Workers AI: the account that runs the ``cf:`` models (also read from CLOUDFLARE_ACCOUNT_ID)."""
     cloudflare_api_token: str | None = None
     """Workers AI: an API token allowed to run Workers AI (also read from CLOUDFLARE_API_TOKEN)."""
-    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
-    cloudflare_concurrency: int = Field(4, ge=1, le=64)
+    cloudflare_base_url: str = CLOUDFLARE_BASE_URL
+    cloudflare_concurrency: int = Field(CLOUDFLARE_CONCURRENCY, ge=1, le=64)
     """Workers AI requests in flight at once."""
     bfl_api_key: str | None = None
     """Black Forest Labs: the key for the ``bfl:`` models (also read from BFL_API_KEY)."""
-    bfl_region: Literal["global", "eu", "us"] = "global"
+    bfl_region: BflRegion = "global"
     bfl_base_url: str | None = None
     """Default: https://api.bfl.ai, api.eu.bfl.ai or api.us.bfl.ai by ``bfl_region``."""
-    bfl_concurrency: int = Field(24, ge=1, le=64)
+    bfl_concurrency: int = Field(BFL_CONCURRENCY, ge=1, le=64)
     """BFL tasks in flight at once (BFL allows 24)."""
-    provider_timeout_seconds: float = Field(120, gt=0)
+    provider_timeout_seconds: float = Field(PROVIDER_TIMEOUT_SECONDS, gt=0)
     """The longest one call to a hosted provider may take."""
 
     @field_validator("models", "cors_origins", mode="before")
@@ -125,28 +129,6 @@ class Settings(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("each model may be listed once")
         return value
-
-    def provider_options(self) -> ProviderOptions:
-        region_hosts = {"global": "api.bfl.ai", "eu": "api.eu.bfl.ai", "us": "api.us.bfl.ai"}
-        return ProviderOptions(
-            cloudflare_account_id=self.cloudflare_account_id,
-            cloudflare_api_token=self.cloudflare_api_token,
-            cloudflare_base_url=self.cloudflare_base_url.rstrip("/"),
-            cloudflare_concurrency=self.cloudflare_concurrency,
-            bfl_api_key=self.bfl_api_key,
-            bfl_base_url=(self.bfl_base_url or f"https://{region_hosts[self.bfl_region]}").rstrip("/"),
-            bfl_concurrency=self.bfl_concurrency,
-            timeout_seconds=self.provider_timeout_seconds,
-        )
-
-    def engine_options(self) -> EngineOptions:
-        return EngineOptions(
-            cache_dir=self.cache_dir,
-            device=self.device,
-            dtype=self.dtype,
-            offload=self.offload,
-            allow_download=self.allow_download,
-        )
 
     @property
     def max_body_bytes(self) -> int:

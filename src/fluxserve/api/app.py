@@ -18,11 +18,16 @@ from fluxserve.api import errors
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, models, rules, usage
 from fluxserve.api.serving import ServerContext
+from fluxserve.db import Database
 from fluxserve.engines.base import Engine
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
+from fluxserve.storage.signing import UrlSigner
 from fluxserve.web import routes as studio
+from fluxserve.webhooks.secret import load_or_create_secret
+from fluxserve.webhooks.sender import WebhookSender
+from fluxserve.wiring import engine_options, provider_options
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -58,6 +63,15 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _webhook_sender(settings: Settings) -> Callable[[Database, UrlSigner], WebhookSender]:
+    """The service builds the sender once its store has made the data dir, where the secret may be kept."""
+
+    def build(store: Database, signer: UrlSigner) -> WebhookSender:
+        return WebhookSender(store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), signer)
+
+    return build
+
+
 class _App(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         return errors.LoggedOnce(super().build_middleware_stack())
@@ -75,9 +89,9 @@ def create_app(
     chosen = (
         dict(engines)
         if engines is not None
-        else create_engines(settings.models, settings.engine_options(), settings.provider_options())
+        else create_engines(settings.models, engine_options(settings), provider_options(settings))
     )
-    service = JobService(settings, chosen, clock=clock)
+    service = JobService(settings, chosen, clock=clock, webhooks=_webhook_sender(settings))
     try:
         check_access(settings, service.keys)
     except BaseException:

@@ -30,8 +30,8 @@ from fluxserve.errors import InvalidImage, InvalidRequest
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, decode_image, probe_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
 from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, WebhookTarget
-from fluxserve.jobs.webhooks import check_webhook_url
 from fluxserve.settings import Settings
+from fluxserve.webhooks.urls import check_webhook_url
 
 # quality -> multiple of the model's default steps (clamped to its range).
 QUALITY_STEPS = {

@@ -24,6 +24,7 @@ from fluxserve.imaging.decode import decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
 from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import load_settings
+from fluxserve.wiring import provider_options
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
         allow_download=args.allow_download,
     )
     # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
-    engine = create_engine(args.model, options, load_settings().provider_options())
+    engine = create_engine(args.model, options, provider_options(load_settings()))
     try:
         return _generate(args, engine, request, fmt, err)
     finally:

@@ -13,9 +13,10 @@ from fluxserve.cli.generate import GenerateArgs, run_generate
 from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, revoke_key
 from fluxserve.cli.models import print_models
 from fluxserve.cli.serve import run_server
-from fluxserve.engines.loading import Offload, default_cache_dir
+from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
+from fluxserve.engines.loading import Offload
 from fluxserve.errors import FluxserveError, InvalidRequest
-from fluxserve.settings import load_settings
+from fluxserve.settings import Settings, load_settings
 
 app = typer.Typer(
     name="fluxserve",
@@ -54,7 +55,7 @@ def generate(
     ] = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="Short name, Hugging Face repo id, or local folder.")
-    ] = "flux.2-klein-4b",
+    ] = DEFAULT_MODEL,
     size: Annotated[
         str | None, typer.Option("--size", help="Output size WIDTHxHEIGHT, e.g. 1024x768.", metavar="WxH")
     ] = None,
@@ -111,10 +112,12 @@ def generate(
 def serve(
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model to serve (repeat for several). Default: flux.2-klein-4b."),
+        typer.Option("--model", "-m", help=f"A model to serve (repeat for several). Default: {DEFAULT_MODEL}."),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help=f"Address to listen on (default {Settings.model_fields['host'].default}).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help=f"Port (default {Settings.model_fields['port'].default}).")] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where jobs and images are kept.", metavar="DIR")
     ] = None,

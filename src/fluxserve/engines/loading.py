@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,11 +31,6 @@ class EngineOptions:
     dtype: str | None = None
     offload: Offload = "none"
     allow_download: bool = True
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fluxserve"
 
 
 def import_diffusers() -> tuple[ModuleType, ModuleType]:

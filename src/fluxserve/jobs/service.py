@@ -2,7 +2,8 @@
 
 HTTP handlers call it; it owns the store, the files, the event bus, the webhook sender and one
 worker per model. Its blocking methods are quick (a SQLite row, a file write) and are meant for
-a thread pool.
+a thread pool. The webhook sender (:mod:`fluxserve.webhooks`) is built by the composition root and
+reaches the service as a :class:`Webhooks`: this package never imports that one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -38,9 +40,8 @@ from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobSta
 from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import Idempotency, JobStore
-from fluxserve.jobs.views import JobProgress, JobView, job_view
+from fluxserve.jobs.views import JobProgress, JobView, WebhookDeliveryView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
-from fluxserve.jobs.webhooks import WebhookSender, load_or_create_secret
 from fluxserve.jobs.worker import ModelWorker
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
@@ -49,10 +50,31 @@ from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 log = logging.getLogger("fluxserve.jobs")
 
 
+class Webhooks(Protocol):
+    """What the service needs of a webhook sender (:class:`fluxserve.webhooks.sender.WebhookSender`)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def notify(self, job: Job, event: str) -> None:
+        """Hand over a lifecycle event; called on the publishing thread, so it must not block."""
+
+    def deliveries(self, job_id: str) -> list[WebhookDeliveryView]: ...
+
+
+WebhooksFactory = Callable[[Database, UrlSigner], Webhooks]
+"""Builds the webhook sender on the service's database and URL signer, once the data dir is made private."""
+
+
 class JobService:
     def __init__(
-        self, settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        engines: dict[str, Engine],
+        *,
+        clock: Callable[[], float] = time.time,
+        webhooks: WebhooksFactory | None = None,
     ) -> None:
+        """``webhooks`` builds the sender of jobs' webhooks; without it, a job's webhook is kept but never posted."""
         self.settings = settings
         self.db = Database(settings.data_dir / DATABASE_FILE)
         self.store: JobStore = SqliteJobStore(self.db)
@@ -63,10 +85,9 @@ class JobService:
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
         )
         self.bus = EventBus(self.db.next_boot(), settings.sse_max_pending_events)
-        self.webhooks = WebhookSender(
-            self.db, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), self.signer
-        )
-        self.bus.listen(self._notify_webhooks)
+        self.webhooks = None if webhooks is None else webhooks(self.db, self.signer)
+        if self.webhooks is not None:
+            self.bus.listen(self._notify_webhooks)
         self._admission = threading.Lock()
         self._stopping = threading.Event()
         self._janitor = threading.Thread(target=self._clean_up_periodically, name="retention", daemon=True)
@@ -110,7 +131,8 @@ class JobService:
                 worker.enqueue(job.id)
         for worker in self.workers.values():
             worker.start()
-        self.webhooks.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self._janitor.start()
 
     def _fail_at_start(self, job: Job, error_type: str, message: str) -> None:
@@ -122,13 +144,14 @@ class JobService:
         for worker in self.workers.values():
             worker.stop()
         self._encoder.shutdown(wait=True)
-        self.webhooks.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self._janitor.is_alive():
             self._janitor.join()
         self.db.close()
 
     def _notify_webhooks(self, event: JobEvent) -> None:
-        if event.job is not None and event.type in WEBHOOK_EVENTS:
+        if self.webhooks is not None and event.job is not None and event.type in WEBHOOK_EVENTS:
             self.webhooks.notify(event.job, event.type)
 
     def worker(self, model: str) -> ModelWorker:
@@ -254,8 +277,13 @@ class JobService:
             progress=None
             if progress is None
             else JobProgress(step=progress.step, total=progress.total_steps, stage=progress.stage),
-            deliveries=self.webhooks.deliveries(job.id) if job.webhook is not None else None,
+            deliveries=self._deliveries(job),
         )
+
+    def _deliveries(self, job: Job) -> list[WebhookDeliveryView] | None:
+        if self.webhooks is None or job.webhook is None:
+            return None
+        return self.webhooks.deliveries(job.id)
 
     def get(self, job_id: str) -> Job:
         """Any job, whoever made it: for the server's own use. Requests go through :meth:`owned`."""

@@ -1,7 +1,7 @@
 """The HTTP client webhooks are sent with: it connects only to an address it has checked.
 
 A host name is resolved once per connection, every address it resolves to is checked (see
-:mod:`fluxserve.jobs.webhook_addresses`) and the connection is made to one of those very
+:mod:`fluxserve.webhooks.addresses`) and the connection is made to one of those very
 addresses, so a name that answers differently a moment later (DNS rebinding) cannot move a
 delivery to a metadata service. The URL is otherwise untouched: the ``Host`` header, and for
 https the SNI name and the certificate check, stay those of the host name in the URL. Proxies
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
-from fluxserve.jobs.webhook_addresses import Address, Resolver, forbidden, literal, refusal, resolve
+from fluxserve.webhooks.addresses import Address, Resolver, forbidden, literal, refusal, resolve
 
 
 class ForbiddenAddress(Exception):

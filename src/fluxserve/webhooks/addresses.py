@@ -8,7 +8,7 @@ and multicast addresses are refused, however they are written: an IPv6 address t
 IPv4 one (IPv4-mapped, -compatible or -translated, NAT64, 6to4, Teredo) is judged by the IPv4
 address too. They are refused when the request comes in if the URL names such an address, and
 again at each delivery, after the host name is resolved; the delivery then connects to the very
-address that was checked (see :mod:`fluxserve.jobs.webhook_client`).
+address that was checked (see :mod:`fluxserve.webhooks.client`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,44 @@
+"""Defaults that the settings, the engines and the CLI share, declared once.
+
+A leaf: :mod:`fluxserve.settings` (what a server is configured with) and the engines' option
+objects (which the library, the CLI and the tests also build by hand) both start from these, and
+neither imports the other. A default only the settings use stays on its field in ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_MODEL = "flux.2-klein-4b"
+"""The model served, or generated with, when none is named."""
+
+CLOUDFLARE_BASE_URL = "https://api.cloudflare.com/client/v4"
+CLOUDFLARE_CONCURRENCY = 4
+"""Workers AI requests in flight at once."""
+
+BflRegion = Literal["global", "eu", "us"]
+BFL_BASE_URLS: dict[BflRegion, str] = {
+    "global": "https://api.bfl.ai",
+    "eu": "https://api.eu.bfl.ai",
+    "us": "https://api.us.bfl.ai",
+}
+"""Black Forest Labs' API, by region."""
+BFL_CONCURRENCY = 24
+"""BFL tasks in flight at once (BFL allows 24)."""
+
+PROVIDER_TIMEOUT_SECONDS = 120.0
+"""The longest one call to a hosted provider may take."""
+
+
+def default_data_dir() -> Path:
+    """Where a server keeps its jobs, images and secrets: ``$XDG_DATA_HOME/fluxserve``."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "fluxserve"
+
+
+def default_cache_dir() -> Path:
+    """Where tiny models are built: ``$XDG_CACHE_HOME/fluxserve``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fluxserve"

@@ -1,0 +1,37 @@
+"""The engines' options, built from the settings: the one place the two meet.
+
+``settings.py`` is plain data and imports no engine, and the engines never import the settings;
+the composition roots (:mod:`fluxserve.api.app`, the CLI) call these to go from one to the other.
+"""
+
+from __future__ import annotations
+
+from fluxserve.defaults import BFL_BASE_URLS
+from fluxserve.engines.hosted.options import ProviderOptions
+from fluxserve.engines.loading import EngineOptions
+from fluxserve.settings import Settings
+
+
+def provider_options(settings: Settings) -> ProviderOptions:
+    """How to reach the hosted providers; ``bfl_base_url`` defaults to the host of ``bfl_region``."""
+    return ProviderOptions(
+        cloudflare_account_id=settings.cloudflare_account_id,
+        cloudflare_api_token=settings.cloudflare_api_token,
+        cloudflare_base_url=settings.cloudflare_base_url.rstrip("/"),
+        cloudflare_concurrency=settings.cloudflare_concurrency,
+        bfl_api_key=settings.bfl_api_key,
+        bfl_base_url=(settings.bfl_base_url or BFL_BASE_URLS[settings.bfl_region]).rstrip("/"),
+        bfl_concurrency=settings.bfl_concurrency,
+        timeout_seconds=settings.provider_timeout_seconds,
+    )
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """How to run the local models."""
+    return EngineOptions(
+        cache_dir=settings.cache_dir,
+        device=settings.device,
+        dtype=settings.dtype,
+        offload=settings.offload,
+        allow_download=settings.allow_download,
+    )

@@ -1,0 +1,63 @@
+"""Settings to engine options: the region picks BFL's host, URLs lose a trailing slash, defaults agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fluxserve.engines.hosted.options import ProviderOptions
+from fluxserve.engines.loading import EngineOptions
+from fluxserve.settings import Settings
+from fluxserve.wiring import engine_options, provider_options
+
+
+def test_default_settings_give_the_default_provider_options(tmp_path: Path) -> None:
+    assert provider_options(Settings(data_dir=tmp_path)) == ProviderOptions()
+
+
+@pytest.mark.parametrize(
+    ("region", "url"),
+    [("global", "https://api.bfl.ai"), ("eu", "https://api.eu.bfl.ai"), ("us", "https://api.us.bfl.ai")],
+)
+def test_the_bfl_region_picks_the_host(tmp_path: Path, region: str, url: str) -> None:
+    assert provider_options(Settings(data_dir=tmp_path, bfl_region=region)).bfl_base_url == url
+
+
+def test_base_urls_given_win_over_the_region_and_lose_a_trailing_slash(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        bfl_region="eu",
+        bfl_base_url="http://127.0.0.1:9000/bfl/",
+        cloudflare_base_url="http://127.0.0.1:9001/client/v4/",
+        cloudflare_concurrency=2,
+        bfl_concurrency=3,
+        provider_timeout_seconds=5,
+        bfl_api_key="bfl-key",
+        cloudflare_account_id="account",
+        cloudflare_api_token="token",
+    )
+    assert provider_options(settings) == ProviderOptions(
+        cloudflare_account_id="account",
+        cloudflare_api_token="token",
+        cloudflare_base_url="http://127.0.0.1:9001/client/v4",
+        cloudflare_concurrency=2,
+        bfl_api_key="bfl-key",
+        bfl_base_url="http://127.0.0.1:9000/bfl",
+        bfl_concurrency=3,
+        timeout_seconds=5,
+    )
+
+
+def test_engine_options_carry_the_local_model_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        dtype="float32",
+        offload="model",
+        allow_download=False,
+    )
+    assert engine_options(settings) == EngineOptions(
+        cache_dir=tmp_path / "cache", device="cpu", dtype="float32", offload="model", allow_download=False
+    )
