@@ -1,6 +1,6 @@
 """A fake of Black Forest Labs' API, served on loopback, written from the documented protocol only.
 
-What it implements (``../shared/notes/protocols.md`` section 3):
+What it implements (BFL's API reference, docs.bfl.ai, as the README's "Hosted models" section sums it up):
 
 - ``POST /v1/{endpoint}`` for the FLUX.2 endpoints, with ``x-key``; the JSON body is checked as
   documented (unknown fields, sizes, references, steps, guidance, safety_tolerance,

@@ -1,7 +1,8 @@
 """The hosted models fluxserve can route to, with each provider's real limits.
 
 Names are ``cf:...`` (Cloudflare Workers AI) and ``bfl:...`` (Black Forest Labs). Limits come
-from the providers' documentation (see ``../shared/notes/protocols.md``); validation reads them,
+from the providers' documentation (summarised in the README's "Hosted models" section, with the
+providers' pages: developers.cloudflare.com/workers-ai/models/, docs.bfl.ai); validation reads them,
 so a request the provider would refuse is refused here before any money is spent.
 """
 

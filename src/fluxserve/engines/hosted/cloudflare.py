@@ -5,7 +5,8 @@ bearer token. FLUX.2 models take multipart/form-data, even for a prompt alone: `
 ``input_image_0..3`` (PNG parts, each below 512x512), ``steps``, ``guidance``, ``width``,
 ``height``, ``seed``. FLUX.1 [schnell] takes JSON: ``prompt`` (up to 2048 characters), ``steps``
 and ``seed``. The answer is Cloudflare's v4 envelope, the image in ``result.image`` as base64.
-Facts from ``../shared/notes/protocols.md`` section 2.
+Facts from Cloudflare's model pages (developers.cloudflare.com/workers-ai/models/flux-2-dev and its
+siblings), as the README's "Hosted models" section sums them up.
 """
 
 from __future__ import annotations
