@@ -62,6 +62,7 @@ class ServerProcess:
             command += ["--model", model]
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
+        env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(TEST_TIMEOUT)  # so that Prefer: wait=TEST_TIMEOUT is honoured
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
