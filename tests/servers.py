@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from fluxserve.api.server import server_config
 from fluxserve.settings import Settings
-from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.helpers import MAX_WAIT, TEST_TIMEOUT, wait_for
 
 
 @contextmanager
@@ -62,7 +62,7 @@ class ServerProcess:
             command += ["--model", model]
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
-        env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(TEST_TIMEOUT)  # so that Prefer: wait=TEST_TIMEOUT is honoured
+        env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
