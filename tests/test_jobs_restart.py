@@ -24,7 +24,7 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -204,7 +204,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
             again.finish()
             assert again.status_code == 204
 
-            done = submit(http, QUICK, headers={"Prefer": f"wait={int(TEST_TIMEOUT)}"})
+            done = submit(http, QUICK, headers=PREFER_WAIT)
             assert done["status"] == "succeeded"
             done_file = outputs / done["id"] / "0.png"
             done_stat = done_file.stat()
