@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fluxserve.api.app import create_app
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.settings import Settings
+from tests.helpers import MAX_WAIT
 from tests.jobs_support import LiveServer
 from tests.servers import serve_in_thread
 
@@ -57,6 +59,7 @@ def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
             "models": ["tiny-random"],
             "warmup": False,
             "allow_download": False,
+            "max_wait_seconds": MAX_WAIT,
         }
         return Settings(**{**values, **overrides})
 
@@ -65,11 +68,11 @@ def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def make_app(make_settings: Callable[..., Settings], engines: dict[str, DiffusersEngine]) -> Callable[..., FastAPI]:
-    """An app serving already-loaded tiny engines (``models=[...]`` picks which)."""
+    """An app serving already-loaded tiny engines (``models=[...]`` picks which; ``clock``: see create_app)."""
 
-    def build(**overrides: Any) -> FastAPI:
+    def build(*, clock: Callable[[], float] = time.time, **overrides: Any) -> FastAPI:
         settings = make_settings(**overrides)
-        return create_app(settings, {name: engines[name] for name in settings.models})
+        return create_app(settings, {name: engines[name] for name in settings.models}, clock=clock)
 
     return build
 
@@ -83,13 +86,16 @@ def client(make_app: Callable[..., FastAPI]) -> Iterator[TestClient]:
 
 @pytest.fixture
 def make_server(make_app: Callable[..., FastAPI]) -> Iterator[Callable[..., LiveServer]]:
-    """Real servers on loopback (serving tiny-random-base and tiny-random unless told otherwise)."""
+    """Real servers on loopback (serving tiny-random-base and tiny-random unless told otherwise).
+
+    ``serving``: the LiveServer subclass to wrap the server in; other arguments go to make_app.
+    """
     with contextlib.ExitStack() as stack:
 
-        def start(**overrides: Any) -> LiveServer:
+        def start(*, serving: type[LiveServer] = LiveServer, **overrides: Any) -> LiveServer:
             app = make_app(**{"models": ["tiny-random-base", "tiny-random"], **overrides})
             url = stack.enter_context(serve_in_thread(app))
-            return stack.enter_context(LiveServer(app, url))
+            return stack.enter_context(serving(app, url))
 
         yield start
 

@@ -5,13 +5,31 @@ from __future__ import annotations
 import io
 import os
 import struct
+import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
 TEST_TIMEOUT = float(os.environ.get("FLUXSERVE_TEST_TIMEOUT", "60"))
-"""The one limit new tests derive their waits from; raise it on a slow or busy machine."""
+"""The one limit every test derives its waits from; raise it on a slow or busy machine."""
+
+MAX_WAIT = max(TEST_TIMEOUT, 60.0)
+"""``max_wait_seconds`` of the test servers (60 by default): a ``Prefer: wait=TEST_TIMEOUT`` is honoured in full."""
+
+PREFER_WAIT = {"Prefer": f"wait={int(TEST_TIMEOUT)}"}
+"""The headers of a ``POST /v1/jobs`` that wants the finished job."""
+
+
+def wait_for(condition: Callable[[], object], what: str = "the condition", *, timeout: float | None = None) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` s (TEST_TIMEOUT)."""
+    limit = TEST_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {limit:g} s: {what}")
+        time.sleep(0.02)
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -11,6 +9,7 @@ from fastapi import FastAPI
 
 from fluxserve.api.serving import ServerContext
 from fluxserve.jobs.service import JobService
+from tests.helpers import TEST_TIMEOUT, wait_for
 
 JOBS = "/v1/jobs"
 # tiny-random-base at 256x256 runs real classifier-free guidance: about 10 ms a step on a laptop CPU.
@@ -23,7 +22,7 @@ class LiveServer:
 
     def __init__(self, app: FastAPI, url: str) -> None:
         self.app, self.url = app, url
-        self.http = httpx.Client(base_url=url, timeout=60)
+        self.http = httpx.Client(base_url=url, timeout=TEST_TIMEOUT)
 
     def __enter__(self) -> LiveServer:
         return self
@@ -48,16 +47,13 @@ class LiveServer:
         job: dict[str, Any] = response.json()
         return job
 
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while (job := self.job(job_id))["status"] not in statuses:
-            assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
-            time.sleep(0.02)
-        return job
+    def wait_status(self, job_id: str, *statuses: str, timeout: float | None = None) -> dict[str, Any]:
+        """Poll the job until its status is one of ``statuses``; return it (``timeout``: TEST_TIMEOUT)."""
+        seen: list[dict[str, Any]] = []
 
+        def reached() -> bool:
+            seen.append(self.job(job_id))
+            return seen[-1]["status"] in statuses
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+        wait_for(reached, f"job {job_id} {' or '.join(statuses)}", timeout=timeout)
+        return seen[-1]

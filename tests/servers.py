@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from fastapi import FastAPI
 
 from fluxserve.api.server import server_config
 from fluxserve.settings import Settings
+from tests.helpers import MAX_WAIT, TEST_TIMEOUT, wait_for
 
 
 @contextmanager
@@ -33,17 +33,15 @@ def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator
     sockets = None if sock is None else [sock]
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
+    wait_for(lambda: server.started or not thread.is_alive(), "the test server started")
+    if not server.started:
+        raise RuntimeError("the test server did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(30)
+        thread.join(TEST_TIMEOUT)
 
 
 def free_port() -> int:
@@ -64,31 +62,35 @@ class ServerProcess:
             command += ["--model", model]
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
+        env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_ready(self, timeout: float = TEST_TIMEOUT * 2) -> None:
+        """Wait for ``/ready`` (the default bound allows for building the models)."""
+
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/ready", timeout=TEST_TIMEOUT / 6).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server was not ready in {timeout} s: {self.log.read_text()}")
+                return False
+
+        try:
+            wait_for(ready, f"{self.url}/ready", timeout=timeout)
+        except AssertionError as error:
+            raise RuntimeError(f"{error}: {self.log.read_text()}") from None
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        self.process.wait(TEST_TIMEOUT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(30)
+                self.process.wait(TEST_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.kill()

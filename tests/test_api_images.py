@@ -16,7 +16,7 @@ from fluxserve.api.serving import ServerContext
 from fluxserve.imaging.encode import read_parameters
 from fluxserve.jobs.models import JobStatus
 from fluxserve.storage.signing import UrlSigner
-from tests.helpers import photo, png_bytes
+from tests.helpers import photo, png_bytes, wait_for
 
 SMALL = {"size": "64x64"}
 
@@ -287,12 +287,7 @@ def test_ready_is_503_while_a_model_loads_then_200(make_settings: Any, options: 
             assert first.json()["error"]["type"] == "service_unavailable"
             refused = client.post("/v1/images/generations", json={"prompt": "x"})
             assert refused.status_code in (200, 503)
-        for _ in range(600):
-            if client.get("/ready").status_code == 200:
-                break
-            import time
-
-            time.sleep(0.05)
+        wait_for(lambda: client.get("/ready").status_code == 200, "the model loaded")
         assert client.get("/ready").status_code == 200
 
 

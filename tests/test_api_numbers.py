@@ -28,7 +28,7 @@ from fluxserve.cli.main import main
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.errors import InvalidRequest
 from fluxserve.settings import Settings, load_settings
-from tests.helpers import TEST_TIMEOUT
+from tests.helpers import MAX_WAIT, TEST_TIMEOUT
 from tests.jobs_support import JOBS, QUICK, LiveServer
 from tests.servers import serve_in_thread
 
@@ -56,6 +56,7 @@ def server(
         models=["tiny-random-base"],
         warmup=False,
         allow_download=False,
+        max_wait_seconds=MAX_WAIT,
     )
     app = create_app(settings, {"tiny-random-base": engines["tiny-random-base"]})
     with serve_in_thread(app) as url, Numbers(app, url) as live:

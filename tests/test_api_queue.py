@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,6 +18,8 @@ from fastapi import FastAPI
 from fluxserve.api.serving import ServerContext
 from fluxserve.jobs.models import Job, JobStatus
 from fluxserve.jobs.worker import ModelWorker
+from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.jobs_support import LiveServer
 from tests.servers import serve_in_thread
 
 GENERATIONS = "/v1/images/generations"
@@ -38,7 +39,7 @@ class Server:
     def jobs(self) -> list[Job]:
         return self.context.service.store.recent()
 
-    def post_in_background(self, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    def post_in_background(self, body: dict[str, Any], timeout: float = TEST_TIMEOUT) -> dict[str, Any]:
         """Send a request on a thread; the returned dict gets "response" or "error" when it ends."""
         outcome: dict[str, Any] = {}
 
@@ -54,19 +55,10 @@ class Server:
         return outcome
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 @pytest.fixture
-def server(make_app: Callable[..., FastAPI]) -> Iterator[Server]:
-    app = make_app(models=["tiny-random-base"], max_queue=1)
-    with serve_in_thread(app) as url:
-        yield Server(app, url)
+def server(make_server: Callable[..., LiveServer]) -> Server:
+    live = make_server(models=["tiny-random-base"], max_queue=1)
+    return Server(live.app, live.url)
 
 
 def test_a_full_queue_is_429_with_retry_after_and_loses_nothing(server: Server) -> None:
@@ -75,7 +67,7 @@ def test_a_full_queue_is_429_with_retry_after_and_loses_nothing(server: Server) 
     queued = server.post_in_background(QUICK)
     wait_for(lambda: server.worker.queued == 1)
 
-    refused = httpx.post(server.url + GENERATIONS, json=QUICK, timeout=30)
+    refused = httpx.post(server.url + GENERATIONS, json=QUICK, timeout=TEST_TIMEOUT)
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
     error = refused.json()["error"]
@@ -84,21 +76,21 @@ def test_a_full_queue_is_429_with_retry_after_and_loses_nothing(server: Server) 
     assert "x-should-retry" not in refused.headers  # nothing was started: retrying is right
 
     for outcome in (running, queued):
-        outcome["thread"].join(60)
+        outcome["thread"].join(TEST_TIMEOUT)
         assert outcome["response"].status_code == 200
     assert sorted(job.status for job in server.jobs()) == [JobStatus.SUCCEEDED] * 2
-    assert httpx.post(server.url + GENERATIONS, json=QUICK, timeout=30).status_code == 200
+    assert httpx.post(server.url + GENERATIONS, json=QUICK, timeout=TEST_TIMEOUT).status_code == 200
 
 
 def test_a_client_that_leaves_before_its_job_starts_cancels_it(server: Server) -> None:
     running = server.post_in_background(SLOW)
     wait_for(lambda: server.worker.running_job is not None)
     leaving = server.post_in_background(QUICK, timeout=0.5)
-    leaving["thread"].join(10)
+    leaving["thread"].join(TEST_TIMEOUT)
     assert isinstance(leaving["error"], httpx.ReadTimeout)
 
-    wait_for(lambda: any(job.status is JobStatus.CANCELED for job in server.jobs()), timeout=10)
-    running["thread"].join(60)
+    wait_for(lambda: any(job.status is JobStatus.CANCELED for job in server.jobs()))
+    running["thread"].join(TEST_TIMEOUT)
     assert running["response"].status_code == 200
     statuses = {job.spec.prompt: job.status for job in server.jobs()}
     assert statuses == {"slow": JobStatus.SUCCEEDED, "quick": JobStatus.CANCELED}
@@ -106,14 +98,14 @@ def test_a_client_that_leaves_before_its_job_starts_cancels_it(server: Server) -
 
 def test_a_client_that_leaves_after_its_job_started_finds_the_result_kept(server: Server) -> None:
     leaving = server.post_in_background({**SLOW, "response_format": "url"}, timeout=0.3)
-    leaving["thread"].join(10)
+    leaving["thread"].join(TEST_TIMEOUT)
     assert isinstance(leaving["error"], httpx.ReadTimeout)
 
     wait_for(lambda: server.jobs()[0].status.finished)
     [job] = server.jobs()
     assert job.status is JobStatus.SUCCEEDED
-    url = httpx.get(f"{server.url}/v1/jobs/{job.id}").json()["images"][0]["url"]
-    image = httpx.get(url)
+    url = httpx.get(f"{server.url}/v1/jobs/{job.id}", timeout=TEST_TIMEOUT).json()["images"][0]["url"]
+    image = httpx.get(url, timeout=TEST_TIMEOUT)
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
 
@@ -125,7 +117,7 @@ def test_a_failure_after_the_job_started_says_do_not_retry(server: Server) -> No
     assert job_id is not None
     server.context.service.cancel(job_id, owner=None)  # someone else stops it mid-run
 
-    waiting["thread"].join(60)
+    waiting["thread"].join(TEST_TIMEOUT)
     response = waiting["response"]
     assert response.status_code == 409
     assert response.headers["x-should-retry"] == "false"
@@ -140,9 +132,9 @@ def test_the_event_loop_stays_responsive_while_generating(server: Server) -> Non
     wait_for(lambda: server.worker.running_job is not None)
     answered = 0
     while server.worker.running_job is not None and answered < 20:
-        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+        assert httpx.get(server.url + "/health", timeout=TEST_TIMEOUT / 12).status_code == 200
         answered += 1
-    running["thread"].join(60)
+    running["thread"].join(TEST_TIMEOUT)
     assert running["response"].status_code == 200
     assert answered > 0
 

@@ -6,11 +6,10 @@ The server's clock (rate windows, quota periods, URL and key expiry) is a Manual
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,8 @@ from fluxserve.cli.main import main
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.errors import InsecureConfiguration
 from fluxserve.settings import Settings
-from tests.helpers import ManualClock
-from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer, wait_for
-from tests.servers import serve_in_thread
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, ManualClock, wait_for
+from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
 
 TINY_JOB = {**QUICK, "prompt": "a quiet harbour"}  # 64x64: 4096 pixels, 0.0039 megapixels
 TINY_MP = 64 * 64 / 1024**2
@@ -39,40 +37,28 @@ TINY_MP = 64 * 64 / 1024**2
 class Keyed(LiveServer):
     """A live server whose requests carry no key unless given one."""
 
-    def __init__(self, app: Any, url: str, clock: ManualClock) -> None:
-        super().__init__(app, url)
-        self.clock = clock
+    clock: ManualClock
 
     def key(self, name: str = "alice", scope: Scope = Scope.GENERATE, **limits: Any) -> str:
         _, secret = self.service.keys.create(name, scope, KeyLimits(**limits))
         return secret
 
     def as_(self, secret: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, headers={"authorization": f"Bearer {secret}"})
+        return httpx.Client(base_url=self.url, timeout=TEST_TIMEOUT, headers={"authorization": f"Bearer {secret}"})
 
 
 @pytest.fixture
-def start(tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]) -> Iterator[Callable[..., Keyed]]:
-    with contextlib.ExitStack() as stack:
+def start(make_server: Callable[..., LiveServer]) -> Callable[..., Keyed]:
+    def build(*, admin_key: bool = True, **overrides: Any) -> Keyed:
+        clock = ManualClock(time.time())
+        server = make_server(serving=Keyed, clock=clock, **{"models": ["tiny-random-base"], **overrides})
+        assert isinstance(server, Keyed)
+        server.clock = clock
+        if admin_key:
+            server.admin = server.key("root", Scope.ADMIN)  # type: ignore[attr-defined]
+        return server
 
-        def build(*, admin_key: bool = True, **overrides: Any) -> Keyed:
-            settings = Settings(
-                data_dir=tmp_path / "data",
-                cache_dir=cache_dir,
-                models=["tiny-random-base"],
-                warmup=False,
-                allow_download=False,
-                **overrides,
-            )
-            clock = ManualClock(time.time())
-            app = create_app(settings, {"tiny-random-base": engines["tiny-random-base"]}, clock=clock)
-            url = stack.enter_context(serve_in_thread(app))
-            server = stack.enter_context(Keyed(app, url, clock))
-            if admin_key:
-                server.admin = server.key("root", Scope.ADMIN)  # type: ignore[attr-defined]
-            return server
-
-        yield build
+    return build
 
 
 @pytest.fixture
@@ -210,7 +196,7 @@ def test_keys_made_by_the_cli_work_on_a_running_server(server: Keyed, capsys: py
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("fsk_")
     with server.as_(secret) as cli:
-        assert cli.post(JOBS, json=TINY_JOB, headers={"prefer": "wait=60"}).json()["status"] == "succeeded"
+        assert cli.post(JOBS, json=TINY_JOB, headers=PREFER_WAIT).json()["status"] == "succeeded"
     assert main(["keys", "list", "--json", "--data-dir", data_dir]) == 0
     listed = capsys.readouterr().out
     assert '"name": "cli"' in listed
@@ -259,7 +245,7 @@ def test_the_cli_sets_every_limit_and_refuses_bad_ones(tmp_path: Path, capsys: p
 
 def test_one_key_cannot_read_cancel_delete_or_download_another_keys_job(server: Keyed) -> None:
     with server.as_(server.key("alice")) as alice, server.as_(server.key("bob")) as bob:
-        done = alice.post(JOBS, json={**TINY_JOB, "response_format": "url"}, headers={"prefer": "wait=60"}).json()
+        done = alice.post(JOBS, json={**TINY_JOB, "response_format": "url"}, headers=PREFER_WAIT).json()
         assert done["status"] == "succeeded"
         running = alice.post(JOBS, json=SLOW).json()
         for job in (done, running):
@@ -288,9 +274,9 @@ def test_idempotency_keys_belong_to_the_api_key(server: Keyed) -> None:
 
 def test_signed_urls_work_without_a_key_until_they_expire(server: Keyed) -> None:
     alice = server.as_(server.key())
-    job = alice.post(JOBS, json={**TINY_JOB, "response_format": "url"}, headers={"prefer": "wait=60"}).json()
+    job = alice.post(JOBS, json={**TINY_JOB, "response_format": "url"}, headers=PREFER_WAIT).json()
     url = job["images"][0]["url"]
-    opened = httpx.get(url)  # no header at all: a browser or an <img>
+    opened = httpx.get(url, timeout=TEST_TIMEOUT)  # no header at all: a browser or an <img>
     assert opened.status_code == 200
     assert opened.headers["content-type"] == "image/png"
 
@@ -301,17 +287,17 @@ def test_signed_urls_work_without_a_key_until_they_expire(server: Keyed) -> None
     later = {**query, "expires": str(int(query["expires"]) + 3600)}
     other_image = parts.path.replace("/0.png", "/1.png")
     for path, params in ((parts.path, tampered), (parts.path, later), (other_image, query), (parts.path, {})):
-        response = httpx.get(f"{server.url}{path}?{urlencode(params)}")
+        response = httpx.get(f"{server.url}{path}?{urlencode(params)}", timeout=TEST_TIMEOUT)
         assert_error(response, 403, "invalid_signature")
 
     assert int(query["expires"]) >= server.clock() + server.service.settings.url_ttl_seconds
     server.clock.now = int(query["expires"]) - 1
-    assert httpx.get(url).status_code == 200
+    assert httpx.get(url, timeout=TEST_TIMEOUT).status_code == 200
     server.clock.advance(1)
-    assert_error(httpx.get(url), 403, "url_expired")
+    assert_error(httpx.get(url, timeout=TEST_TIMEOUT), 403, "url_expired")
     fresh = alice.get(f"{JOBS}/{job['id']}").json()["images"][0]["url"]
     assert fresh != url
-    assert httpx.get(fresh).status_code == 200
+    assert httpx.get(fresh, timeout=TEST_TIMEOUT).status_code == 200
     alice.close()
 
 
@@ -357,9 +343,7 @@ def test_a_quota_holds_across_requests_says_when_it_resets_and_resets(server: Ke
     server.clock.now = day_start + 86400 - 120  # two minutes before midnight UTC
     quota = 3 * TINY_MP  # three 64x64 images a day
     with server.as_(server.key(quota_megapixels=quota, quota_period=Period.DAY)) as alice:
-        assert alice.post(JOBS, json={**TINY_JOB, "n": 2}, headers={"prefer": "wait=60"}).json()["status"] == (
-            "succeeded"
-        )
+        assert alice.post(JOBS, json={**TINY_JOB, "n": 2}, headers=PREFER_WAIT).json()["status"] == ("succeeded")
         too_big = alice.post(JOBS, json={**TINY_JOB, "n": 2})
         error = assert_error(too_big, 429, "quota_exceeded")
         assert error["type"] == "insufficient_quota"
@@ -374,7 +358,7 @@ def test_a_quota_holds_across_requests_says_when_it_resets_and_resets(server: Ke
         # A canceled job is not billed: its megapixels come back.
         alice.post(f"{JOBS}/{queued.json()['id']}/cancel")
         wait_for(lambda: alice.get(f"{JOBS}/{queued.json()['id']}").json()["status"] == "canceled")
-        assert alice.post(JOBS, json=TINY_JOB, headers={"prefer": "wait=60"}).json()["status"] == "succeeded"
+        assert alice.post(JOBS, json=TINY_JOB, headers=PREFER_WAIT).json()["status"] == "succeeded"
         assert_error(alice.post(JOBS, json=TINY_JOB), 429, "quota_exceeded")
 
         usage = alice.get("/v1/usage").json()
@@ -387,14 +371,14 @@ def test_a_quota_holds_across_requests_says_when_it_resets_and_resets(server: Ke
 
 def test_usage_is_recorded_per_job_and_reported_per_key_and_day(server: Keyed) -> None:
     with server.as_(server.key("alice")) as alice, server.as_(server.key("bob")) as bob:
-        done = alice.post(JOBS, json={**TINY_JOB, "n": 2}, headers={"prefer": "wait=60"}).json()
+        done = alice.post(JOBS, json={**TINY_JOB, "n": 2}, headers=PREFER_WAIT).json()
         assert done["usage"] == {
             "input_megapixels": 0.0,
             "output_megapixels": round(2 * TINY_MP, 4),
             "steps": 2 * TINY_JOB["steps"],
             "images": 2,
         }
-        assert bob.post(JOBS, json=TINY_JOB, headers={"prefer": "wait=60"}).json()["status"] == "succeeded"
+        assert bob.post(JOBS, json=TINY_JOB, headers=PREFER_WAIT).json()["status"] == "succeeded"
         failed_run = bob.post(JOBS, json=SLOW).json()
         bob.post(f"{JOBS}/{failed_run['id']}/cancel")
 
@@ -430,7 +414,7 @@ def test_the_openai_client_works_with_a_created_key_and_reports_a_wrong_one(serv
             .url
         )  # type: ignore[index]
         assert url is not None
-        assert httpx.get(url).status_code == 200
+        assert httpx.get(url, timeout=TEST_TIMEOUT).status_code == 200
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="fsk_" + "0" * 48, max_retries=0) as client:
         with pytest.raises(openai.AuthenticationError) as refused:
             client.images.generate(model="tiny-random-base", prompt="x", size="64x64")

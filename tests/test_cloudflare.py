@@ -35,11 +35,12 @@ from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import Settings
 from tests.fakes import cloudflare as fake_api
 from tests.fakes.cloudflare import Failure, FakeWorkersAI
-from tests.helpers import photo, png_bytes
+from tests.helpers import MAX_WAIT, PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes
 from tests.servers import serve_in_thread
 
 DEV, KLEIN_4B, KLEIN_9B, SCHNELL = "cf:flux-2-dev", "cf:flux-2-klein-4b", "cf:flux-2-klein-9b", "cf:flux-1-schnell"
-TIMEOUT = 2.0
+TIMEOUT = TEST_TIMEOUT / 30
+"""The provider timeout of the engines (2 s by default); one test makes the fake hang past it."""
 STRUCTURED = {
     "scene": "a lighthouse on a cliff at dusk",
     "subjects": [{"type": "building", "description": "a white lighthouse", "position": "midground"}],
@@ -306,7 +307,9 @@ def test_progress_counts_stages_over_the_images(engine: Build, fake: FakeWorkers
 def server_url(tmp_path_factory: pytest.TempPathFactory, options: ProviderOptions) -> Iterator[str]:
     models = [DEV, KLEIN_4B, SCHNELL]
     data = tmp_path_factory.mktemp("cloudflare-server")
-    settings = Settings(data_dir=data / "data", cache_dir=data / "cache", models=models, warmup=False)
+    settings = Settings(
+        data_dir=data / "data", cache_dir=data / "cache", models=models, warmup=False, max_wait_seconds=MAX_WAIT
+    )
     engines = {m: CloudflareEngine(HOSTED[m], options) for m in models}
     with serve_in_thread(create_app(settings, engines)) as url:
         yield url
@@ -322,7 +325,7 @@ def client(server_url: str) -> Iterator[openai.OpenAI]:
 
 def job(server_url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST /v1/jobs and wait for the finished job."""
-    response = httpx.post(f"{server_url}/v1/jobs", json=body, headers={"Prefer": "wait=30"}, timeout=60)
+    response = httpx.post(f"{server_url}/v1/jobs", json=body, headers=PREFER_WAIT, timeout=TEST_TIMEOUT)
     assert response.status_code in (200, 201, 202), response.text
     finished: dict[str, Any] = response.json()
     assert finished["status"] in ("succeeded", "failed", "canceled"), finished
@@ -448,7 +451,7 @@ def test_no_retry_after_a_5xx_through_the_server(client: openai.OpenAI, fake: Fa
 def test_requests_workers_ai_would_reject_are_400_before_any_call(
     server_url: str, fake: FakeWorkersAI, body: dict[str, Any], param: str
 ) -> None:
-    response = httpx.post(f"{server_url}/v1/images/generations", json=body, timeout=30)
+    response = httpx.post(f"{server_url}/v1/images/generations", json=body, timeout=TEST_TIMEOUT)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert fake.calls == 0
@@ -465,7 +468,7 @@ def test_a_schnell_prompt_over_2048_characters_never_reaches_workers_ai(
     server_url: str, client: openai.OpenAI, fake: FakeWorkersAI
 ) -> None:
     # The model's prompt limit is one of its capabilities: refused at request time, no job made.
-    refused = httpx.post(f"{server_url}/v1/jobs", json={"model": SCHNELL, "prompt": "x" * 3000}, timeout=60)
+    refused = httpx.post(f"{server_url}/v1/jobs", json={"model": SCHNELL, "prompt": "x" * 3000}, timeout=TEST_TIMEOUT)
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "prompt"
     assert "2048" in refused.json()["error"]["message"]
@@ -475,7 +478,7 @@ def test_a_schnell_prompt_over_2048_characters_never_reaches_workers_ai(
 
 
 def test_models_are_listed(server_url: str) -> None:
-    listed = httpx.get(f"{server_url}/v1/models", timeout=30).json()
+    listed = httpx.get(f"{server_url}/v1/models", timeout=TEST_TIMEOUT).json()
     ids = {model["id"] for model in listed["data"]}
     assert {DEV, KLEIN_4B, SCHNELL} <= ids
 
@@ -508,7 +511,7 @@ def test_the_fake_rejects_what_workers_ai_rejects(
     fake: FakeWorkersAI, fake_url: str, model: str, body: dict[str, Any]
 ) -> None:
     url = f"{fake_url}/client/v4/accounts/{fake.account_id}/ai/run/@cf/black-forest-labs/{model}"
-    response = httpx.post(url, headers={"authorization": f"Bearer {fake.token}"}, timeout=10, **body)
+    response = httpx.post(url, headers={"authorization": f"Bearer {fake.token}"}, timeout=TEST_TIMEOUT, **body)
     assert response.status_code == 400
     assert response.json()["success"] is False
     assert response.json()["errors"][0]["code"] == fake_api.INVALID_INPUT
@@ -520,7 +523,7 @@ def test_the_fake_checks_the_token_and_the_account(fake: FakeWorkersAI, fake_url
         response = httpx.post(
             f"{fake_url}/client/v4/accounts/{account}/{run}",
             headers={"authorization": f"Bearer {token}"},
-            timeout=10,
+            timeout=TEST_TIMEOUT,
             **_multipart(prompt="x"),
         )
         assert response.status_code == 401

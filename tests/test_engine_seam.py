@@ -15,7 +15,7 @@ from fluxserve.engines.registry import create_engine
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.status import WorkerState
 from fluxserve.settings import Settings
-from tests.jobs_support import wait_for
+from tests.helpers import wait_for
 
 SEAM = ("capabilities", "concurrency", "provider", "remote", "configured", "load", "generate", "close")
 """The members of the Engine protocol (an unloaded local engine's capabilities raise, so no isinstance)."""

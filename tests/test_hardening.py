@@ -10,7 +10,6 @@ test_health_is_public_and_says_little).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from fluxserve.api.app import create_app
 from fluxserve.api.headers import DATA_POLICY
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
+from tests.helpers import wait_for
 from tests.webhook_receiver import Answer, Receiver
 
 GENERATIONS = "/v1/images/generations"
@@ -35,13 +35,6 @@ SECURITY = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
-        time.sleep(0.02)
 
 
 def assert_secure(response: Any, *, csp: bool = True) -> None:
@@ -191,7 +184,7 @@ def test_a_model_that_fails_to_load_shows_clients_no_path(
     # The next start cannot load the model: the waiting job fails.
     broken = DiffusersEngine(MISSING, options)
     with caplog.at_level(logging.INFO), TestClient(create_app(settings, {MISSING: broken})) as client:
-        wait_until(lambda: client.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "failed", "the job failed")
+        wait_for(lambda: client.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "failed", "the job failed")
         job = client.get(f"/v1/jobs/{waiting['id']}")
         error = job.json()["error"]
         assert error["type"] == "model_unavailable"
@@ -241,7 +234,7 @@ def test_the_log_at_info_has_no_prompt_key_or_webhook_token(
                 deliveries = client.get(f"/v1/jobs/{job_id}", headers=auth).json()["webhook"]["deliveries"]
                 return bool(deliveries) and all(d["status"] == "failed" for d in deliveries)
 
-            wait_until(delivery_failed, "the webhook delivery failed", timeout=30)
+            wait_for(delivery_failed, "the webhook delivery failed")
     finally:
         receiver.close()
     assert len(receiver.requests) >= 2  # the attempts were made, with the token

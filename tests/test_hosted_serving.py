@@ -26,7 +26,8 @@ from fluxserve.jobs.worker import WorkerState
 from fluxserve.settings import Settings
 from tests.fakes.bfl import FakeBfl
 from tests.fakes.cloudflare import FakeWorkersAI
-from tests.jobs_support import JOBS, LiveServer, wait_for
+from tests.helpers import MAX_WAIT, PREFER_WAIT, TEST_TIMEOUT, wait_for
+from tests.jobs_support import JOBS, LiveServer
 from tests.servers import serve_in_thread
 
 BFL_KEY = "bfl-test-key"
@@ -70,13 +71,14 @@ def serve(
                 "cloudflare_base_url": f"{cloudflare[1]}/client/v4",
                 "bfl_api_key": BFL_KEY,
                 "bfl_base_url": bfl[1],
-                "provider_timeout_seconds": 20,
+                "provider_timeout_seconds": TEST_TIMEOUT / 3,
+                "max_wait_seconds": MAX_WAIT,
             }
             app = create_app(Settings(**{**values, **overrides}))
             url = stack.enter_context(serve_in_thread(app))
             server = stack.enter_context(LiveServer(app, url))
             workers = server.service.workers.values()
-            wait_for(lambda: all(worker.state is not WorkerState.LOADING for worker in workers))
+            wait_for(lambda: all(worker.state is not WorkerState.LOADING for worker in workers), "models loaded")
             return server
 
         yield start
@@ -92,7 +94,7 @@ def test_local_and_hosted_models_side_by_side_through_the_openai_client(
             assert result.data is not None
             url = result.data[0].url
             assert url is not None
-            image = httpx.get(url)
+            image = httpx.get(url, timeout=TEST_TIMEOUT)
             assert image.status_code == 200
             assert Image.open(io.BytesIO(image.content)).size == (256, 256)
     assert cloudflare[0].calls == 1
@@ -127,16 +129,16 @@ def test_a_provider_runs_its_configured_number_of_jobs_at_once_and_cancel_stops_
     server = serve(["bfl:flux-2-klein-4b"], bfl_concurrency=3)
     body = {"model": "bfl:flux-2-klein-4b", "prompt": "a lighthouse", "size": "64x64"}
     jobs = [server.submit(body) for _ in range(4)]
-    wait_for(lambda: fake.submit_count == 3, timeout=30)
+    wait_for(lambda: fake.submit_count == 3, "three tasks at BFL")
     states = [server.job(job["id"]) for job in jobs]
     assert [state["status"] for state in states] == ["running", "running", "running", "queued"]
     assert states[3]["position"] == 1
-    wait_for(lambda: server.job(jobs[0]["id"]).get("progress", {}).get("stage") == "polling", timeout=30)
+    wait_for(lambda: server.job(jobs[0]["id"]).get("progress", {}).get("stage") == "polling", "polling")
 
     for job in reversed(jobs):  # the queued one first, so that no thread it frees picks it up
         assert server.http.post(f"{JOBS}/{job['id']}/cancel").status_code in (200, 202)
     for job in jobs:
-        canceled = server.wait_status(job["id"], "canceled", timeout=30)
+        canceled = server.wait_status(job["id"], "canceled")
         if job is not jobs[3]:  # the three that were at BFL say what canceling cannot undo
             assert "may still finish and bill" in canceled["error"]["message"]
     assert fake.submit_count == 3  # the queued one never reached BFL
@@ -148,7 +150,8 @@ def test_a_provider_runs_its_configured_number_of_jobs_at_once_and_cancel_stops_
 def test_usage_records_hosted_cost_and_megapixels(serve: Any) -> None:
     server = serve(["cf:flux-2-dev"])
     done = server.submit(
-        {"model": "cf:flux-2-dev", "prompt": "a fox", "size": "1024x1024", "steps": 25}, headers={"prefer": "wait=60"}
+        {"model": "cf:flux-2-dev", "prompt": "a fox", "size": "1024x1024", "steps": 25},
+        headers=PREFER_WAIT,
     )
     assert done["status"] == "succeeded"
     assert done["usage"]["output_megapixels"] == 1.0
@@ -193,14 +196,14 @@ def test_models_of_one_provider_share_its_limit_of_tasks_in_flight(serve: Any, b
         server.submit({"model": model, "prompt": "a kite", "size": "64x64"})
         for model in ("bfl:flux-2-pro", "bfl:flux-2-pro", "bfl:flux-2-klein-4b")
     ]
-    wait_for(lambda: fake.submit_count == 2, timeout=30)
+    wait_for(lambda: fake.submit_count == 2, "two tasks at BFL")
     wait_for(lambda: server.job(jobs[2]["id"])["status"] == "running")  # its model's thread is free...
     time.sleep(0.5)
     assert fake.submit_count == 2  # ...but BFL's two slots are taken: it waits
     for job in reversed(jobs):
         server.http.post(f"{JOBS}/{job['id']}/cancel")
     for job in jobs:
-        server.wait_status(job["id"], "canceled", timeout=30)
+        server.wait_status(job["id"], "canceled")
     assert fake.submit_count == 2
 
 
@@ -223,14 +226,14 @@ def test_a_hosted_job_interrupted_by_a_restart_is_not_sent_again(
     app = create_app(settings)
     with serve_in_thread(app) as first_url, LiveServer(app, first_url) as first:
         started, waiting = first.submit(body), first.submit(body)
-        wait_for(lambda: fake.submit_count == 1, timeout=30)
+        wait_for(lambda: fake.submit_count == 1, "one task at BFL")
         assert first.job(waiting["id"])["status"] == "queued"
     fake.pending_polls = 1  # from now on BFL finishes its tasks
 
     app = create_app(settings)
     with serve_in_thread(app) as second_url, LiveServer(app, second_url) as second:
-        failed = second.wait_status(started["id"], "failed", timeout=30)
+        failed = second.wait_status(started["id"], "failed")
         assert failed["error"]["type"] == "interrupted"
         assert "not sent again" in failed["error"]["message"]
-        assert second.wait_status(waiting["id"], "succeeded", timeout=60)["status"] == "succeeded"
+        assert second.wait_status(waiting["id"], "succeeded")["status"] == "succeeded"
     assert fake.submit_count == 2  # the interrupted job was not submitted twice

@@ -15,7 +15,8 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
-from tests.jobs_support import QUICK, SLOW, LiveServer, wait_for
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
+from tests.jobs_support import QUICK, SLOW, LiveServer
 
 
 def events_of(
@@ -85,13 +86,13 @@ def test_any_number_of_clients_watch_one_job(server: LiveServer) -> None:
     for watcher in watchers:
         watcher.start()
     for watcher in watchers:
-        watcher.join(60)
+        watcher.join(TEST_TIMEOUT)
     assert len(finals) == 4
     assert all(final["status"] == "succeeded" and final["id"] == job["id"] for final in finals)
 
 
 def test_a_finished_job_sends_its_end_and_a_watcher_that_has_it_gets_204(server: LiveServer) -> None:
-    job = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    job = server.submit(QUICK, headers=PREFER_WAIT)
     received = events_of(server, job)
     assert [event.event for event in received] == ["completed"]
     assert received[0].id == "end"
@@ -207,7 +208,7 @@ def test_a_stream_whose_job_is_canceled_ends_with_an_error_event(server: LiveSer
     wait_for(lambda: len(server.http.get("/v1/jobs").json()["data"]) == 2)
     streamed = server.http.get("/v1/jobs", params={"status": "queued"}).json()["data"][0]
     server.http.post(streamed["urls"]["cancel"])
-    thread.join(60)
+    thread.join(TEST_TIMEOUT)
     kind, data = sse_lines(outcome["response"])[-1]
     assert kind == "error"
     assert data["error"]["code"] == "cancelled"

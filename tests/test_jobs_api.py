@@ -18,8 +18,8 @@ from fluxserve.engines.base import GenerationRequest, GenerationResult, Progress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.settings import Settings
-from tests.helpers import photo, png_bytes
-from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer, wait_for
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, wait_for
+from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
 from tests.servers import serve_in_thread
 
 
@@ -45,7 +45,7 @@ def test_submit_answers_202_at_once_and_the_job_is_pollable_to_its_images(server
     assert done["request"]["seed"] == 11
     assert "error" not in done
     for image in done["images"]:
-        fetched = httpx.get(image["url"])
+        fetched = httpx.get(image["url"], timeout=TEST_TIMEOUT)
         assert fetched.status_code == 200
         assert Image.open(io.BytesIO(fetched.content)).size == (64, 64)
 
@@ -132,11 +132,11 @@ def test_cancel_while_running_stops_between_steps_and_keeps_no_image(server: Liv
     assert not (server.service.files.root / "outputs" / job["id"]).exists()
     assert server.service.progress(job["id"]).step < 100  # type: ignore[union-attr]
     # the worker goes on with the next job
-    assert server.submit(QUICK, headers={"Prefer": "wait=30"})["status"] == "succeeded"
+    assert server.submit(QUICK, headers=PREFER_WAIT)["status"] == "succeeded"
 
 
 def test_cancel_of_a_finished_job_is_409(server: LiveServer) -> None:
-    job = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    job = server.submit(QUICK, headers=PREFER_WAIT)
     response = server.http.post(job["urls"]["cancel"])
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "job_finished"
@@ -144,14 +144,14 @@ def test_cancel_of_a_finished_job_is_409(server: LiveServer) -> None:
 
 
 def test_delete_removes_a_finished_job_and_its_files(server: LiveServer) -> None:
-    job = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    job = server.submit(QUICK, headers=PREFER_WAIT)
     folder = server.service.files.root / "outputs" / job["id"]
     assert folder.exists()
     image_url = job["images"][0]["url"]
 
     assert server.http.delete(job["urls"]["get"]).status_code == 204
     assert server.http.get(job["urls"]["get"]).status_code == 404
-    assert httpx.get(image_url).status_code == 404
+    assert httpx.get(image_url, timeout=TEST_TIMEOUT).status_code == 404
     assert not folder.exists()
     assert server.http.delete(job["urls"]["get"]).status_code == 404
 
@@ -171,7 +171,7 @@ def test_history_is_newest_first_with_cursor_pages_and_filters(server: LiveServe
     for index in range(5):
         model = "tiny-random" if index % 2 else "tiny-random-base"
         body = {"prompt": f"job {index}", "model": model, "size": "64x64"}
-        made.append(server.submit(body, headers={"Prefer": "wait=30"})["id"])
+        made.append(server.submit(body, headers=PREFER_WAIT)["id"])
     blocker = server.submit(SLOW)
     canceled = server.submit(QUICK)
     server.http.post(canceled["urls"]["cancel"])
@@ -218,15 +218,15 @@ def test_bad_history_queries_are_400(server: LiveServer, params: dict[str, Any],
 
 def test_finished_jobs_are_cleaned_up_after_the_retention_period(make_server: Callable[..., LiveServer]) -> None:
     server = make_server(job_retention_hours=0.5 / 3600, cleanup_interval_seconds=0.1)
-    job = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    job = server.submit(QUICK, headers=PREFER_WAIT)
     folder = server.service.files.root / "outputs" / job["id"]
     assert folder.exists()
-    wait_for(lambda: server.http.get(job["urls"]["get"]).status_code == 404, timeout=30)
+    wait_for(lambda: server.http.get(job["urls"]["get"]).status_code == 404, "the job deleted")
     assert not folder.exists()
 
 
 def test_retention_keeps_unfinished_and_recent_jobs(server: LiveServer) -> None:
-    old = server.submit(QUICK, headers={"Prefer": "wait=30"})
+    old = server.submit(QUICK, headers=PREFER_WAIT)
     blocker = server.submit(SLOW)
     queued = server.submit(QUICK)
     hours = server.service.settings.job_retention_hours

@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,14 @@ import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 
 BASE, KLEIN = "tiny-random-base", "tiny-random"
-TIMEOUT = 180.0
-"""The bound on every wait: generous, as the test machine may be busy."""
+TIMEOUT = TEST_TIMEOUT * 3
+"""The bound on every wait for jobs and streams: three processes each build and run models."""
 
 # On an idle laptop CPU: the interrupted job about 1 s, the blocker (canceled while running) about 7 s,
 # the tiny-random one (killed while running) about 4 s, the others a fraction of a second.
@@ -52,13 +52,6 @@ def rows(db: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: dict(row) for row in found}
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
-        time.sleep(0.02)
-
-
 class Watcher(threading.Thread):
     """One SSE connection to a job's events, as an EventSource makes it, read on a thread.
 
@@ -76,7 +69,7 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         deadline = time.monotonic() + TIMEOUT
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=TEST_TIMEOUT) as client:
             while True:
                 headers = {} if self.last_event_id is None else {"Last-Event-ID": self.last_event_id}
                 try:
@@ -161,7 +154,7 @@ def wait_progress(http: httpx.Client, job_id: str) -> None:
         assert found["status"] in ("queued", "running"), found
         return "progress" in found
 
-    wait_for(stepped, f"{job_id} running, with progress")
+    wait_for(stepped, f"{job_id} running, with progress", timeout=TIMEOUT)
 
 
 def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]) -> None:
@@ -180,12 +173,12 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         first = serve(KLEIN)
         port = first.port
         first.wait_ready()
-        with httpx.Client(base_url=first.url, timeout=60) as http:
+        with httpx.Client(base_url=first.url, timeout=TEST_TIMEOUT) as http:
             gone_running = submit(http, GONE)["id"]
             gone_queued = submit(http, GONE)["id"]
             gone_watcher = Watcher(f"{first.url}/v1/jobs/{gone_running}/events")
             wait_progress(http, gone_running)
-            wait_for(lambda: "progress" in gone_watcher.types(), "the watcher saw progress")
+            wait_for(lambda: "progress" in gone_watcher.types(), "the watcher saw progress", timeout=TIMEOUT)
         first.kill()
         gone_watcher.finish()
         assert gone_watcher.broken is not None
@@ -196,7 +189,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         # state, and kill -9.
         second = serve(BASE, port=port)
         second.wait_ready()
-        with httpx.Client(base_url=second.url, timeout=60) as http:
+        with httpx.Client(base_url=second.url, timeout=TEST_TIMEOUT) as http:
             for gone in (gone_running, gone_queued):
                 failed = job(http, gone)
                 assert failed["status"] == "failed"
@@ -211,7 +204,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
             again.finish()
             assert again.status_code == 204
 
-            done = submit(http, QUICK, headers={"Prefer": "wait=60"})
+            done = submit(http, QUICK, headers=PREFER_WAIT)
             assert done["status"] == "succeeded"
             done_file = outputs / done["id"] / "0.png"
             done_stat = done_file.stat()
@@ -227,14 +220,18 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
 
             running_watcher = Watcher(f"{second.url}/v1/jobs/{running}/events")
             queued_watcher = Watcher(f"{second.url}/v1/jobs/{queued[-1]}/events")
-            wait_for(lambda: running_watcher.types() == queued_watcher.types() == ["queued"], "the watchers connected")
+            wait_for(
+                lambda: running_watcher.types() == queued_watcher.types() == ["queued"],
+                "the watchers connected",
+                timeout=TIMEOUT,
+            )
             # Stopping the blocker starts the next job: the watchers hear of it.
             stopped = http.post(f"/v1/jobs/{blocker}/cancel")
             assert stopped.status_code == 200, stopped.text
             assert stopped.json()["status"] == "canceled"
             wait_progress(http, running)
-            wait_for(lambda: "progress" in running_watcher.types(), "the watcher saw progress")
-            wait_for(lambda: len(queued_watcher.events) == 2, "the queued watcher saw the queue move")
+            wait_for(lambda: "progress" in running_watcher.types(), "the watcher saw progress", timeout=TIMEOUT)
+            wait_for(lambda: len(queued_watcher.events) == 2, "the queued watcher saw the queue move", timeout=TIMEOUT)
             assert job(http, queued[-1])["status"] == "queued"
         second.kill()
 
@@ -270,6 +267,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         wait_for(
             lambda: all(row["status"] == "succeeded" for row in rows(db).values() if row["id"] in unfinished),
             "the interrupted and queued jobs succeeded",
+            timeout=TIMEOUT,
         )
         after = rows(db)
         assert set(after) == set(before)
@@ -295,14 +293,14 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         resumed_running = check_resumed(running_again, 3, running)
         assert running_again.types()[0] in ("queued", "started", "completed")
 
-        with httpx.Client(base_url=third.url, timeout=60) as http:
+        with httpx.Client(base_url=third.url, timeout=TEST_TIMEOUT) as http:
             for job_id, completed in ((running, resumed_running), (queued[-1], resumed_queued)):
                 assert completed == job(http, job_id)
             for job_id in unfinished:
                 view = job(http, job_id)
                 assert view["status"] == "succeeded"
                 assert len(view["images"]) == 1
-                image = httpx.get(view["images"][0]["url"], timeout=60)
+                image = httpx.get(view["images"][0]["url"], timeout=TEST_TIMEOUT)
                 assert image.status_code == 200
                 assert image.content.startswith(b"\x89PNG")
             for job_id in finished:

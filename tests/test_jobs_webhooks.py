@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from fluxserve.webhooks.secret import new_secret
-from tests.jobs_support import JOBS, QUICK, LiveServer, wait_for
+from tests.helpers import PREFER_WAIT, wait_for
+from tests.jobs_support import JOBS, QUICK, LiveServer
 from tests.servers import serve_in_thread
 from tests.webhook_receiver import Answer, Receiver
 
@@ -37,7 +38,7 @@ def deliveries_settled(server: LiveServer, job_id: str, count: int) -> list[dict
         webhook = server.job(job_id)["webhook"]
         return len(webhook["deliveries"]) == count and all(d["status"] != "pending" for d in webhook["deliveries"])
 
-    wait_for(settled, timeout=30)
+    wait_for(settled, f"{count} settled deliveries of {job_id}")
     deliveries: list[dict[str, Any]] = server.job(job_id)["webhook"]["deliveries"]
     return deliveries
 
@@ -46,7 +47,7 @@ def test_a_job_posts_its_events_signed_the_standard_webhooks_way(
     make_server: Callable[..., LiveServer], receiver: Receiver
 ) -> None:
     server = make_server()
-    job = server.submit({**QUICK, "webhook_url": receiver.url}, headers={"Prefer": "wait=30"})
+    job = server.submit({**QUICK, "webhook_url": receiver.url}, headers=PREFER_WAIT)
     assert job["webhook"]["events"] == ["started", "completed", "failed", "canceled"]
 
     deliveries = deliveries_settled(server, job["id"], 2)

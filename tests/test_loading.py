@@ -18,7 +18,7 @@ from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, import_diffusers, locate_model, pick_device, pick_dtype
 from fluxserve.engines.tiny import tiny_model_path
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
-from tests.helpers import png_bytes
+from tests.helpers import TEST_TIMEOUT, png_bytes
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_models_loaded_on_several_threads_at_once_all_load(
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(120)
+            thread.join(TEST_TIMEOUT * 2)  # three models built at once
         assert errors == []
         for engine in fresh:
             request = GenerationRequest("a loaded model", width=64, height=64, seed=1)

@@ -15,7 +15,7 @@ from PIL import Image
 from fluxserve.api.app import create_app
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.settings import Settings
-from tests.helpers import photo, png_bytes
+from tests.helpers import TEST_TIMEOUT, photo, png_bytes
 from tests.servers import serve_in_thread
 
 
@@ -59,7 +59,7 @@ def test_generate_url_and_fetch_it(client: openai.OpenAI, base_url: str) -> None
     url = result.data[0].url
     assert url is not None
     assert url.startswith(base_url)
-    response = httpx.get(url)
+    response = httpx.get(url, timeout=TEST_TIMEOUT)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from tests.helpers import TEST_TIMEOUT
 from tests.servers import serve_in_thread
 
 
@@ -55,8 +56,10 @@ def test_fuzzing_the_api_finds_no_server_error(make_app: Callable[..., FastAPI],
             "--seed",
             "20261122",
             "--request-timeout",
-            "60",
+            str(TEST_TIMEOUT),
             "--no-color",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=TEST_TIMEOUT * 15, cwd=tmp_path, check=False
+        )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -6,7 +6,6 @@ import contextlib
 import json
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
+from tests.helpers import TEST_TIMEOUT, wait_for
 from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -28,17 +28,10 @@ def statuses(db: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: dict(row) for row in rows}
 
 
-def wait_for(condition: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 def post_in_background(url: str, body: dict[str, Any]) -> threading.Thread:
     def send() -> None:
         with contextlib.suppress(httpx.HTTPError):  # the server is killed under it: expected
-            httpx.post(url + "/v1/images/generations", json=body, timeout=120)
+            httpx.post(url + "/v1/images/generations", json=body, timeout=TEST_TIMEOUT)
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
@@ -54,17 +47,17 @@ def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
     try:
         server.wait_ready()
         done = httpx.post(
-            server.url + "/v1/images/generations", json={**SLOW, "prompt": "before", "steps": 2}, timeout=60
+            server.url + "/v1/images/generations", json={**SLOW, "prompt": "before", "steps": 2}, timeout=TEST_TIMEOUT
         ).json()
         done_file = data_dir / "outputs" / done["id"] / "0.png"
         done_mtime = done_file.stat().st_mtime_ns
 
         threads = [post_in_background(server.url, {**SLOW, "prompt": f"job {i}", "seed": i}) for i in range(4)]
-        wait_for(lambda: len(statuses(db)) == 5)  # all four accepted
-        wait_for(lambda: any(job["status"] == "running" for job in statuses(db).values()))
+        wait_for(lambda: len(statuses(db)) == 5, "all four accepted")
+        wait_for(lambda: any(job["status"] == "running" for job in statuses(db).values()), "one running")
         server.kill()
         for thread in threads:
-            thread.join(30)
+            thread.join(TEST_TIMEOUT)
     finally:
         server.stop()
 
@@ -77,24 +70,29 @@ def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
     restarted = ServerProcess(data_dir, cache_dir, ["tiny-random-base"])
     try:
         restarted.wait_ready()
-        wait_for(lambda: all(job["status"] == "succeeded" for job in statuses(db).values()))
+        wait_for(
+            lambda: all(job["status"] == "succeeded" for job in statuses(db).values()),
+            "every job succeeded",
+            timeout=TEST_TIMEOUT * 2,  # four slow jobs, one after another
+        )
         after = statuses(db)
         assert set(after) == set(before)
         assert after[done["id"]]["attempts"] == 1
         assert done_file.stat().st_mtime_ns == done_mtime  # a finished job is not run again
         assert after[interrupted[0]]["attempts"] == 2
 
-        urls = {job_id: httpx.get(f"{restarted.url}/v1/jobs/{job_id}").json()["images"][0]["url"] for job_id in after}
+        jobs = {job_id: httpx.get(f"{restarted.url}/v1/jobs/{job_id}", timeout=TEST_TIMEOUT).json() for job_id in after}
+        urls = {job_id: job["images"][0]["url"] for job_id, job in jobs.items()}
         for url in urls.values():
-            assert httpx.get(url).status_code == 200
+            assert httpx.get(url, timeout=TEST_TIMEOUT).status_code == 200
         # The interrupted job ran again from its recorded seed: the same image as a fresh request.
         spec = json.loads(after[interrupted[0]]["spec"])
         fresh = httpx.post(
             restarted.url + "/v1/images/generations",
             json={**SLOW, "prompt": spec["prompt"], "seed": spec["seed"]},
-            timeout=120,
+            timeout=TEST_TIMEOUT,
         ).json()
-        fresh_bytes = httpx.get(fresh["data"][0]["url"]).content
-        assert httpx.get(urls[interrupted[0]]).content == fresh_bytes
+        fresh_bytes = httpx.get(fresh["data"][0]["url"], timeout=TEST_TIMEOUT).content
+        assert httpx.get(urls[interrupted[0]], timeout=TEST_TIMEOUT).content == fresh_bytes
     finally:
         restarted.stop()

@@ -23,8 +23,8 @@ import pytest
 from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, connect_sse
 
-from tests.helpers import TEST_TIMEOUT
-from tests.jobs_support import SLOW, LiveServer, wait_for
+from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.jobs_support import SLOW, LiveServer
 from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -110,8 +110,8 @@ def test_a_client_that_stops_reading_is_dropped_and_resumes_with_last_event_id(
             reader.start()
 
             # The stalled client reads nothing more: its watcher falls behind and is dropped.
-            wait_for(lambda: "fell 4 events behind" in caplog.text, TEST_TIMEOUT)
-            done = server.wait_status(job["id"], "succeeded", timeout=TEST_TIMEOUT)
+            wait_for(lambda: "fell 4 events behind" in caplog.text, "the stalled watcher dropped")
+            done = server.wait_status(job["id"], "succeeded")
             assert done["status"] == "succeeded"  # the worker was never held up
             reader.join(TEST_TIMEOUT)
             assert [e.event for e in watched][-1] == "completed"
@@ -125,7 +125,7 @@ def test_a_client_that_stops_reading_is_dropped_and_resumes_with_last_event_id(
             assert seen[-1]["event"] == "progress"  # no end: it was dropped before the job finished
         finally:
             stalled.close()
-        wait_for(lambda: server.service.bus.watchers(job["id"]) == 0, TEST_TIMEOUT)
+        wait_for(lambda: server.service.bus.watchers(job["id"]) == 0, "no watchers left")
 
         rest = list(_read_all(server, job["urls"]["events"], last_event_id=seen[-1]["id"]))
         assert rest[-1].event == "completed"

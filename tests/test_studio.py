@@ -19,6 +19,7 @@ from PIL import Image
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from tests.browser_support import StudioPage, studio_page
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT
 from tests.jobs_support import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slow
 # No skip when Chromium is missing: scripts/test installs it (scripts/setup-browser), and a browser
 # test that quietly does not run would pass for the wrong reason.
 
-TIMEOUT = 30_000
+TIMEOUT = TEST_TIMEOUT * 1000
+"""Playwright's bound on every wait, in milliseconds."""
 
 
 @pytest.fixture
@@ -260,7 +262,7 @@ def test_history_lists_jobs_pages_on_and_reopens_one_with_its_settings(
     make_server: Callable[..., LiveServer], open_studio: Callable[..., StudioPage]
 ) -> None:
     server = make_server()
-    wait = {"headers": {"Prefer": "wait=30"}}
+    wait = {"headers": PREFER_WAIT}
     chosen = server.submit(
         {
             "model": "tiny-random-base",

@@ -28,6 +28,7 @@ from fluxserve.webhooks.retries import next_step
 from fluxserve.webhooks.secret import load_or_create_secret, new_secret
 from fluxserve.webhooks.sender import WebhookSender
 from fluxserve.webhooks.urls import check_webhook_url
+from tests.helpers import TEST_TIMEOUT, wait_for
 from tests.webhook_receiver import Answer, Receiver
 from tests.webhook_resolvers import LOOPBACK, METADATA, NAME, FailingOnce, Rebinding
 
@@ -82,7 +83,7 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
             "webhook_retry_base_seconds": 0.02,
             "webhook_retry_max_seconds": 0.2,
             "webhook_max_attempts": 3,
-            "webhook_timeout_seconds": 10,
+            "webhook_timeout_seconds": TEST_TIMEOUT,
         }
         settings = Settings(**{**values, **overrides})
         signer = UrlSigner(b"k" * 32, settings.url_ttl_seconds)
@@ -106,13 +107,6 @@ def succeeded_job(store: JobStore, url: str, events: tuple[str, ...] = ("started
     return finished
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def settled(sender: WebhookSender, job_id: str, count: int = 1) -> list[WebhookDeliveryView]:
     """Wait until ``count`` deliveries of the job exist and none is pending; return them."""
 
@@ -120,7 +114,7 @@ def settled(sender: WebhookSender, job_id: str, count: int = 1) -> list[WebhookD
         found = sender.deliveries(job_id)
         return len(found) == count and all(d.status != "pending" for d in found)
 
-    wait_for(done)
+    wait_for(done, f"{count} settled deliveries of {job_id}")
     return sender.deliveries(job_id)
 
 
@@ -174,7 +168,7 @@ def test_only_the_events_asked_for_are_sent(
     assert delivery.event == "completed"
     assert [json.loads(r.body)["type"] for r in receiver.requests] == ["job.completed"]
     assert sender.deliveries(plain.id) == []
-    assert sender.wait_idle(10)
+    assert sender.wait_idle(TEST_TIMEOUT)
 
 
 # -- retries and failures ------------------------------------------------------------------
@@ -290,7 +284,7 @@ def test_a_hanging_receiver_does_not_hold_up_others(
     assert sender.deliveries(stuck.id)[0].status == "pending"
     gate.set()
     assert settled(sender, stuck.id)[0].status == "delivered"
-    assert sender.wait_idle(10)
+    assert sender.wait_idle(TEST_TIMEOUT)
 
 
 def test_backoff_doubles_up_to_the_cap_and_retry_after_counts_only_on_429_and_503(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.helpers import TEST_TIMEOUT
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -45,7 +47,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 answer = receiver.record(Received({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
                 if receiver.gate is not None:
-                    receiver.gate.wait(30)
+                    receiver.gate.wait(TEST_TIMEOUT)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
