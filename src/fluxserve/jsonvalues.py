@@ -51,8 +51,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
-MAX_DIGITS = 40
-"""The longest whole number a body may write (far past any limit; Python refuses 4,300 digits itself)."""
+MAX_DIGITS = 1000
+"""The longest whole number a body may write: far past any field's range (those name the field), and short of
+the 4,300 digits Python refuses itself."""
 
 
 def _whole(text: str) -> int:
