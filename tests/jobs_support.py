@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,3 +62,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def sse_lines(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a raw SSE body."""
+    pairs = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        pairs.append((fields["event"], json.loads(fields["data"])))
+    return pairs

@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fluxserve.api import sse
-from fluxserve.api.errors import error_body
-from fluxserve.errors import ModelUnavailable
+from fluxserve.api.errors import body_of
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobEvent, JobStatus, PartialImage
 from fluxserve.jobs.service import JobService
@@ -65,12 +64,10 @@ def completed_events(job: Job, service: JobService) -> list[bytes]:
 
 
 def error_event(job: Job) -> bytes:
-    if job.status is JobStatus.CANCELED:
-        body = error_body(f"job {job.id} was canceled", "invalid_request_error", code="cancelled")
-    else:
-        kind = "service_unavailable" if job.error_type == ModelUnavailable.code else "server_error"
-        body = error_body(job.error_message or "the generation failed", kind, code=job.error_type)
-    return sse.frame("error", body)
+    """The error a finished, unsuccessful job ends its stream with: the body a response would carry."""
+    failure = job.failure()
+    assert failure is not None
+    return sse.frame("error", body_of(failure))
 
 
 def _streamed(event: JobEvent) -> bool:

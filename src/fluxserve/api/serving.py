@@ -24,9 +24,9 @@ from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
 from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import Plan, decode_references, plan, request_digest, webhook_target
-from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed
+from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.models import Job
 from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
@@ -170,15 +170,10 @@ async def _disconnected(request: Request) -> None:
 
 
 def _raise_if_unsuccessful(job: Job) -> None:
-    if job.status is JobStatus.CANCELED:
-        raise GenerationCancelled(f"job {job.id} was canceled")
-    if job.status is JobStatus.FAILED:
-        # Answered with the status of the error that failed the job (api/errors.status_of).
-        raise JobFailed(
-            job.error_message or "the generation failed",
-            code=job.error_type or "generation_failed",
-            retry_after=job.error_retry_after,
-        )
+    # Answered with the status of the error that failed the job (its code's, api/errors.status_of).
+    failure = job.failure()
+    if failure is not None:
+        raise failure
 
 
 def base_url(request: Request, settings: Settings) -> str:

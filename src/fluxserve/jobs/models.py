@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from fluxserve.engines.base import Progress
+from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed
 
 
 class JobStatus(StrEnum):
@@ -112,7 +113,7 @@ class Job:
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    error_type: str | None = None
+    error_type: ErrorCode | None = None
     error_message: str | None = None
     error_retry_after: int | None = None
     """Seconds after which the failed request may succeed if sent again (a busy provider said so)."""
@@ -123,6 +124,17 @@ class Job:
     idempotency_key: str | None = None
     owner: str | None = None
     """The id of the API key that made the job (None: made without a key)."""
+
+    def failure(self) -> GenerationError | None:
+        """What a client that waited for this job is told went wrong; None unless it failed or was canceled."""
+        if self.status is JobStatus.CANCELED:
+            return GenerationCancelled(f"job {self.id} was canceled")
+        if self.status is JobStatus.FAILED:
+            code = self.error_type or ErrorCode.GENERATION_FAILED
+            return JobFailed(
+                self.error_message or "the generation failed", code=code, retry_after=self.error_retry_after
+            )
+        return None
 
 
 LIFECYCLE_EVENTS = ("queued", "started", "completed", "failed", "canceled")

@@ -26,6 +26,7 @@ from fluxserve.engines.hosted.catalog import is_hosted
 from fluxserve.errors import (
     Conflict,
     EngineNotReady,
+    ErrorCode,
     IdempotencyKeyReused,
     JobFinished,
     ModelUnavailable,
@@ -95,11 +96,11 @@ class JobService:
         for job in self.store.requeue_unfinished():
             worker = self.workers.get(job.spec.model)
             if worker is None:
-                self._fail_at_start(job, "model_not_found", f"model {job.spec.model} is no longer served")
+                self._fail_at_start(job, ErrorCode.MODEL_NOT_FOUND, f"model {job.spec.model} is no longer served")
             elif is_hosted(job.spec.model) and job.attempts > 0:
                 self._fail_at_start(
                     job,
-                    "interrupted",
+                    ErrorCode.INTERRUPTED,
                     f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
                     "since the provider may already have billed it: submit it again if you still want it",
                 )
@@ -110,7 +111,7 @@ class JobService:
         self.webhooks.start()
         self._janitor.start()
 
-    def _fail_at_start(self, job: Job, error_type: str, message: str) -> None:
+    def _fail_at_start(self, job: Job, error_type: ErrorCode, message: str) -> None:
         self.store.mark_failed(job.id, error_type, message)
         self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fluxserve.errors import InvalidRequest
+from fluxserve.errors import ErrorCode, InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jsonvalues import mend
 from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
@@ -363,7 +363,7 @@ class JobStore:
                 )
         return changed == 1
 
-    def mark_failed(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+    def mark_failed(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
         """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
         failure said the same request may succeed (a busy provider)."""
         with self.transaction() as db:
@@ -387,13 +387,13 @@ class JobStore:
     def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool:
         """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on.
 
-        ``note`` says what the cancel could not undo; the job shows it as its error (type cancelled).
+        ``note`` says what the cancel could not undo; the job shows it as its error (type ``ErrorCode.CANCELED``).
         """
         with self.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
                 "WHERE id = ? AND status = ?",
-                (JobStatus.CANCELED, time.time(), None if note is None else "cancelled", note, job_id, only_if),
+                (JobStatus.CANCELED, time.time(), None if note is None else ErrorCode.CANCELED, note, job_id, only_if),
             ).rowcount
             if changed:
                 db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
@@ -454,7 +454,7 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        error_type=row["error_type"],
+        error_type=ErrorCode.stored(row["error_type"]),
         error_message=_text(row["error_message"]),
         error_retry_after=row["error_retry_after"],
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],

@@ -20,7 +20,7 @@ from PIL import Image
 
 from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import FluxserveError, GenerationCancelled
+from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.imaging.outputs import encode_result
 from fluxserve.jobs.events import EventBus
@@ -174,7 +174,9 @@ class ModelWorker:
         with self._wakeup:
             waiting, self._pending = list(self._pending), OrderedDict()
         for job_id in waiting:
-            self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded; the server's log says why")
+            self._fail(
+                job_id, ErrorCode.MODEL_UNAVAILABLE, f"model {self.name} could not be loaded; the server's log says why"
+            )
 
     def _process(self, job_id: str) -> None:
         with self._wakeup:
@@ -202,7 +204,7 @@ class ModelWorker:
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
             log.exception("job %s failed", job_id)
-            self._fail(job_id, "server_error", "the generation failed unexpectedly; see the server log")
+            self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
         finally:
             with self._wakeup:
                 self._running.pop(job_id, None)
@@ -264,9 +266,9 @@ class ModelWorker:
                 self._bus.publish(JobEvent(job.id, "completed", job=self._store.get(job.id)))
         except Exception:
             log.exception("job %s: encoding or writing failed", job.id)
-            self._fail(job.id, "server_error", "the images could not be saved; see the server log")
+            self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
 
-    def _fail(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+    def _fail(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
         self._store.mark_failed(job_id, error_type, message, retry_after=retry_after)
         self._bus.publish(JobEvent(job_id, "failed", job=self._store.get(job_id)))
 
