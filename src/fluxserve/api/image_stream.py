@@ -20,7 +20,7 @@ from typing import Any
 from fluxserve.api import sse
 from fluxserve.api.errors import body_of
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobEvent, JobStatus, PartialImage
+from fluxserve.jobs.models import Job, JobEvent, JobStatus, Operation, PartialImage
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.watchers import FellBehind
 
@@ -39,7 +39,7 @@ def _common(job: Job) -> dict[str, Any]:
 
 
 def _prefix(job: Job) -> str:
-    return "image_edit" if job.spec.operation == "edit" else "image_generation"
+    return "image_edit" if job.spec.operation == Operation.EDIT else "image_generation"
 
 
 def partial_event(job: Job, partial: PartialImage) -> bytes:

@@ -35,7 +35,16 @@ from fluxserve.errors import (
     UnknownModel,
 )
 from fluxserve.jobs.events import EventBus
-from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
+from fluxserve.jobs.models import (
+    WEBHOOK_EVENTS,
+    Job,
+    JobEvent,
+    JobEventType,
+    JobSpec,
+    JobStatus,
+    WebhookTarget,
+    new_job_id,
+)
 from fluxserve.jobs.store import DATABASE_FILE, Idempotency, JobStore
 from fluxserve.jobs.views import JobProgress, JobView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
@@ -113,7 +122,7 @@ class JobService:
 
     def _fail_at_start(self, job: Job, error_type: ErrorCode, message: str) -> None:
         self.store.mark_failed(job.id, error_type, message)
-        self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
+        self.bus.publish(JobEvent(job.id, JobEventType.FAILED, job=self.get(job.id)))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -209,7 +218,7 @@ class JobService:
         except BaseException:
             self.files.delete_job(job_id)
             raise
-        self.bus.publish(JobEvent(job_id, "queued", job=job, position=worker.position(job_id)))
+        self.bus.publish(JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id)))
         return Submitted(job, replayed=False)
 
     def _replay(self, idempotency: Idempotency, owner: str | None) -> Job | None:
@@ -230,7 +239,7 @@ class JobService:
         return None if worker is None else worker.position(job.id)
 
     def progress(self, job_id: str) -> Progress | None:
-        event = self.bus.latest(job_id, "progress")
+        event = self.bus.latest(job_id, JobEventType.PROGRESS)
         return None if event is None else event.progress
 
     def view(self, job: Job, base_url: str) -> JobView:
@@ -313,7 +322,7 @@ class JobService:
         worker = self.workers.get(job.spec.model)
         if worker is not None:
             worker.cancel(job_id)
-        self.bus.publish(JobEvent(job_id, "canceled", job=job))
+        self.bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=job))
         return True
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
