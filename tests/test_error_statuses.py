@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,17 @@ def test_one_spelling_of_canceled_reads_both() -> None:
 def test_a_stored_error_type_this_version_does_not_know_reads_as_a_failed_generation() -> None:
     assert errors.ErrorCode.stored("made_up_by_a_later_version") is errors.ErrorCode.GENERATION_FAILED
     assert errors.ErrorCode.stored(None) is None
+
+
+def test_canceled_is_spelled_one_way_in_the_sources() -> None:
+    """Besides the wire value of ErrorCode.CANCELED (and the class GenerationCancelled, whose name is
+    kept for its importers) the sources say canceled."""
+    allowed = re.compile(r'GenerationCancelled|CANCELED = "cancelled"|spelled ``cancelled`` on the wire')
+    stray = [
+        f"{path.name}:{number}"
+        for path in Path(fluxserve.__file__).parent.rglob("*")
+        if path.suffix in (".py", ".sql")  # the web page may well compare a code with the wire value
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "cancelled" in allowed.sub("", line).lower()
+    ]
+    assert stray == []

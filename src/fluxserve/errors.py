@@ -26,7 +26,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     ├── QuotaExceeded             a key's megapixels for the period are used; ``reset_at``
     ├── InsecureConfiguration     a server that would be open to a network by accident
     └── GenerationError           the engine failed while generating
-        ├── GenerationCancelled   the caller cancelled; no partial image is returned
+        ├── GenerationCancelled   the caller canceled; no partial image is returned
         ├── JobFailed             a job ended in failure (``code`` is the job's error type)
         └── ProviderError         a hosted provider failed or refused (``provider``, ``provider_code``)
             ├── ProviderAuthFailed    it refused the server's credentials: the operator's to fix
@@ -311,7 +311,7 @@ class JobFailed(GenerationError):
 class GenerationCancelled(GenerationError):
     code = ErrorCode.CANCELED
 
-    def __init__(self, message: str = "the generation was cancelled") -> None:
+    def __init__(self, message: str = "the generation was canceled") -> None:
         super().__init__(message)
 
 
