@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -57,3 +58,12 @@ class LiveServer:
 
         wait_for(reached, f"job {job_id} {' or '.join(statuses)}", timeout=timeout)
         return seen[-1]
+
+
+def sse_lines(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a raw SSE body."""
+    pairs = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        pairs.append((fields["event"], json.loads(fields["data"])))
+    return pairs

@@ -36,7 +36,7 @@ from fluxserve.jobs.models import JobSpec
 from fluxserve.settings import Settings
 from tests.fakes.bfl import FakeBfl
 from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
-from tests.jobs_support import JOBS, LiveServer
+from tests.jobs_support import JOBS, LiveServer, sse_lines
 from tests.servers import serve_in_thread
 
 KEY = "bfl-test-key"
@@ -575,6 +575,30 @@ def test_each_failure_through_the_openai_client(
     assert raised.value.status_code == status
     assert "RAW-PROVIDER-BODY" not in raised.value.message
     assert fake.submit_count == 1
+
+
+@pytest.mark.parametrize(("failure", "status"), [("Request Moderated", 400), (429, 503), ("Error", 502)])
+def test_a_streamed_failure_is_the_error_a_response_would_carry(
+    fake: FakeBfl, server: LiveServer, failure: str | int, status: int
+) -> None:
+    """One mapping: a moderated prompt is an invalid_request_error, streamed or not (was server_error streamed)."""
+    body = {"model": PRO, "prompt": "a boat", "size": "64x64"}
+    answered, streamed = [], []
+    for stream in (False, True):
+        if isinstance(failure, int):
+            fake.fail_next_submit(failure)
+        else:
+            fake.end_next_task(failure)
+        response = server.http.post("/v1/images/generations", json={**body, "stream": stream})
+        (streamed if stream else answered).append(response)
+    assert answered[0].status_code == status
+    assert streamed[0].status_code == 200
+    kind, data = sse_lines(streamed[0])[-1]
+    assert kind == "error"
+    unlike = {"message"}  # it names the provider's task
+    assert {k: v for k, v in data["error"].items() if k not in unlike} == {
+        k: v for k, v in answered[0].json()["error"].items() if k not in unlike
+    }
 
 
 def test_no_second_submit_after_a_500(fake: FakeBfl, server: LiveServer) -> None:

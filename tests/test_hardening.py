@@ -156,7 +156,7 @@ def test_ready_names_no_model_while_loading(make_settings: Callable[..., Any], o
         assert name not in response.text
         assert response.json()["error"]["code"] == "engine_not_ready"
     finally:
-        app.state.context.service.store.close()
+        app.state.context.service.db.close()
 
 
 MISSING = "acme/not-in-this-cache"

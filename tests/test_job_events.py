@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
-from tests.jobs_support import QUICK, SLOW, LiveServer
+from tests.jobs_support import QUICK, SLOW, LiveServer, sse_lines
 
 
 def events_of(
@@ -165,15 +164,6 @@ def test_previews_come_at_the_configured_interval(make_server: Callable[..., Liv
             preview = Image.open(io.BytesIO(base64.b64decode(data)))
             assert preview.format == "JPEG"
             assert preview.size == (16, 8)  # the latent grid: 1/8 of the image
-
-
-def sse_lines(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of a raw SSE body."""
-    pairs = []
-    for block in response.text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        pairs.append((fields["event"], json.loads(fields["data"])))
-    return pairs
 
 
 def test_stream_true_sends_partial_images_then_the_completed_image(server: LiveServer) -> None:

@@ -12,6 +12,7 @@ import threading
 import httpx
 
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, OriginsOnly, hide_urls_in_httpx_logs, origin
+from tests.helpers import TEST_TIMEOUT
 
 URL = httpx.URL("https://hooks.example.com:8443/fluxserve?token=abc")
 
@@ -57,5 +58,7 @@ def test_importing_webhooks_installs_nothing() -> None:
         "import fluxserve.api.app\n"
         "print(len(logging.getLogger('httpx').filters))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=TEST_TIMEOUT * 4
+    )
     assert done.stdout.strip() == "0"

@@ -1,8 +1,9 @@
 """The one exception hierarchy of fluxserve.
 
 Every error a user can cause or meet derives from :class:`FluxserveError`, carries a message
-that says what to do next, and a stable ``code``. The HTTP layer maps these classes to
-statuses in one place; the engines and the CLI never speak HTTP.
+that says what to do next, and a stable ``code`` (an :class:`ErrorCode`). :data:`ERROR_STATUSES`
+gives each code its HTTP status and OpenAI error type, as plain data: the HTTP layer answers every
+error, streamed or not, through it; the engines and the CLI never speak HTTP.
 
     FluxserveError
     ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
@@ -25,7 +26,7 @@ statuses in one place; the engines and the CLI never speak HTTP.
     ├── QuotaExceeded             a key's megapixels for the period are used; ``reset_at``
     ├── InsecureConfiguration     a server that would be open to a network by accident
     └── GenerationError           the engine failed while generating
-        ├── GenerationCancelled   the caller cancelled; no partial image is returned
+        ├── GenerationCancelled   the caller canceled; no partial image is returned
         ├── JobFailed             a job ended in failure (``code`` is the job's error type)
         └── ProviderError         a hosted provider failed or refused (``provider``, ``provider_code``)
             ├── ProviderAuthFailed    it refused the server's credentials: the operator's to fix
@@ -37,11 +38,144 @@ statuses in one place; the engines and the CLI never speak HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
+
+
+class ErrorType(StrEnum):
+    """OpenAI's error ``type``: the family of an error, which clients branch on."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    AUTHENTICATION = "authentication_error"
+    PERMISSION = "permission_error"
+    RATE_LIMIT = "rate_limit_error"
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVER = "server_error"
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` an error body, a streamed error event or a failed job (its ``error.type``) carries.
+
+    The values are wire format, kept by clients and stored with failed jobs: never change one.
+    ``CANCELED`` is spelled ``cancelled`` on the wire, as it always was; the job status and
+    event that go with it are ``canceled``.
+    """
+
+    # The request as sent.
+    INVALID_REQUEST = "invalid_request"
+    INVALID_PROMPT = "invalid_prompt"
+    INVALID_IMAGE = "invalid_image"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    REQUEST_TIMEOUT = "request_timeout"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    MODEL_NOT_FOUND = "model_not_found"
+    # Who is asking.
+    MISSING_API_KEY = "missing_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    REVOKED_API_KEY = "revoked_api_key"
+    EXPIRED_API_KEY = "expired_api_key"
+    PERMISSION_DENIED = "permission_denied"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    INVALID_SIGNATURE = "invalid_signature"
+    URL_EXPIRED = "url_expired"
+    # The job's state.
+    CONFLICT = "conflict"
+    JOB_FINISHED = "job_finished"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    CANCELED = "cancelled"
+    # Capacity.
+    QUEUE_FULL = "queue_full"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    CONCURRENCY_LIMIT_EXCEEDED = "concurrency_limit_exceeded"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    ENGINE_NOT_READY = "engine_not_ready"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    # The server.
+    FLUXSERVE_ERROR = "fluxserve_error"
+    MISSING_EXTRA = "missing_extra"
+    INSECURE_CONFIGURATION = "insecure_configuration"
+    GENERATION_FAILED = "generation_failed"
+    SERVER_ERROR = "server_error"
+    """A job that failed unexpectedly (the server log says why)."""
+    INTERNAL = "internal"
+    """A request that failed unexpectedly (the server log says why)."""
+    INTERRUPTED = "interrupted"
+    """A hosted job the server stopped during: not sent to the provider again."""
+    # Hosted providers.
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_AUTHENTICATION_FAILED = "provider_authentication_failed"
+    PROVIDER_OUT_OF_CREDIT = "provider_out_of_credit"
+    PROVIDER_BUSY = "provider_busy"
+    PROVIDER_REJECTED_REQUEST = "provider_rejected_request"
+    MODERATION_BLOCKED = "moderation_blocked"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorCode | None:
+        """``canceled``, the job status's spelling, reads as ``CANCELED`` too."""
+        return cls.CANCELED if value == "canceled" else None
+
+    @classmethod
+    def stored(cls, value: str | None) -> ErrorCode | None:
+        """A failed job's stored error type; one this version does not know reads as ``generation_failed``."""
+        if value is None:
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.GENERATION_FAILED
+
+
+class ErrorStatus(NamedTuple):
+    """How an error is answered over HTTP."""
+
+    status: int
+    type: ErrorType
+
+
+def _each(status: int, kind: ErrorType, *codes: ErrorCode) -> dict[ErrorCode, ErrorStatus]:
+    return dict.fromkeys(codes, ErrorStatus(status, kind))
+
+
+_C, _T = ErrorCode, ErrorType
+ERROR_STATUSES: Mapping[ErrorCode, ErrorStatus] = MappingProxyType(
+    {
+        **_each(400, _T.INVALID_REQUEST, _C.INVALID_REQUEST, _C.INVALID_PROMPT, _C.INVALID_IMAGE),
+        **_each(400, _T.INVALID_REQUEST, _C.MODERATION_BLOCKED),  # the provider refused this prompt or input
+        **_each(401, _T.AUTHENTICATION, _C.MISSING_API_KEY, _C.INVALID_API_KEY, _C.REVOKED_API_KEY, _C.EXPIRED_API_KEY),
+        **_each(403, _T.PERMISSION, _C.PERMISSION_DENIED, _C.INSUFFICIENT_SCOPE, _C.INVALID_SIGNATURE, _C.URL_EXPIRED),
+        **_each(404, _T.INVALID_REQUEST, _C.NOT_FOUND, _C.MODEL_NOT_FOUND),
+        **_each(405, _T.INVALID_REQUEST, _C.METHOD_NOT_ALLOWED),
+        **_each(408, _T.INVALID_REQUEST, _C.REQUEST_TIMEOUT),
+        **_each(409, _T.INVALID_REQUEST, _C.CONFLICT, _C.JOB_FINISHED, _C.IDEMPOTENCY_KEY_REUSED, _C.CANCELED),
+        **_each(413, _T.INVALID_REQUEST, _C.PAYLOAD_TOO_LARGE),
+        **_each(415, _T.INVALID_REQUEST, _C.UNSUPPORTED_MEDIA_TYPE),
+        **_each(429, _T.RATE_LIMIT, _C.QUEUE_FULL, _C.RATE_LIMIT_EXCEEDED, _C.CONCURRENCY_LIMIT_EXCEEDED),
+        **_each(429, _T.INSUFFICIENT_QUOTA, _C.QUOTA_EXCEEDED),
+        **_each(500, _T.SERVER, _C.FLUXSERVE_ERROR, _C.MISSING_EXTRA, _C.INSECURE_CONFIGURATION, _C.INTERNAL),
+        **_each(500, _T.SERVER, _C.GENERATION_FAILED, _C.SERVER_ERROR, _C.INTERRUPTED),
+        **_each(502, _T.SERVER, _C.PROVIDER_ERROR, _C.PROVIDER_AUTHENTICATION_FAILED, _C.PROVIDER_REJECTED_REQUEST),
+        **_each(503, _T.SERVICE_UNAVAILABLE, _C.ENGINE_NOT_READY, _C.MODEL_UNAVAILABLE),
+        **_each(503, _T.SERVICE_UNAVAILABLE, _C.PROVIDER_OUT_OF_CREDIT, _C.PROVIDER_BUSY),
+    }
+)
+"""Each code's HTTP status and OpenAI error type: the one table every error response is built from."""
+del _C, _T
+
+
+def error_status(code: ErrorCode) -> ErrorStatus:
+    """The HTTP status and OpenAI error type of an error with ``code``."""
+    return ERROR_STATUSES[code]
+
 
 class FluxserveError(Exception):
     """Base class: ``str(error)`` is a complete sentence for the user."""
 
-    code = "fluxserve_error"
+    code: ErrorCode = ErrorCode.FLUXSERVE_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -51,7 +185,7 @@ class FluxserveError(Exception):
 class InvalidRequest(FluxserveError):
     """The request cannot be served as sent. ``param`` names the offending field."""
 
-    code = "invalid_request"
+    code = ErrorCode.INVALID_REQUEST
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -59,62 +193,62 @@ class InvalidRequest(FluxserveError):
 
 
 class InvalidPrompt(InvalidRequest):
-    code = "invalid_prompt"
+    code = ErrorCode.INVALID_PROMPT
 
 
 class InvalidImage(InvalidRequest):
-    code = "invalid_image"
+    code = ErrorCode.INVALID_IMAGE
 
 
 class PayloadTooLarge(InvalidRequest):
-    code = "payload_too_large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class UnsupportedMediaType(InvalidRequest):
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class NotFound(FluxserveError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class AuthenticationFailed(FluxserveError):
     """``code``: missing_api_key, invalid_api_key, revoked_api_key or expired_api_key."""
 
-    def __init__(self, message: str, *, code: str = "invalid_api_key") -> None:
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.INVALID_API_KEY) -> None:
         super().__init__(message)
         self.code = code
 
 
 class PermissionDenied(FluxserveError):
-    def __init__(self, message: str, *, code: str = "permission_denied") -> None:
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.PERMISSION_DENIED) -> None:
         super().__init__(message)
         self.code = code
 
 
 class Conflict(FluxserveError):
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class JobFinished(Conflict):
-    code = "job_finished"
+    code = ErrorCode.JOB_FINISHED
 
 
 class IdempotencyKeyReused(Conflict):
-    code = "idempotency_key_reused"
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
 
 
 class UnknownModel(FluxserveError):
-    code = "model_not_found"
+    code = ErrorCode.MODEL_NOT_FOUND
     param = "model"
 
 
 class ModelUnavailable(FluxserveError):
-    code = "model_unavailable"
+    code = ErrorCode.MODEL_UNAVAILABLE
 
 
 class MissingExtra(FluxserveError):
-    code = "missing_extra"
+    code = ErrorCode.MISSING_EXTRA
 
     def __init__(self, extra: str, feature: str, missing: str) -> None:
         super().__init__(
@@ -124,7 +258,7 @@ class MissingExtra(FluxserveError):
 
 
 class EngineNotReady(FluxserveError):
-    code = "engine_not_ready"
+    code = ErrorCode.ENGINE_NOT_READY
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
@@ -132,7 +266,7 @@ class EngineNotReady(FluxserveError):
 
 
 class QueueFull(FluxserveError):
-    code = "queue_full"
+    code = ErrorCode.QUEUE_FULL
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
@@ -142,7 +276,7 @@ class QueueFull(FluxserveError):
 class RateLimited(FluxserveError):
     """``code``: rate_limit_exceeded (requests per minute) or concurrency_limit_exceeded."""
 
-    def __init__(self, message: str, *, retry_after: int, code: str = "rate_limit_exceeded") -> None:
+    def __init__(self, message: str, *, retry_after: int, code: ErrorCode = ErrorCode.RATE_LIMIT_EXCEEDED) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.code = code
@@ -151,7 +285,7 @@ class RateLimited(FluxserveError):
 class QuotaExceeded(FluxserveError):
     """The key's quota is used until ``reset_at`` (Unix seconds); retrying sooner cannot help."""
 
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
 
     def __init__(self, message: str, *, reset_at: int, retry_after: int) -> None:
         super().__init__(message)
@@ -160,31 +294,31 @@ class QuotaExceeded(FluxserveError):
 
 
 class InsecureConfiguration(FluxserveError):
-    code = "insecure_configuration"
+    code = ErrorCode.INSECURE_CONFIGURATION
 
 
 class GenerationError(FluxserveError):
-    code = "generation_failed"
+    code = ErrorCode.GENERATION_FAILED
 
 
 class JobFailed(GenerationError):
-    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.retry_after = retry_after
 
 
 class GenerationCancelled(GenerationError):
-    code = "cancelled"
+    code = ErrorCode.CANCELED
 
-    def __init__(self, message: str = "the generation was cancelled") -> None:
+    def __init__(self, message: str = "the generation was canceled") -> None:
         super().__init__(message)
 
 
 class ProviderError(GenerationError):
     """A hosted provider failed or refused. The message is ours: never the provider's raw body."""
 
-    code = "provider_error"
+    code = ErrorCode.PROVIDER_ERROR
 
     def __init__(self, message: str, *, provider: str, provider_code: str | None = None) -> None:
         super().__init__(message)
@@ -193,15 +327,15 @@ class ProviderError(GenerationError):
 
 
 class ProviderAuthFailed(ProviderError):
-    code = "provider_authentication_failed"
+    code = ErrorCode.PROVIDER_AUTHENTICATION_FAILED
 
 
 class ProviderOutOfCredit(ProviderError):
-    code = "provider_out_of_credit"
+    code = ErrorCode.PROVIDER_OUT_OF_CREDIT
 
 
 class ProviderBusy(ProviderError):
-    code = "provider_busy"
+    code = ErrorCode.PROVIDER_BUSY
 
     def __init__(self, message: str, *, provider: str, provider_code: str | None = None, retry_after: int = 30) -> None:
         super().__init__(message, provider=provider, provider_code=provider_code)
@@ -209,8 +343,8 @@ class ProviderBusy(ProviderError):
 
 
 class ProviderRejectedRequest(ProviderError):
-    code = "provider_rejected_request"
+    code = ErrorCode.PROVIDER_REJECTED_REQUEST
 
 
 class ContentModerated(ProviderError):
-    code = "moderation_blocked"
+    code = ErrorCode.MODERATION_BLOCKED

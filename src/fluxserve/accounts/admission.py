@@ -17,7 +17,7 @@ from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.ratelimit import RateLimiter
 from fluxserve.accounts.usage import megapixels_since
 from fluxserve.db import Database
-from fluxserve.errors import QuotaExceeded, RateLimited
+from fluxserve.errors import ErrorCode, QuotaExceeded, RateLimited
 
 
 class Admission:
@@ -48,7 +48,7 @@ class Admission:
                 raise RateLimited(
                     f"this key has {unfinished} jobs queued or running, its limit; try again when one has finished",
                     retry_after=busy_retry_after,
-                    code="concurrency_limit_exceeded",
+                    code=ErrorCode.CONCURRENCY_LIMIT_EXCEEDED,
                 )
         if limits.quota_megapixels is not None and limits.quota_period is not None:
             start, reset = period_bounds(limits.quota_period, now)

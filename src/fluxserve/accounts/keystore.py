@@ -23,7 +23,7 @@ from fluxserve.accounts.keys import (
     prefix_of,
 )
 from fluxserve.db import Database
-from fluxserve.errors import AuthenticationFailed, InvalidRequest, NotFound
+from fluxserve.errors import AuthenticationFailed, ErrorCode, InvalidRequest, NotFound
 
 _NAME = re.compile(r"[\w .@:/+-]{1,64}")
 _DURATION = re.compile(r"([0-9]{1,5})([dh])")
@@ -167,7 +167,9 @@ class KeyStore:
 
     def authenticate(self, presented: str) -> ApiKey:
         """The key ``presented`` is, if it is one of ours and still valid; else AuthenticationFailed."""
-        wrong = AuthenticationFailed("the API key is not valid; check it, or ask for a new one", code="invalid_api_key")
+        wrong = AuthenticationFailed(
+            "the API key is not valid; check it, or ask for a new one", code=ErrorCode.INVALID_API_KEY
+        )
         if not KEY_FORMAT.fullmatch(presented):
             raise wrong
         row = self._store.fetch_one("SELECT * FROM api_keys WHERE prefix = ?", (prefix_of(presented),))
@@ -176,9 +178,9 @@ class KeyStore:
         key = _key(row)
         status = key.status(self._clock())
         if status == "revoked":
-            raise AuthenticationFailed("this API key was revoked; ask for a new one", code="revoked_api_key")
+            raise AuthenticationFailed("this API key was revoked; ask for a new one", code=ErrorCode.REVOKED_API_KEY)
         if status == "expired":
-            raise AuthenticationFailed("this API key has expired; ask for a new one", code="expired_api_key")
+            raise AuthenticationFailed("this API key has expired; ask for a new one", code=ErrorCode.EXPIRED_API_KEY)
         return key
 
     def touch(self, key_id: str) -> None:

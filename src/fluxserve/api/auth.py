@@ -20,7 +20,7 @@ from fluxserve.accounts.keys import ANONYMOUS, Caller, Scope, looks_like_key
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import anonymous_allowed
 from fluxserve.api.serving import context
-from fluxserve.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from fluxserve.errors import AuthenticationFailed, ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: Bearer fsk_...")
@@ -75,7 +75,7 @@ def identify(
         raise AuthenticationFailed(
             "this server has no API keys and serves its own machine only; a proxy forwarded this request, "
             "so create a key (fluxserve keys create) and send it",
-            code="missing_api_key",
+            code=ErrorCode.MISSING_API_KEY,
         )
     # On an open server, clients that must send some key (the OpenAI SDK does) send anything: only
     # a value shaped like one of our keys is checked.
@@ -84,11 +84,12 @@ def identify(
             return ANONYMOUS
         if authorization:
             raise AuthenticationFailed(
-                "send the API key as Authorization: Bearer fsk_..., or in an x-key header", code="invalid_api_key"
+                "send the API key as Authorization: Bearer fsk_..., or in an x-key header",
+                code=ErrorCode.INVALID_API_KEY,
             )
         raise AuthenticationFailed(
             "this server needs an API key: send Authorization: Bearer fsk_..., or x-key: fsk_...",
-            code="missing_api_key",
+            code=ErrorCode.MISSING_API_KEY,
         )
     return Caller(keys.authenticate(presented))
 
@@ -99,5 +100,5 @@ CallerDep = Annotated[Caller, Depends(caller)]
 
 async def admin(who: CallerDep) -> Caller:
     if not who.allows(Scope.ADMIN):
-        raise PermissionDenied("this needs an admin key; this key may only generate", code="insufficient_scope")
+        raise PermissionDenied("this needs an admin key; this key may only generate", code=ErrorCode.INSUFFICIENT_SCOPE)
     return who

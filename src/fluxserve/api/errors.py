@@ -1,6 +1,7 @@
 """The one place errors become HTTP responses, in OpenAI's error shape.
 
-Every error body is ``{"error": {"message", "type", "param", "code"}}``; every response carries
+Every error body is ``{"error": {"message", "type", "param", "code"}}``, its status and type those
+of its code in :data:`fluxserve.errors.ERROR_STATUSES`, streamed or not; every response carries
 ``x-request-id``. Once a job exists for a request, a failure also says ``x-should-retry: false``
 so that the official SDK does not generate the same images twice.
 """
@@ -19,34 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxserve import errors
 from fluxserve.api.headers import security_headers
+from fluxserve.errors import ErrorCode, ErrorStatus, error_status
 
 log = logging.getLogger("fluxserve.api")
-
-# (status, OpenAI error type), most specific class first.
-_STATUS: tuple[tuple[type[errors.FluxserveError], int, str], ...] = (
-    (errors.PayloadTooLarge, 413, "invalid_request_error"),
-    (errors.UnsupportedMediaType, 415, "invalid_request_error"),
-    (errors.InvalidRequest, 400, "invalid_request_error"),
-    (errors.AuthenticationFailed, 401, "authentication_error"),
-    (errors.PermissionDenied, 403, "permission_error"),
-    (errors.NotFound, 404, "invalid_request_error"),
-    (errors.UnknownModel, 404, "invalid_request_error"),
-    (errors.Conflict, 409, "invalid_request_error"),
-    (errors.QueueFull, 429, "rate_limit_error"),
-    (errors.RateLimited, 429, "rate_limit_error"),
-    (errors.QuotaExceeded, 429, "insufficient_quota"),
-    (errors.EngineNotReady, 503, "service_unavailable"),
-    (errors.ModelUnavailable, 503, "service_unavailable"),
-    (errors.GenerationCancelled, 409, "invalid_request_error"),
-    (errors.ContentModerated, 400, "invalid_request_error"),
-    (errors.ProviderAuthFailed, 502, "server_error"),
-    (errors.ProviderOutOfCredit, 503, "service_unavailable"),
-    (errors.ProviderBusy, 503, "service_unavailable"),
-    (errors.ProviderRejectedRequest, 502, "server_error"),
-    (errors.ProviderError, 502, "server_error"),
-    (errors.GenerationError, 500, "server_error"),
-    (errors.FluxserveError, 500, "server_error"),
-)
 
 
 def mark_job_started(request: Request, job_id: str) -> None:
@@ -54,20 +30,26 @@ def mark_job_started(request: Request, job_id: str) -> None:
     request.state.job_id = job_id
 
 
-def error_body(message: str, kind: str, *, param: str | None = None, code: str | None = None) -> dict[str, object]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+def error_body(code: ErrorCode, message: str, *, param: str | None = None) -> dict[str, object]:
+    """The API's error shape; its type comes from the code, as every error response's does."""
+    return {"error": {"message": message, "type": error_status(code).type, "param": param, "code": code}}
+
+
+def body_of(error: errors.FluxserveError) -> dict[str, object]:
+    """The error body that answers ``error``, in a response or a streamed error event."""
+    return error_body(error.code, str(error), param=getattr(error, "param", None))
 
 
 def error_response(
     request: Request,
-    status: int,
+    code: ErrorCode,
     message: str,
-    kind: str,
     *,
+    status: int | None = None,
     param: str | None = None,
-    code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """An error response; its status is the code's unless ``status`` says otherwise."""
     headers = dict(headers or {})
     job_id = getattr(request.state, "job_id", None)
     if job_id is not None:
@@ -78,26 +60,17 @@ def error_response(
     request_id = getattr(request.state, "request_id", None)
     if request_id is not None:
         headers["x-request-id"] = request_id
-    return JSONResponse(error_body(message, kind, param=param, code=code), status_code=status, headers=headers)
+    body = error_body(code, message, param=param)
+    return JSONResponse(body, status_code=status or error_status(code).status, headers=headers)
 
 
-# A job that failed is reported with the status of the error that failed it (its code).
-_BY_CODE: dict[str, tuple[int, str]] = {}
-for _cls, _status, _kind in _STATUS:
-    if "code" in vars(_cls):  # classes whose code is fixed, not chosen per instance
-        _BY_CODE.setdefault(_cls.code, (_status, _kind))
-
-
-def status_of(error: errors.FluxserveError) -> tuple[int, str]:
-    """The HTTP status and OpenAI error type of ``error``."""
-    if isinstance(error, errors.JobFailed) and error.code in _BY_CODE:
-        return _BY_CODE[error.code]
-    return next((s, k) for cls, s, k in _STATUS if isinstance(error, cls))
+def status_of(error: errors.FluxserveError) -> ErrorStatus:
+    """The HTTP status and OpenAI error type of ``error``: those of its code (a failed job's: its error type)."""
+    return error_status(error.code)
 
 
 def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.FluxserveError)
-    status, kind = status_of(error)
     headers = {}
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
@@ -109,20 +82,20 @@ def _fluxserve_error(request: Request, error: Exception) -> JSONResponse:
         headers["x-quota-reset"] = str(error.reset_at)
     if isinstance(error, errors.AuthenticationFailed):
         headers["www-authenticate"] = 'Bearer realm="fluxserve"'
-    if status >= 500:
+    if status_of(error).status >= 500:
         log.warning("request failed: %s", error)
     param = getattr(error, "param", None)
-    return error_response(request, status, str(error), kind, param=param, code=error.code, headers=headers)
+    return error_response(request, error.code, str(error), param=param, headers=headers)
 
 
 def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     messages = {404: "no such endpoint", 405: f"method {request.method} is not allowed here"}
-    codes = {404: "not_found", 405: "method_not_allowed"}
+    codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
     message = messages.get(error.status_code) or str(error.detail)
-    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
-    code = codes.get(error.status_code, "invalid_request")
-    return error_response(request, error.status_code, message, kind, code=code, headers=dict(error.headers or {}))
+    other = ErrorCode.INVALID_REQUEST if error.status_code < 500 else ErrorCode.INTERNAL
+    code = codes.get(error.status_code, other)
+    return error_response(request, code, message, status=error.status_code, headers=dict(error.headers or {}))
 
 
 def _validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -130,7 +103,7 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
     detail = error.errors()[0]
     param = ".".join(str(p) for p in detail["loc"][1:]) or None
     message = f"{param}: {detail['msg']}"
-    return error_response(request, 400, message, "invalid_request_error", param=param, code=errors.InvalidRequest.code)
+    return error_response(request, ErrorCode.INVALID_REQUEST, message, param=param)
 
 
 def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -138,9 +111,7 @@ def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log_briefly(error, f"{request.method} {request.url.path}")
     # Starlette answers this from outside every middleware of ours, so the security headers come from here.
     headers = {name.decode(): value.decode() for name, value in security_headers(html=False)}
-    return error_response(
-        request, 500, "internal error; see the server log", "server_error", code="internal", headers=headers
-    )
+    return error_response(request, ErrorCode.INTERNAL, "internal error; see the server log", headers=headers)
 
 
 TRACEBACK_FRAMES = 8

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fluxserve.api import sse
-from fluxserve.api.errors import error_body
-from fluxserve.errors import ModelUnavailable
+from fluxserve.api.errors import body_of
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobEvent, JobStatus, PartialImage
+from fluxserve.jobs.models import Job, JobEvent, JobStatus, Operation, PartialImage
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.watchers import FellBehind
 
@@ -40,7 +39,7 @@ def _common(job: Job) -> dict[str, Any]:
 
 
 def _prefix(job: Job) -> str:
-    return "image_edit" if job.spec.operation == "edit" else "image_generation"
+    return "image_edit" if job.spec.operation == Operation.EDIT else "image_generation"
 
 
 def partial_event(job: Job, partial: PartialImage) -> bytes:
@@ -65,12 +64,10 @@ def completed_events(job: Job, service: JobService) -> list[bytes]:
 
 
 def error_event(job: Job) -> bytes:
-    if job.status is JobStatus.CANCELED:
-        body = error_body(f"job {job.id} was canceled", "invalid_request_error", code="cancelled")
-    else:
-        kind = "service_unavailable" if job.error_type == ModelUnavailable.code else "server_error"
-        body = error_body(job.error_message or "the generation failed", kind, code=job.error_type)
-    return sse.frame("error", body)
+    """The error a finished, unsuccessful job ends its stream with: the body a response would carry."""
+    failure = job.failure()
+    assert failure is not None
+    return sse.frame("error", body_of(failure))
 
 
 def _streamed(event: JobEvent) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from fluxserve.api import sse
-from fluxserve.jobs.models import Job, JobEvent, JobStatus
+from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobStatus
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.views import view_json
 from fluxserve.jobs.watchers import FellBehind
@@ -27,11 +27,11 @@ from fluxserve.jobs.watchers import FellBehind
 def event_data(event: JobEvent, service: JobService, base_url: str) -> dict[str, Any]:
     """The JSON of one event as clients see it."""
     data: dict[str, Any] = {"job_id": event.job_id}
-    if event.type == "queued":
+    if event.type == JobEventType.QUEUED:
         data["position"] = event.position
-    elif event.type == "started" and event.job is not None:
+    elif event.type == JobEventType.STARTED and event.job is not None:
         data["started_at"] = event.job.started_at
-    elif event.type == "progress" and event.progress is not None:
+    elif event.type == JobEventType.PROGRESS and event.progress is not None:
         progress = event.progress
         data.update(step=progress.step, total=progress.total_steps, image=progress.image_index, images=progress.images)
         if progress.stage is not None:  # hosted models: submitted, polling, downloading
@@ -49,15 +49,15 @@ END_ID = "end"
 
 def snapshot(job: Job, service: JobService) -> list[JobEvent]:
     """Events that describe where ``job`` stands now, for a new watcher or one that missed its history."""
-    kept = {kind: service.bus.latest(job.id, kind) for kind in ("queued", "started", "progress")}
     if job.status is JobStatus.QUEUED:  # the queued event as kept (for its id), with the position of now
-        queued = kept["queued"] or JobEvent(job.id, "queued")
+        queued = service.bus.latest(job.id, JobEventType.QUEUED) or JobEvent(job.id, JobEventType.QUEUED)
         return [replace(queued, job=job, position=service.position(job))]
     if job.status is JobStatus.RUNNING:
-        started = replace(kept["started"] or JobEvent(job.id, "started"), job=job)
-        return [started] + ([kept["progress"]] if kept["progress"] is not None else [])
-    terminal = {"succeeded": "completed", "failed": "failed", "canceled": "canceled"}[job.status.value]
-    return [JobEvent(job.id, terminal, job=job, id=END_ID)]
+        started = service.bus.latest(job.id, JobEventType.STARTED) or JobEvent(job.id, JobEventType.STARTED)
+        progress = service.bus.latest(job.id, JobEventType.PROGRESS)
+        return [replace(started, job=job)] + ([progress] if progress is not None else [])
+    assert job.status.event is not None
+    return [JobEvent(job.id, job.status.event, job=job, id=END_ID)]
 
 
 def seen_the_end(service: JobService, job: Job, last_event_id: str | None) -> bool:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fluxserve.api.errors import error_body
 from fluxserve.api.headers import DOCS_PATHS, security_headers
-from fluxserve.errors import InvalidRequest, PayloadTooLarge
+from fluxserve.errors import ErrorCode, PayloadTooLarge, error_status
 from fluxserve.numbers import MAX_CHARS
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -78,7 +78,7 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        await refuse(send, 413, error_body(self._message(), "invalid_request_error", code=PayloadTooLarge.code))
+        await refuse(send, ErrorCode.PAYLOAD_TOO_LARGE, self._message())
 
 
 class OneBodyLength:
@@ -91,8 +91,8 @@ class OneBodyLength:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (message := _ambiguous_length(scope["headers"])) is not None:
-            body = error_body(message, "invalid_request_error", param="Content-Length", code=InvalidRequest.code)
-            await refuse(send, 400, body)  # unread: nothing of its body is taken for a request
+            # unread: nothing of its body is taken for a request
+            await refuse(send, ErrorCode.INVALID_REQUEST, message, param="Content-Length")
             return
         await self.app(scope, receive, send)
 
@@ -106,9 +106,10 @@ def _ambiguous_length(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-async def refuse(send: Send, status: int, body: dict[str, object]) -> None:
+async def refuse(send: Send, code: ErrorCode, message: str, *, param: str | None = None) -> None:
     """Answer with an error in the API's shape without reading the request, and close the connection."""
-    payload = json.dumps(body).encode()
+    status = error_status(code).status
+    payload = json.dumps(error_body(code, message, param=param)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -177,7 +178,7 @@ class BodyTimeout:
             f"the request body stopped arriving for {self.seconds:g} s; send the whole body without pausing, "
             "then try again"
         )
-        await refuse(send, 408, error_body(message, "invalid_request_error", code="request_timeout"))
+        await refuse(send, ErrorCode.REQUEST_TIMEOUT, message)
 
 
 class SecurityHeaders:

@@ -29,7 +29,7 @@ from fluxserve.engines.validation import (
 from fluxserve.errors import InvalidImage, InvalidRequest
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, decode_image, probe_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
-from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, WebhookTarget
+from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, Operation, WebhookTarget
 from fluxserve.settings import Settings
 from fluxserve.webhooks.urls import check_webhook_url
 
@@ -106,9 +106,9 @@ def _check_unsupported(request: ImageRequest) -> None:
         raise InvalidRequest("FLUX makes opaque images; omit background or send opaque", param="background")
 
 
-def _partial_images(fields: ImageFields, operation: str) -> int:
+def _partial_images(fields: ImageFields, streamable: bool) -> int:
     """How many partial images a streamed request wants; refuse stream settings that cannot work."""
-    if fields.stream and operation == "job":
+    if fields.stream and not streamable:
         raise InvalidRequest(
             "a job streams its progress at GET /v1/jobs/{id}/events (urls.events); omit stream", param="stream"
         )
@@ -164,19 +164,26 @@ def _probe(request: ImageRequest, caps: Capabilities, settings: Settings) -> lis
     return planned
 
 
-def plan(request: ImageRequest, *, model: str, caps: Capabilities, operation: str, settings: Settings) -> Plan:
+def plan(
+    request: ImageRequest,
+    *,
+    model: str,
+    caps: Capabilities,
+    operation: Operation,
+    settings: Settings,
+    streamable: bool = True,
+) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
 
-    ``operation`` is "generation", "edit", or "job" (POST /v1/jobs: a generation that cannot stream).
+    ``streamable`` is False for POST /v1/jobs: a generation that cannot stream.
     """
     fields = request.fields
     _check_unsupported(request)
-    partial_images = _partial_images(fields, operation)
-    operation = "generation" if operation == "job" else operation
+    partial_images = _partial_images(fields, streamable)
     if fields.prompt is None:
         raise InvalidRequest("prompt is required", param="prompt")
-    if operation == "edit" and not request.images:
+    if operation == Operation.EDIT and not request.images:
         raise InvalidRequest("an edit needs at least one image (image or image[])", param="image")
     fmt = ImageFormat.parse(fields.output_format or "png")
     check_compression(fields.output_compression)

@@ -24,9 +24,9 @@ from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
 from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import Plan, decode_references, plan, request_digest, webhook_target
-from fluxserve.errors import GenerationCancelled, InvalidRequest, JobFailed
+from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.models import Job, Operation
 from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
@@ -72,8 +72,8 @@ class Accepted:
         return headers
 
 
-async def accept(request: Request, operation: str, caller: Caller) -> Accepted:
-    """Parse, check and queue ``caller``'s images request (``operation``: generation, edit or job).
+async def accept(request: Request, operation: Operation, caller: Caller, *, streamable: bool = True) -> Accepted:
+    """Parse, check and queue ``caller``'s images request (``streamable``: False for POST /v1/jobs).
 
     Everything that can refuse the request from its fields and its images' headers (count, sizes,
     megapixels, the key's rate, concurrency and quota, the queue) is checked before any pixel is
@@ -84,7 +84,9 @@ async def accept(request: Request, operation: str, caller: Caller) -> Accepted:
     key = idempotency_key(request)
     model = parsed.fields.model or ctx.service.default_model
     caps = ctx.service.capabilities(model)
-    planned = await asyncio.to_thread(plan, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings)
+    planned = await asyncio.to_thread(
+        plan, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings, streamable=streamable
+    )
     webhook = webhook_target(parsed.fields, base_url(request, ctx.settings))
     idempotency = None
     if key is not None:
@@ -124,7 +126,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def serve_images(request: Request, operation: str, caller: Caller) -> Response:
+async def serve_images(request: Request, operation: Operation, caller: Caller) -> Response:
     ctx = context(request)
     accepted = await accept(request, operation, caller)
     job = accepted.job
@@ -170,15 +172,10 @@ async def _disconnected(request: Request) -> None:
 
 
 def _raise_if_unsuccessful(job: Job) -> None:
-    if job.status is JobStatus.CANCELED:
-        raise GenerationCancelled(f"job {job.id} was canceled")
-    if job.status is JobStatus.FAILED:
-        # Answered with the status of the error that failed the job (api/errors.status_of).
-        raise JobFailed(
-            job.error_message or "the generation failed",
-            code=job.error_type or "generation_failed",
-            retry_after=job.error_retry_after,
-        )
+    # Answered with the status of the error that failed the job (its code's, api/errors.status_of).
+    failure = job.failure()
+    if failure is not None:
+        raise failure
 
 
 def base_url(request: Request, settings: Settings) -> str:
@@ -200,7 +197,7 @@ def render_images_response(job: Job, service: JobService, base_url: str) -> byte
         data.append(item)
     body = ImagesResponse(
         id=job.id,
-        object="image.edit" if spec.operation == "edit" else "image.generation",
+        object="image.edit" if spec.operation == Operation.EDIT else "image.generation",
         created=int(job.created_at),
         model=spec.model,
         data=data,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from fluxserve.jobs.models import JobEvent
+from fluxserve.jobs.models import JobEvent, JobEventType
 from fluxserve.jobs.watchers import EventFilter, Watcher, every_event
 from fluxserve.numbers import ascii_int
 
@@ -128,7 +128,7 @@ class EventBus:
             return None  # some events after it were forgotten
         return [event for event in kept if _number(event) > sequence]
 
-    def latest(self, job_id: str, kind: str) -> JobEvent | None:
+    def latest(self, job_id: str, kind: JobEventType) -> JobEvent | None:
         """The most recent kept event of ``kind`` for ``job_id``."""
         with self._lock:
             kept = list(self._history.get(job_id, ()))

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from fluxserve.engines.base import Progress
+from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed
 
 
 class JobStatus(StrEnum):
@@ -21,6 +22,41 @@ class JobStatus(StrEnum):
     def finished(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
+    @property
+    def event(self) -> JobEventType | None:
+        """The terminal event a job that ended in this status announces it with; None while it is unfinished."""
+        return _TERMINAL_EVENT_OF.get(self)
+
+
+class JobEventType(StrEnum):
+    """What happened to a job: the ``event`` of its event stream, and ``job.<type>`` in webhooks."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+_TERMINAL_EVENT_OF = {
+    JobStatus.SUCCEEDED: JobEventType.COMPLETED,
+    JobStatus.FAILED: JobEventType.FAILED,
+    JobStatus.CANCELED: JobEventType.CANCELED,
+}
+TERMINAL_EVENTS = frozenset(_TERMINAL_EVENT_OF.values())
+LIFECYCLE_EVENTS = (JobEventType.QUEUED, JobEventType.STARTED, *_TERMINAL_EVENT_OF.values())
+"""Every event but progress, in the order a job can meet them."""
+WEBHOOK_EVENTS = LIFECYCLE_EVENTS[1:]
+"""What a webhook can be told of (not queued: the response to the request says that)."""
+
+
+class Operation(StrEnum):
+    """What a job does: make images from a prompt, or edit (and combine) reference images."""
+
+    GENERATION = "generation"
+    EDIT = "edit"
+
 
 def new_job_id() -> str:
     """An unguessable id: 144 random bits."""
@@ -32,7 +68,7 @@ class JobSpec:
     """A fully resolved request: running it again gives the same images."""
 
     model: str
-    operation: str  # "generation" or "edit"
+    operation: Operation
     prompt: str
     width: int
     height: int
@@ -62,7 +98,7 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSpec:
-        return cls(**data)
+        return cls(**{**data, "operation": Operation(data["operation"])})
 
 
 @dataclass(frozen=True)
@@ -85,15 +121,12 @@ class Usage:
         return asdict(self)
 
 
-WEBHOOK_EVENTS = ("started", "completed", "failed", "canceled")
-
-
 @dataclass(frozen=True)
 class WebhookTarget:
     """Where a job's events are posted, which of them, and the base of the image URLs they carry."""
 
     url: str
-    events: tuple[str, ...] = WEBHOOK_EVENTS
+    events: tuple[JobEventType, ...] = WEBHOOK_EVENTS
     base_url: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -101,7 +134,7 @@ class WebhookTarget:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WebhookTarget:
-        return cls(data["url"], tuple(data["events"]), data.get("base_url", ""))
+        return cls(data["url"], tuple(JobEventType(event) for event in data["events"]), data.get("base_url", ""))
 
 
 @dataclass(frozen=True)
@@ -112,7 +145,7 @@ class Job:
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    error_type: str | None = None
+    error_type: ErrorCode | None = None
     error_message: str | None = None
     error_retry_after: int | None = None
     """Seconds after which the failed request may succeed if sent again (a busy provider said so)."""
@@ -124,9 +157,16 @@ class Job:
     owner: str | None = None
     """The id of the API key that made the job (None: made without a key)."""
 
-
-LIFECYCLE_EVENTS = ("queued", "started", "completed", "failed", "canceled")
-TERMINAL_EVENTS = ("completed", "failed", "canceled")
+    def failure(self) -> GenerationError | None:
+        """What a client that waited for this job is told went wrong; None unless it failed or was canceled."""
+        if self.status is JobStatus.CANCELED:
+            return GenerationCancelled(f"job {self.id} was canceled")
+        if self.status is JobStatus.FAILED:
+            code = self.error_type or ErrorCode.GENERATION_FAILED
+            return JobFailed(
+                self.error_message or "the generation failed", code=code, retry_after=self.error_retry_after
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -146,7 +186,7 @@ class JobEvent:
     """
 
     job_id: str
-    type: str  # queued, started, progress, completed, failed, canceled
+    type: JobEventType
     progress: Progress | None = None
     job: Job | None = None
     position: int | None = None

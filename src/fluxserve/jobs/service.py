@@ -28,6 +28,7 @@ from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
     EngineNotReady,
+    ErrorCode,
     IdempotencyKeyReused,
     JobFinished,
     ModelUnavailable,
@@ -36,7 +37,16 @@ from fluxserve.errors import (
     UnknownModel,
 )
 from fluxserve.jobs.events import EventBus
-from fluxserve.jobs.models import WEBHOOK_EVENTS, Job, JobEvent, JobSpec, JobStatus, WebhookTarget, new_job_id
+from fluxserve.jobs.models import (
+    WEBHOOK_EVENTS,
+    Job,
+    JobEvent,
+    JobEventType,
+    JobSpec,
+    JobStatus,
+    WebhookTarget,
+    new_job_id,
+)
 from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import Idempotency, JobStore
@@ -119,11 +129,11 @@ class JobService:
         for job in self.store.requeue_unfinished():
             worker = self.workers.get(job.spec.model)
             if worker is None:
-                self._fail_at_start(job, "model_not_found", f"model {job.spec.model} is no longer served")
+                self._fail_at_start(job, ErrorCode.MODEL_NOT_FOUND, f"model {job.spec.model} is no longer served")
             elif worker.engine.remote and job.attempts > 0:
                 self._fail_at_start(
                     job,
-                    "interrupted",
+                    ErrorCode.INTERRUPTED,
                     f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
                     "since the provider may already have billed it: submit it again if you still want it",
                 )
@@ -135,9 +145,9 @@ class JobService:
             self.webhooks.start()
         self._janitor.start()
 
-    def _fail_at_start(self, job: Job, error_type: str, message: str) -> None:
+    def _fail_at_start(self, job: Job, error_type: ErrorCode, message: str) -> None:
         self.store.mark_failed(job.id, error_type, message)
-        self.bus.publish(JobEvent(job.id, "failed", job=self.get(job.id)))
+        self.bus.publish(JobEvent(job.id, JobEventType.FAILED, job=self.get(job.id)))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -242,7 +252,7 @@ class JobService:
         except BaseException:
             self.files.delete_job(job_id)
             raise
-        self.bus.publish(JobEvent(job_id, "queued", job=job, position=worker.position(job_id)))
+        self.bus.publish(JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id)))
         return Submitted(job, replayed=False)
 
     def _replay(self, idempotency: Idempotency, owner: str | None) -> Job | None:
@@ -263,7 +273,7 @@ class JobService:
         return None if worker is None else worker.position(job.id)
 
     def progress(self, job_id: str) -> Progress | None:
-        event = self.bus.latest(job_id, "progress")
+        event = self.bus.latest(job_id, JobEventType.PROGRESS)
         return None if event is None else event.progress
 
     def view(self, job: Job, base_url: str) -> JobView:
@@ -351,7 +361,7 @@ class JobService:
         worker = self.workers.get(job.spec.model)
         if worker is not None:
             worker.cancel(job_id)
-        self.bus.publish(JobEvent(job_id, "canceled", job=job))
+        self.bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=job))
         return True
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fluxserve.accounts import usage as usage_rows
 from fluxserve.db import Database
-from fluxserve.errors import InvalidRequest
+from fluxserve.errors import ErrorCode, InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jobs.store import Idempotency, Page
 from fluxserve.jsonvalues import mend
@@ -180,7 +180,7 @@ class SqliteJobStore:
                 usage_rows.bill(db, job_id, used)
         return changed == 1
 
-    def mark_failed(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+    def mark_failed(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
         """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
         failure said the same request may succeed (a busy provider)."""
         with self._db.transaction() as db:
@@ -204,13 +204,13 @@ class SqliteJobStore:
     def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool:
         """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on.
 
-        ``note`` says what the cancel could not undo; the job shows it as its error (type cancelled).
+        ``note`` says what the cancel could not undo; the job shows it as its error (type ``ErrorCode.CANCELED``).
         """
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
                 "WHERE id = ? AND status = ?",
-                (JobStatus.CANCELED, time.time(), None if note is None else "cancelled", note, job_id, only_if),
+                (JobStatus.CANCELED, time.time(), None if note is None else ErrorCode.CANCELED, note, job_id, only_if),
             ).rowcount
             if changed:
                 usage_rows.release(db, job_id)
@@ -271,7 +271,7 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        error_type=row["error_type"],
+        error_type=ErrorCode.stored(row["error_type"]),
         error_message=_text(row["error_message"]),
         error_retry_after=row["error_retry_after"],
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from fluxserve.errors import ErrorCode
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 
 
@@ -76,7 +77,9 @@ class JobStore(Protocol):
 
     def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool: ...
 
-    def mark_failed(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None: ...
+    def mark_failed(
+        self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None
+    ) -> None: ...
 
     def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool: ...
 

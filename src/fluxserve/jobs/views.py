@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobSpec
+from fluxserve.jobs.models import Job, JobEventType, JobSpec, JobStatus, Operation
 from fluxserve.storage.signing import UrlSigner
 
 
@@ -53,7 +53,7 @@ class JobUsage(BaseModel):
 class JobRequest(BaseModel):
     """The resolved request: every default filled in, the seed drawn."""
 
-    operation: Literal["generation", "edit"]
+    operation: Operation
     prompt: str
     width: int
     height: int
@@ -79,7 +79,7 @@ class WebhookDeliveryView(BaseModel):
 
 class WebhookView(BaseModel):
     url: str
-    events: list[str]
+    events: list[JobEventType]
     deliveries: list[WebhookDeliveryView] | None = Field(
         default=None, description="In GET /v1/jobs/{id}; not in the webhook bodies themselves."
     )
@@ -88,7 +88,7 @@ class WebhookView(BaseModel):
 class JobView(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatus
     model: str
     created: int = Field(description="Unix seconds.")
     created_at: float
@@ -117,7 +117,7 @@ def image_url(base_url: str, job: Job, index: int, signer: UrlSigner) -> str:
 
 def _request(spec: JobSpec) -> JobRequest:
     return JobRequest(
-        operation="edit" if spec.operation == "edit" else "generation",
+        operation=spec.operation,
         prompt=spec.prompt,
         width=spec.width,
         height=spec.height,
@@ -143,7 +143,7 @@ def job_view(
     """The client's view of ``job``; ``position`` and ``progress`` come from the live worker."""
     view = JobView(
         id=job.id,
-        status=job.status.value,
+        status=job.status,
         model=job.spec.model,
         created=int(job.created_at),
         created_at=job.created_at,
@@ -152,13 +152,13 @@ def job_view(
         request=_request(job.spec),
         urls=job_urls(base_url, job.id),
     )
-    if job.status == "queued":
+    if job.status is JobStatus.QUEUED:
         view.position = position
-    if job.status == "running":
+    if job.status is JobStatus.RUNNING:
         view.progress = progress
     if job.error_type is not None:
         view.error = JobError(type=job.error_type, message=job.error_message or "", retry_after=job.error_retry_after)
-    if job.status == "succeeded":
+    if job.status is JobStatus.SUCCEEDED:
         view.images = [
             JobImage(index=o.index, url=image_url(base_url, job, o.index, signer), seed=o.seed, bytes=o.bytes)
             for o in job.outputs

@@ -20,10 +20,10 @@ from PIL import Image
 from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
 from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import FluxserveError, GenerationCancelled
+from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
-from fluxserve.jobs.models import Job, JobEvent, JobSpec, JobStatus, OutputImage, PartialImage, Usage
+from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import JobStore
 from fluxserve.storage.files import FileStore
@@ -174,14 +174,16 @@ class ModelWorker:
             waiting = list(self._pending)
         for position, job_id in enumerate(waiting, start=1):
             if self._bus.watched(job_id):
-                self._bus.publish(JobEvent(job_id, "queued", position=position))
+                self._bus.publish(JobEvent(job_id, JobEventType.QUEUED, position=position))
 
     def _fail_waiting(self) -> None:
         """Fail the jobs that waited for a model that did not load; why is in the server log only."""
         with self._wakeup:
             waiting, self._pending = list(self._pending), OrderedDict()
         for job_id in waiting:
-            self._fail(job_id, "model_unavailable", f"model {self.name} could not be loaded; the server's log says why")
+            self._fail(
+                job_id, ErrorCode.MODEL_UNAVAILABLE, f"model {self.name} could not be loaded; the server's log says why"
+            )
 
     def _process(self, job_id: str) -> None:
         with self._wakeup:
@@ -191,7 +193,7 @@ class ModelWorker:
                 return  # canceled while it waited
             job = self._store.get(job_id)
             assert job is not None
-            self._bus.publish(JobEvent(job_id, "started", job=job))
+            self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
@@ -204,12 +206,12 @@ class ModelWorker:
             # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
             note = None if canceled.message == GenerationCancelled().message else canceled.message
             if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note):
-                self._bus.publish(JobEvent(job_id, "canceled", job=self._store.get(job_id)))
+                self._bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=self._store.get(job_id)))
         except FluxserveError as error:
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
             log.exception("job %s failed", job_id)
-            self._fail(job_id, "server_error", "the generation failed unexpectedly; see the server log")
+            self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
         finally:
             with self._wakeup:
                 self._running.pop(job_id, None)
@@ -245,7 +247,9 @@ class ModelWorker:
                     data = encode_image(image, partial_format, compression=spec.output_compression)
                     partial = PartialImage(partial_at.index(progress.step), data)
             step = replace(progress, preview=None)  # the preview callable is only valid during this call
-            self._bus.publish(JobEvent(job_id, "progress", progress=step, preview=preview, partial_image=partial))
+            self._bus.publish(
+                JobEvent(job_id, JobEventType.PROGRESS, progress=step, preview=preview, partial_image=partial)
+            )
 
         return report
 
@@ -268,14 +272,14 @@ class ModelWorker:
                 self._files.write_output(job.id, index, fmt.extension, image.data)
                 outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
             if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result)):
-                self._bus.publish(JobEvent(job.id, "completed", job=self._store.get(job.id)))
+                self._bus.publish(JobEvent(job.id, JobEventType.COMPLETED, job=self._store.get(job.id)))
         except Exception:
             log.exception("job %s: encoding or writing failed", job.id)
-            self._fail(job.id, "server_error", "the images could not be saved; see the server log")
+            self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
 
-    def _fail(self, job_id: str, error_type: str, message: str, *, retry_after: int | None = None) -> None:
+    def _fail(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
         self._store.mark_failed(job_id, error_type, message, retry_after=retry_after)
-        self._bus.publish(JobEvent(job_id, "failed", job=self._store.get(job_id)))
+        self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._store.get(job_id)))
 
 
 def partial_image_steps(count: int, total_steps: int) -> list[int]:

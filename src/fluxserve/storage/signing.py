@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fluxserve.errors import InvalidRequest, PermissionDenied
+from fluxserve.errors import ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.numbers import ascii_int
 from fluxserve.storage.files import write_atomically
 
@@ -47,16 +47,19 @@ class UrlSigner:
         if expires is None or signature is None:
             raise PermissionDenied(
                 "this image URL is not signed; use the url from the job or the images response",
-                code="invalid_signature",
+                code=ErrorCode.INVALID_SIGNATURE,
             )
         expiry = ascii_int(expires) if len(expires) <= MAX_EXPIRES_DIGITS else None
         expected = "" if expiry is None else self._signature(path, expiry)
         if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace")) or expiry is None:
             raise PermissionDenied(
-                "this image URL's signature is not valid; use the url from the job as it came", code="invalid_signature"
+                "this image URL's signature is not valid; use the url from the job as it came",
+                code=ErrorCode.INVALID_SIGNATURE,
             )
         if expiry <= self._clock():
-            raise PermissionDenied("this image URL has expired; GET the job again for fresh URLs", code="url_expired")
+            raise PermissionDenied(
+                "this image URL has expired; GET the job again for fresh URLs", code=ErrorCode.URL_EXPIRED
+            )
 
 
 def load_or_create_signing_key(data_dir: Path, configured: str | None) -> bytes:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.protocol import ErrorBody, ImagesResponse, images_request_body
 from fluxserve.api.serving import serve_images
+from fluxserve.jobs.models import Operation
 
 router = APIRouter(tags=["images"])
 
@@ -39,7 +40,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": ImagesResponse}, *
     openapi_extra={"requestBody": images_request_body(required_images=False)},
 )
 async def create_images(request: Request, who: CallerDep) -> Response:
-    return await serve_images(request, "generation", who)
+    return await serve_images(request, Operation.GENERATION, who)
 
 
 @router.post(
@@ -50,4 +51,4 @@ async def create_images(request: Request, who: CallerDep) -> Response:
     openapi_extra={"requestBody": images_request_body(required_images=True)},
 )
 async def edit_images(request: Request, who: CallerDep) -> Response:
-    return await serve_images(request, "edit", who)
+    return await serve_images(request, Operation.EDIT, who)

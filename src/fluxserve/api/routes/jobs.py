@@ -22,7 +22,7 @@ from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol import ErrorBody, images_request_body, whole_number_query
 from fluxserve.api.serving import ServerContext, accept, base_url, context
 from fluxserve.errors import InvalidRequest, JobFinished, NotFound
-from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.models import Job, JobStatus, Operation
 from fluxserve.jobs.views import JobView, view_json
 from fluxserve.numbers import parse_int
 from fluxserve.storage.files import is_job_id
@@ -114,7 +114,7 @@ async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
 async def submit_job(request: Request, who: CallerDep) -> Response:
     ctx = context(request)
     wait = wait_preference(request, ctx.settings.max_wait_seconds)
-    accepted = await accept(request, "job", who)
+    accepted = await accept(request, Operation.GENERATION, who, streamable=False)
     headers = accepted.headers()
     job = accepted.job
     if wait is not None:
@@ -136,7 +136,7 @@ async def list_jobs(
     who: CallerDep,
     limit: PageSize = 20,
     cursor: str | None = None,
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None,
+    status: JobStatus | None = None,
     model: str | None = None,
 ) -> Response:
     reject_unknown_query(request, {"limit", "cursor", "status", "model"})
@@ -145,7 +145,7 @@ async def list_jobs(
         ctx.service.store.page,
         limit=limit,
         cursor=cursor,
-        status=None if status is None else JobStatus(status),
+        status=status,
         model=model,
         owner=who.owner,
     )
