@@ -13,17 +13,14 @@ from fluxserve.accounts.keys import MAX_QUOTA_MEGAPIXELS, MAX_RATE, ApiKey, KeyL
 from fluxserve.accounts.keystore import parse_expiry
 from fluxserve.accounts.usage import daily_usage, start_of_day
 from fluxserve.api.auth import admin
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import ErrorBody
 from fluxserve.api.routes.usage import Days, UsageList, UsageRow, usage_json
 from fluxserve.api.serving import context
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(admin)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."},
-    403: {"model": ErrorBody, "description": "The key is not an admin key."},
-}
+_ERRORS = error_responses(401, (403, "The key is not an admin key."))
 
 
 class KeyView(BaseModel):

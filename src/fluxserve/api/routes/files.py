@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse
 
-from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.serving import context
 from fluxserve.errors import NotFound
 from fluxserve.imaging.encode import ImageFormat
@@ -50,8 +50,7 @@ def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, Ima
     response_class=FileResponse,
     responses={
         200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image."},
-        403: {"model": ErrorBody, "description": "The signature is missing, wrong or expired."},
-        404: {"model": ErrorBody, "description": "No such image."},
+        **error_responses((403, "The signature is missing, wrong or expired."), (404, "No such image.")),
     },
 )
 async def image_file(

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.serving import context
 from fluxserve.errors import EngineNotReady, ModelUnavailable
 from fluxserve.jobs.status import WorkerState
@@ -37,7 +37,7 @@ async def health() -> Health:
     "/ready",
     summary="Readiness: every model is loaded and warmed up",
     response_model=Readiness,
-    responses={503: {"model": ErrorBody, "description": "A model is loading (Retry-After) or failed to load."}},
+    responses=error_responses((503, "A model is loading (Retry-After) or failed to load.")),
 )
 async def ready(request: Request) -> Response:
     states = [status.state for status in context(request).service.model_statuses()]

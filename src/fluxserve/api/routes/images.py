@@ -9,26 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fluxserve.api.auth import CallerDep
-from fluxserve.api.protocol import ErrorBody, ImagesResponse, images_request_body
+from fluxserve.api.openapi import error_responses
+from fluxserve.api.protocol import ImagesResponse, images_request_body
 from fluxserve.api.serving import serve_images
 from fluxserve.jobs.models import Operation
 
 router = APIRouter(tags=["images"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in (
-        (400, "Invalid request: the message says what to send instead; param names the field."),
-        (401, "No API key, or one that is wrong, revoked or expired."),
-        (404, "Unknown model."),
-        (409, "The job was canceled."),
-        (413, "The body or an upload is too large."),
-        (415, "The body is neither JSON nor multipart/form-data."),
-        (429, "The model's queue is full, or the key's rate, concurrency or quota is used up; see Retry-After."),
-        (500, "The generation failed (x-should-retry: false)."),
-        (503, "The model is loading or failed to load; see Retry-After."),
-    )
-}
+_ERRORS = error_responses(400, 401, (404, "Unknown model."), (409, "The job was canceled."), 413, 415, 429, 500, 503)
 _RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": ImagesResponse}, **_ERRORS}
 
 

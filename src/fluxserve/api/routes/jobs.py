@@ -18,8 +18,9 @@ from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.job_events import job_event_stream, seen_the_end
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import ErrorBody, images_request_body, whole_number_query
+from fluxserve.api.protocol import images_request_body, whole_number_query
 from fluxserve.api.serving import ServerContext, accept, base_url, context
 from fluxserve.errors import InvalidRequest, JobFinished, NotFound
 from fluxserve.jobs.models import Job, JobStatus, Operation
@@ -43,9 +44,8 @@ class JobList(BaseModel):
     next_cursor: str | None = None
 
 
-def _errors(*pairs: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    pairs = ((401, "No API key, or one that is wrong, revoked or expired."), *pairs)
-    return {status: {"model": ErrorBody, "description": description} for status, description in pairs}
+def _errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    return error_responses(401, *statuses)
 
 
 _NOT_FOUND = (404, "No such job.")

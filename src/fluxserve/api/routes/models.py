@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 
 from fluxserve.api.auth import caller
-from fluxserve.api.protocol import ErrorBody, ModelCapabilities, ModelCard, ModelList
+from fluxserve.api.openapi import error_responses
+from fluxserve.api.protocol import ModelCapabilities, ModelCard, ModelList
 from fluxserve.api.serving import context
 from fluxserve.engines.base import Capabilities
 from fluxserve.jobs.status import ModelStatus
@@ -58,7 +59,12 @@ def card(status: ModelStatus, created: int) -> ModelCard:
     )
 
 
-@router.get("/v1/models", summary="List the models this server serves", response_model=ModelList)
+@router.get(
+    "/v1/models",
+    summary="List the models this server serves",
+    response_model=ModelList,
+    responses=error_responses(401),
+)
 async def list_models(request: Request) -> ModelList:
     ctx = context(request)
     return ModelList(data=[card(status, ctx.started) for status in ctx.service.model_statuses()])
@@ -68,7 +74,7 @@ async def list_models(request: Request) -> ModelList:
     "/v1/models/{model_id:path}",
     summary="One model, with its capabilities",
     response_model=ModelCard,
-    responses={404: {"model": ErrorBody, "description": "Not served here."}},
+    responses=error_responses(401, (404, "Not served here.")),
 )
 async def get_model(model_id: str, request: Request) -> ModelCard:
     ctx = context(request)

@@ -21,6 +21,7 @@ from pydantic_core import core_schema
 from starlette.requests import Request
 
 from fluxserve.api.auth import caller
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.serving import context
 from fluxserve.engines.validation import MAX_SEED, MEGAPIXEL, REFERENCE_MAX_ASPECT, REFERENCE_MIN_SIDE
 from fluxserve.imaging.decode import ACCEPTED_FORMATS
@@ -123,6 +124,11 @@ def rules_of(settings: Settings) -> Rules:
     )
 
 
-@router.get("/v1/rules", summary="The rules every request is checked against", response_model=Rules)
+@router.get(
+    "/v1/rules",
+    summary="The rules every request is checked against",
+    response_model=Rules,
+    responses=error_responses(401),
+)
 async def get_rules(request: Request) -> Rules:
     return rules_of(context(request).settings)

@@ -12,8 +12,9 @@ from starlette.requests import Request
 from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.usage import daily_usage, megapixels_since, start_of_day
 from fluxserve.api.auth import CallerDep
+from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import ErrorBody, whole_number_query
+from fluxserve.api.protocol import whole_number_query
 from fluxserve.api.serving import context
 
 router = APIRouter(tags=["usage"])
@@ -57,7 +58,7 @@ class UsageList(BaseModel):
     summary="This key's usage per day (UTC) and model, and its quota",
     response_model=UsageList,
     response_model_exclude_unset=True,
-    responses={401: {"model": ErrorBody, "description": "No API key, or one that is wrong, revoked or expired."}},
+    responses=error_responses(400, 401),
 )
 async def usage(request: Request, who: CallerDep, days: Days = 30) -> dict[str, Any]:
     reject_unknown_query(request, {"days"})
