@@ -2,9 +2,9 @@
 
 The job service asks under its admission lock, so that checking and queueing are one step and
 concurrent requests cannot slip past a limit together. A request counts toward the key's rate
-once it has passed every check that needs no decoding (:meth:`Admission.claim_rate`), so one that
-makes the server decode images and is then refused has still used a request; nothing else is
-counted for a refusal.
+once it has passed every check that needs no decoding (the job service records it then), so one
+that makes the server decode images and is then refused has still used a request; nothing else
+is counted for a refusal.
 """
 
 from __future__ import annotations
@@ -70,15 +70,7 @@ class Admission:
             if wait:
                 raise RateLimited(f"this key may make {rpm} requests a minute; try again in {wait} s", retry_after=wait)
 
-    def claim_rate(self, key: ApiKey, now: float) -> None:
-        """Count a request against the key's rate now, whatever becomes of it; RateLimited if it has none left.
-
-        The caller holds the admission lock, so the check and the count are one step.
-        """
-        self._check_rate(key, now)
-        self.record(key, now)
-
     def record(self, key: ApiKey, now: float) -> None:
-        """Count an accepted request against the key's rate."""
+        """Count a request against the key's rate (call under the admission lock, right after check())."""
         if key.limits.rpm is not None:
             self._rate.record(key.id, now)

@@ -199,10 +199,11 @@ class JobService:
         worker = self.worker(spec.model)
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return earlier
-        with self._admission:
-            self._admit(worker, spec, caller, self.admission.now(), rate=True)
+        with self._admission:  # the rate checked and the request counted as one step
+            now = self.admission.now()
+            self._admit(worker, spec, caller, now, rate=True)
             if caller.key is not None:
-                self.admission.claim_rate(caller.key, self.admission.now())
+                self.admission.record(caller.key, now)
         return None
 
     def _admit(self, worker: ModelWorker, spec: JobSpec, caller: Caller, now: float, *, rate: bool) -> None:
