@@ -147,12 +147,12 @@ def _limits(settings: Settings) -> DecodeLimits:
 def _probe(request: ImageRequest, caps: Capabilities, settings: Settings) -> list[PlannedReference]:
     """Each reference's header, checked: count first, then each size, then their sum."""
     check_reference_count(len(request.images), caps)
-    planned, total = [], 0
+    limits, planned = _limits(settings), []
     for index, raw in enumerate(request.images):
-        info = probe_image(raw.data, param=raw.param, limits=_limits(settings))
+        info = probe_image(raw.data, param=raw.param, limits=limits)
         size = check_reference_shape(info.width, info.height, caps, f"image[{index}]")
         planned.append(PlannedReference(raw, info, size))
-        total += info.pixels
+    total = sum(reference.source.pixels for reference in planned)
     budget = settings.max_decode_megapixels * 1e6
     if total > budget:
         raise InvalidImage(
