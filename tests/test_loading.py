@@ -16,6 +16,7 @@ import torch
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions, import_diffusers, locate_model, pick_device, pick_dtype
+from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.engines.tiny import tiny_model_path
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
 from tests.helpers import TEST_TIMEOUT, png_bytes
@@ -138,7 +139,9 @@ def test_device_and_dtype_choices() -> None:
 
 
 def test_an_explicit_dtype_reaches_the_weights(options: EngineOptions) -> None:
-    engine = DiffusersEngine("tiny-random", EngineOptions(cache_dir=options.cache_dir, dtype="bfloat16"))
+    engine = DiffusersEngine(
+        "tiny-random", EngineOptions(cache_dir=options.cache_dir, runtime=ModelRuntime(dtype="bfloat16"))
+    )
     engine.load()
     assert engine._pipeline.transformer.dtype is torch.bfloat16
     from fluxserve.engines.base import GenerationRequest
@@ -148,7 +151,9 @@ def test_an_explicit_dtype_reaches_the_weights(options: EngineOptions) -> None:
 
 
 def test_offload_needs_a_gpu(options: EngineOptions) -> None:
-    engine = DiffusersEngine("tiny-random", EngineOptions(cache_dir=options.cache_dir, device="cpu", offload="model"))
+    engine = DiffusersEngine(
+        "tiny-random", EngineOptions(cache_dir=options.cache_dir, runtime=ModelRuntime(device="cpu", offload="model"))
+    )
     with pytest.raises(InvalidRequest, match="CPU offload needs a GPU"):
         engine.load()
 

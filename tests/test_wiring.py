@@ -8,6 +8,7 @@ import pytest
 
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
 from fluxserve.wiring import engine_options, provider_options
 
@@ -59,5 +60,7 @@ def test_engine_options_carry_the_local_model_settings(tmp_path: Path) -> None:
         allow_download=False,
     )
     assert engine_options(settings) == EngineOptions(
-        cache_dir=tmp_path / "cache", device="cpu", dtype="float32", offload="model", allow_download=False
+        cache_dir=tmp_path / "cache",
+        allow_download=False,
+        runtime=ModelRuntime(device="cpu", dtype="float32", offload="model"),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fluxserve.defaults import BFL_BASE_URLS
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
 
 
@@ -30,8 +31,6 @@ def engine_options(settings: Settings) -> EngineOptions:
     """How to run the local models."""
     return EngineOptions(
         cache_dir=settings.cache_dir,
-        device=settings.device,
-        dtype=settings.dtype,
-        offload=settings.offload,
         allow_download=settings.allow_download,
+        runtime=ModelRuntime(device=settings.device, dtype=settings.dtype, offload=settings.offload),
     )

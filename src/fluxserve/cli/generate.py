@@ -15,9 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fluxserve.engines.base import Engine, GenerationRequest
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.loading import EngineOptions, Offload
+from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.outputs import EncodedImage, encode_result
 from fluxserve.engines.registry import create_engine
+from fluxserve.engines.runtime import ModelRuntime, Offload
 from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
 from fluxserve.imaging.decode import decode_image
@@ -127,10 +128,8 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     err = Console(stderr=True)
     options = EngineOptions(
         cache_dir=args.cache_dir,
-        device=args.device,
-        dtype=args.dtype,
-        offload=args.offload,
         allow_download=args.allow_download,
+        runtime=ModelRuntime(device=args.device, dtype=args.dtype, offload=args.offload),
     )
     # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
     engine = create_engine(args.model, options, provider_options(load_settings()))

@@ -14,7 +14,7 @@ from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, r
 from fluxserve.cli.models import print_models
 from fluxserve.cli.serve import run_server
 from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
-from fluxserve.engines.loading import Offload
+from fluxserve.engines.runtime import Offload
 from fluxserve.errors import FluxserveError, InvalidRequest
 from fluxserve.settings import Settings, load_settings
 

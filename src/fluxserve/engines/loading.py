@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 from fluxserve.engines.catalog import MODELS, SUPPORTED_PIPELINES, ModelSpec
+from fluxserve.engines.runtime import DTYPES, ModelRuntime
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
-
-Offload = Literal["none", "model", "sequential"]
-DTYPES = ("bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to run a local model. ``None`` picks a sensible default for the machine."""
+    """Where a local model comes from (``cache_dir``, ``allow_download``) and how it runs (``runtime``)."""
 
     cache_dir: Path
-    device: str | None = None
-    dtype: str | None = None
-    offload: Offload = "none"
     allow_download: bool = True
+    runtime: ModelRuntime = field(default_factory=ModelRuntime)
 
 
 def import_diffusers() -> tuple[ModuleType, ModuleType]:
@@ -154,14 +150,15 @@ def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any,
     """Load the pipeline at ``location`` onto the chosen device; return it and its device."""
     torch, diffusers = import_diffusers()
     class_name = pipeline_class_name(location.path)
-    device = pick_device(options.device, torch)
-    dtype = pick_dtype(device, options.dtype, torch)
-    if options.offload != "none" and device == "cpu":
+    runtime = options.runtime
+    device = pick_device(runtime.device, torch)
+    dtype = pick_dtype(device, runtime.dtype, torch)
+    if runtime.offload != "none" and device == "cpu":
         raise InvalidRequest("CPU offload needs a GPU; drop --offload on a CPU-only machine", param="offload")
     pipeline = getattr(diffusers, class_name).from_pretrained(location.path, dtype=dtype)
-    if options.offload == "model":
+    if runtime.offload == "model":
         pipeline.enable_model_cpu_offload(device=device)
-    elif options.offload == "sequential":
+    elif runtime.offload == "sequential":
         pipeline.enable_sequential_cpu_offload(device=device)
     else:
         pipeline.to(device)
