@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from fluxserve.api.serving import ServerContext
+from fluxserve.api.deps import Services
 from fluxserve.jobs.service import JobService
 from tests.helpers import TEST_TIMEOUT, wait_for
 
@@ -32,9 +32,13 @@ class LiveServer:
         self.http.close()
 
     @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    @property
     def service(self) -> JobService:
-        context: ServerContext = self.app.state.context
-        return context.service
+        return self.services.jobs
 
     def submit(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         response = self.http.post(JOBS, json=body, **kwargs)

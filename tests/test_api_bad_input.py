@@ -189,7 +189,7 @@ def test_bad_input_is_a_clear_4xx_and_the_server_goes_on(client: TestClient, nam
 
 def test_no_job_is_created_for_a_refused_request(client: TestClient) -> None:
     client.post(GENERATIONS, json=body(n=0))
-    store = client.app.state.context.service.store  # type: ignore[attr-defined]
+    store = client.app.state.services.jobs.store  # type: ignore[attr-defined]
     assert store.recent() == []
 
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fluxserve.api.serving import ServerContext
+from fluxserve.api.deps import Services
 from fluxserve.imaging.encode import read_parameters
 from fluxserve.jobs.models import JobStatus
 from fluxserve.storage.signing import UrlSigner
@@ -21,8 +21,8 @@ from tests.helpers import photo, png_bytes, wait_for
 SMALL = {"size": "64x64"}
 
 
-def context(client: TestClient) -> ServerContext:
-    ctx: ServerContext = client.app.state.context  # type: ignore[attr-defined]
+def context(client: TestClient) -> Services:
+    ctx: Services = client.app.state.services  # type: ignore[attr-defined]
     return ctx
 
 
@@ -63,7 +63,7 @@ def test_generation_answers_in_openai_shape_with_seed_and_job_id(client: TestCli
 
 def test_job_is_recorded_with_its_resolved_request(client: TestClient) -> None:
     body = generate(client, seed=11, user="alice")
-    job = context(client).service.get(body["id"])
+    job = context(client).jobs.get(body["id"])
     assert job.status is JobStatus.SUCCEEDED
     assert job.spec.seed == 11
     assert job.spec.user == "alice"
@@ -139,7 +139,7 @@ def test_public_url_setting_prefixes_result_urls(make_app: Any) -> None:
 def test_unknown_or_crafted_file_paths_are_404(client: TestClient, path: str) -> None:
     """Even with a valid signature for the path (the server's own key signs it here)."""
     job = generate(client, response_format="url")["id"]
-    signer: UrlSigner = client.app.state.context.service.signer  # type: ignore[attr-defined]
+    signer: UrlSigner = client.app.state.services.signer  # type: ignore[attr-defined]
     response = client.get(signer.sign(path.format(job=job)))
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -155,20 +155,20 @@ def test_reference_system_multipart_with_input_images(client: TestClient) -> Non
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["size"] == "64x80"
-    job = context(client).service.get(body["id"])
+    job = context(client).jobs.get(body["id"])
     assert job.spec.references == 2
     assert body["usage"]["input_megapixels"] == round((128 * 96 + 96 * 96) / 1024**2, 4)
 
 
 def test_reference_system_json_with_images_data_urls(client: TestClient) -> None:
     body = generate(client, images=[data_url(photo(80, 80, 3)), data_url(photo(64, 128, 4))])
-    assert context(client).service.get(body["id"]).spec.references == 2
+    assert context(client).jobs.get(body["id"]).spec.references == 2
 
 
 def test_bfl_style_input_image_fields(client: TestClient) -> None:
     raw = base64.b64encode(png_bytes(photo(64, 64, 5))).decode()
     body = generate(client, input_image=raw, input_image_2=data_url(photo(64, 64, 6)))
-    assert context(client).service.get(body["id"]).spec.references == 2
+    assert context(client).jobs.get(body["id"]).spec.references == 2
 
 
 def test_reference_system_input_alias_and_object_prompt(client: TestClient) -> None:
@@ -194,14 +194,14 @@ def test_multipart_prompt_may_be_a_json_object(client: TestClient) -> None:
 
 def test_flux_controls_steps_and_guidance(client: TestClient) -> None:
     body = generate(client, model="tiny-random-base", steps=3, guidance=2.5, seed=1)
-    job = context(client).service.get(body["id"])
+    job = context(client).jobs.get(body["id"])
     assert (job.spec.steps, job.spec.guidance) == (3, 2.5)
     assert body["usage"]["steps"] == 3
 
 
 @pytest.mark.parametrize(("quality", "steps"), [("low", 25), ("medium", 50), ("auto", 50), ("high", 75), ("max", 100)])
 def test_quality_is_a_step_preset(client: TestClient, quality: str, steps: int) -> None:
-    caps = context(client).service.capabilities("tiny-random-base")
+    caps = context(client).jobs.capabilities("tiny-random-base")
     assert caps.default_steps == 50
     from fluxserve.api.requests import steps_for_quality
 
@@ -235,7 +235,7 @@ def test_edits_with_one_and_several_images(client: TestClient) -> None:
     assert several.status_code == 200, several.text
     body = several.json()
     assert body["size"] == "96x64"  # auto size follows the first image
-    assert context(client).service.get(body["id"]).spec.references == 2
+    assert context(client).jobs.get(body["id"]).spec.references == 2
 
 
 def test_size_auto_without_references_is_the_model_default(client: TestClient) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fluxserve.api.serving import ServerContext
+from fluxserve.api.deps import Services
 from fluxserve.jobs.models import Job, JobStatus
 from fluxserve.jobs.worker import ModelWorker
 from tests.helpers import TEST_TIMEOUT, wait_for
@@ -30,14 +30,14 @@ QUICK = {"model": "tiny-random-base", "prompt": "quick", "size": "64x64", "steps
 class Server:
     def __init__(self, app: FastAPI, url: str) -> None:
         self.app, self.url = app, url
-        self.context: ServerContext = app.state.context
+        self.services: Services = app.state.services
 
     @property
     def worker(self) -> ModelWorker:
-        return self.context.service.workers["tiny-random-base"]
+        return self.services.jobs.workers["tiny-random-base"]
 
     def jobs(self) -> list[Job]:
-        return self.context.service.store.recent()
+        return self.services.jobs.store.recent()
 
     def post_in_background(self, body: dict[str, Any], timeout: float = TEST_TIMEOUT) -> dict[str, Any]:
         """Send a request on a thread; the returned dict gets "response" or "error" when it ends."""
@@ -115,7 +115,7 @@ def test_a_failure_after_the_job_started_says_do_not_retry(server: Server) -> No
     wait_for(lambda: server.worker.running_job is not None)
     job_id = server.worker.running_job
     assert job_id is not None
-    server.context.service.cancel(job_id, owner=None)  # someone else stops it mid-run
+    server.services.jobs.cancel(job_id, owner=None)  # someone else stops it mid-run
 
     waiting["thread"].join(TEST_TIMEOUT)
     response = waiting["response"]
@@ -123,8 +123,8 @@ def test_a_failure_after_the_job_started_says_do_not_retry(server: Server) -> No
     assert response.headers["x-should-retry"] == "false"
     assert response.headers["x-job-id"] == job_id
     assert response.json()["error"]["code"] == "cancelled"
-    assert server.context.service.get(job_id).status is JobStatus.CANCELED
-    assert not server.context.service.files.output_path(job_id, 0, "png").exists()
+    assert server.services.jobs.get(job_id).status is JobStatus.CANCELED
+    assert not server.services.jobs.files.output_path(job_id, 0, "png").exists()
 
 
 def test_the_event_loop_stays_responsive_while_generating(server: Server) -> None:
@@ -147,14 +147,14 @@ def test_a_graceful_shutdown_leaves_the_running_job_to_resume(make_app: Callable
         wait_for(lambda: server.worker.running_job is not None)
         job_id = server.worker.running_job
         assert job_id is not None
-        server.context.service.stop()  # what the lifespan does on SIGTERM
-    database = app.state.context.settings.data_dir / "jobs.sqlite3"
+        server.services.stop()  # what the lifespan does on SIGTERM
+    database = app.state.services.settings.data_dir / "jobs.sqlite3"
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         [(status,)] = connection.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchall()
     assert status == "running"  # not canceled: it was accepted, so it must still happen
     reopened = make_app(models=["tiny-random-base"])
     with serve_in_thread(reopened) as url:
-        service = reopened.state.context.service
+        service = reopened.state.services.jobs
         wait_for(lambda: service.get(job_id).status.finished)
         assert service.get(job_id).status is JobStatus.SUCCEEDED
         assert service.get(job_id).attempts == 2

@@ -68,7 +68,7 @@ def server(start: Callable[..., Keyed]) -> Keyed:
 
 def job_count(server: Keyed) -> int:
     """Every job in the store, whoever made it."""
-    row = server.service.db.fetch_one("SELECT count(*) FROM jobs")
+    row = server.services.db.fetch_one("SELECT count(*) FROM jobs")
     assert row is not None
     return int(row[0])
 
@@ -472,7 +472,7 @@ def test_a_network_server_starts_with_a_key_or_with_no_auth_which_warns(
     assert any(r.levelno == logging.WARNING and "authentication is OFF" in r.message for r in caplog.records)
     with TestClient(open_app) as client:
         assert client.get("/v1/models").status_code == 200  # no key needed: the operator said so
-        _, key = open_app.state.context.service.keys.create("ops")
+        _, key = open_app.state.services.keys.create("ops")
         assert client.get("/v1/models").status_code == 200  # still open, even with keys
         assert client.get("/v1/models", headers={"x-key": key}).status_code == 200
     caplog.clear()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxserve.api.protocol import FormImageBody, JsonImageBody
+from fluxserve.api.protocol.images import FormImageBody, JsonImageBody
 
 JSON_FIELDS = sorted(JsonImageBody.model_fields)
 FORM_FIELDS = sorted({*FormImageBody.model_fields, "image[]", "input_image_1", "input"})

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fluxserve.api.app import build_services
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.registry import create_engine
-from fluxserve.jobs.service import JobService
 from fluxserve.jobs.status import WorkerState
 from fluxserve.settings import Settings
 from tests.helpers import wait_for
@@ -52,9 +52,10 @@ def test_the_service_reports_each_models_status(
 ) -> None:
     local = DiffusersEngine("tiny-random", options)
     hosted = create_engine("bfl:flux-2-pro", options, ProviderOptions())  # no key: not configured
-    service = JobService(
+    services = build_services(
         make_settings(models=["tiny-random", "bfl:flux-2-pro"]), {"tiny-random": local, "bfl:flux-2-pro": hosted}
     )
+    service = services.jobs
     try:
         before = {status.name: status for status in service.model_statuses()}
         assert before["tiny-random"].state is WorkerState.LOADING
@@ -65,5 +66,5 @@ def test_the_service_reports_each_models_status(
         wait_for(lambda: service.model_status("tiny-random").state is WorkerState.READY)
         assert service.model_status("tiny-random").capabilities == local.capabilities
     finally:
-        service.stop()
+        services.stop()
         hosted.close()

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from fluxserve.api.app import build_services
 from fluxserve.engines.base import Progress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.jobs.events import EVENTS_PER_JOB, EventBus
 from fluxserve.jobs.models import JobEvent, JobSpec, JobStatus, PartialImage
-from fluxserve.jobs.service import JobService
 from fluxserve.jobs.watchers import FellBehind, terminal_only
 from fluxserve.settings import Settings
 from tests.helpers import TEST_TIMEOUT
@@ -152,7 +152,8 @@ def test_a_terminal_only_watcher_keeps_no_progress() -> None:
 def test_waiting_for_a_job_queues_none_of_its_progress(
     make_settings: Callable[..., Settings], klein: DiffusersEngine
 ) -> None:
-    service = JobService(make_settings(sse_max_pending_events=4), {"tiny-random": klein})  # not started: jobs wait
+    services = build_services(make_settings(sse_max_pending_events=4), {"tiny-random": klein})  # not started: jobs wait
+    service = services.jobs
     spec = JobSpec("tiny-random", "generation", "a cat", 64, 64, 2, None, 1, 1, "png", None, "b64_json")
     try:
         job = service.submit(spec, []).job
@@ -170,4 +171,4 @@ def test_waiting_for_a_job_queues_none_of_its_progress(
 
         assert asyncio.run(main()) is JobStatus.CANCELED
     finally:
-        service.stop()
+        services.stop()

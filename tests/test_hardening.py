@@ -156,7 +156,7 @@ def test_ready_names_no_model_while_loading(make_settings: Callable[..., Any], o
         assert name not in response.text
         assert response.json()["error"]["code"] == "engine_not_ready"
     finally:
-        app.state.context.service.db.close()
+        app.state.services.db.close()
 
 
 MISSING = "acme/not-in-this-cache"
@@ -222,7 +222,7 @@ def test_the_log_at_info_has_no_prompt_key_or_webhook_token(
     try:
         app = make_app(webhook_max_attempts=2, webhook_retry_base_seconds=0.01)
         with caplog.at_level(logging.INFO), TestClient(app) as client:
-            _, secret = app.state.context.service.keys.create("t")
+            _, secret = app.state.services.keys.create("t")
             auth = {"Authorization": f"Bearer {secret}"}
             assert client.get("/v1/models").status_code == 401  # the key is what lets the calls in
             body = {"prompt": prompt, "size": "64x64", "webhook_url": f"{receiver.url}?token={token}"}

@@ -155,7 +155,7 @@ def test_hostile_input_is_a_4xx_and_the_server_goes_on(
         assert client.get("/v1/jobs").status_code == 200
         assert client.get("/health").json() == {"status": "ok"}
     assert unexpected_errors(caplog) == []
-    assert client.app.state.context.service.store.recent() == []  # type: ignore[attr-defined]
+    assert client.app.state.services.jobs.store.recent() == []  # type: ignore[attr-defined]
 
 
 def test_a_refused_surrogate_leaves_the_history_readable(client: TestClient) -> None:
@@ -169,7 +169,7 @@ def test_a_refused_surrogate_leaves_the_history_readable(client: TestClient) -> 
 def test_a_bad_stored_row_never_takes_the_history_down(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     """Rows written before text was checked (a lone surrogate) are shown mended; a row that cannot be
     read at all is left out of the list, and logged."""
-    store = client.app.state.context.service.store  # type: ignore[attr-defined]
+    store = client.app.state.services.jobs.store  # type: ignore[attr-defined]
     spec = JobSpec(
         model="tiny-random",
         operation="generation",
@@ -186,9 +186,7 @@ def test_a_bad_stored_row_never_takes_the_history_down(client: TestClient, caplo
     )
     store.create("job_" + "S" * 24, spec, owner=None, charged_at=time.time())
     store.create("job_" + "B" * 24, spec, owner=None, charged_at=time.time())
-    client.app.state.context.service.db.execute(
-        "UPDATE jobs SET spec = ? WHERE id = ?", ("{not json", "job_" + "B" * 24)
-    )
+    client.app.state.services.db.execute("UPDATE jobs SET spec = ? WHERE id = ?", ("{not json", "job_" + "B" * 24))
 
     with caplog.at_level(logging.ERROR):
         listed = client.get("/v1/jobs")
@@ -268,7 +266,7 @@ def keyed(tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]) 
             allow_download=False,
         )
         app = create_app(settings, {"tiny-random": engines["tiny-random"]}, clock=ManualClock(time.time()))
-        _, secret = app.state.context.service.keys.create("alice", Scope.GENERATE, KeyLimits(**limits))
+        _, secret = app.state.services.keys.create("alice", Scope.GENERATE, KeyLimits(**limits))
         client = TestClient(app, headers={"authorization": f"Bearer {secret}"})
         clients.append(client.__enter__())
         return client

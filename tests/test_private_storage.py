@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fluxserve.api.app import build_services
 from fluxserve.db import DATABASE_FILE, Database
-from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
 from fluxserve.storage import private
 
@@ -48,7 +48,9 @@ def test_a_fresh_store_makes_its_folder_and_database_files_private(tmp_path: Pat
 
 def test_a_fresh_server_keeps_its_data_dir_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    service = JobService(Settings(data_dir=data_dir, models=["tiny-random"], warmup=False, allow_download=False), {})
+    service = build_services(
+        Settings(data_dir=data_dir, models=["tiny-random"], warmup=False, allow_download=False), {}
+    )
     service.start()
     try:
         files = [path for path in data_dir.iterdir() if path.is_file()]

@@ -23,7 +23,7 @@ def test_the_page_and_its_assets_are_served_from_the_package_under_a_strict_poli
     assert "frame-ancestors 'none'" in policy
     assert "unsafe-inline" not in policy
     assert page.headers["x-content-type-options"] == "nosniff"
-    _, secret = client.app.state.context.service.keys.create("studio")  # type: ignore[attr-defined]
+    _, secret = client.app.state.services.keys.create("studio")  # type: ignore[attr-defined]
     again = client.get("/", headers={"authorization": f"Bearer {secret}"})
     assert KEY_FORMAT.search(again.text) is None  # the server never writes a key into the page
     script = client.get("/studio/studio.js")

@@ -73,7 +73,7 @@ def test_rules_are_the_servers_own_limits_and_structured_prompt_schema(make_app:
 
 
 def test_rules_need_a_key_once_the_server_has_keys(client: TestClient) -> None:
-    _, secret = client.app.state.context.service.keys.create("rules")  # type: ignore[attr-defined]
+    _, secret = client.app.state.services.keys.create("rules")  # type: ignore[attr-defined]
     assert client.get("/v1/rules").status_code == 401
     assert client.get("/v1/rules", headers={"authorization": f"Bearer {secret}"}).status_code == 200
 

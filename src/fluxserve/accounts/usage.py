@@ -127,6 +127,21 @@ def daily_usage(
     ]
 
 
+class UsageReports:
+    """Read-only reports over the usage table, for the API and the CLI."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def daily(self, *, since: float, key_id: str | None = None, every_key: bool = False) -> list[DailyUsage]:
+        """See :func:`daily_usage`."""
+        return daily_usage(self._db, since=since, key_id=key_id, every_key=every_key)
+
+    def megapixels_since(self, key_id: str, since: float) -> float:
+        """See :func:`megapixels_since`."""
+        return megapixels_since(self._db, key_id, since)
+
+
 def start_of_day(days_back: int, now: float) -> float:
     """Midnight UTC ``days_back`` days before today (0: today)."""
     today = datetime.fromtimestamp(now, UTC).date()

@@ -1,4 +1,9 @@
-"""``create_app(settings)``: the whole HTTP API, wired in one place."""
+"""``create_app(settings)``: the whole HTTP API, wired in one place.
+
+The composition root: :func:`build_services` makes every part once (database, job store, files,
+keys, event bus, URL signer, webhook sender, job service) and the routers get the ones they use
+through the dependencies of :mod:`fluxserve.api.deps`.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from fluxserve import __version__
+from fluxserve.accounts.admission import Admission
+from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import check_access
+from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
+from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, models, rules, usage
-from fluxserve.api.serving import ServerContext
-from fluxserve.db import Database
+from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.engines.base import Engine
 from fluxserve.engines.registry import create_engines
-from fluxserve.jobs.service import JobService
+from fluxserve.jobs.events import EventBus
+from fluxserve.jobs.service import JobParts, JobService
+from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.settings import Settings
-from fluxserve.storage.signing import UrlSigner
+from fluxserve.storage.files import FileStore
+from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
@@ -63,13 +74,44 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _webhook_sender(settings: Settings) -> Callable[[Database, UrlSigner], WebhookSender]:
-    """The service builds the sender once its store has made the data dir, where the secret may be kept."""
-
-    def build(store: Database, signer: UrlSigner) -> WebhookSender:
-        return WebhookSender(store, settings, load_or_create_secret(settings.data_dir, settings.webhook_secret), signer)
-
-    return build
+def build_services(
+    settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
+) -> Services:
+    """Every part of the server, each built once and handed to what uses it. Nothing runs until
+    :meth:`Services.start`; :meth:`Services.stop` closes them."""
+    db = Database(settings.data_dir / DATABASE_FILE)  # makes the data dir, private, before any secret is kept there
+    try:
+        store = SqliteJobStore(db)
+        signer = UrlSigner(
+            load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
+        )
+        secret = load_or_create_secret(settings.data_dir, settings.webhook_secret)
+        parts = JobParts(
+            store=store,
+            files=FileStore(settings.data_dir),
+            bus=EventBus(db.next_boot(), settings.sse_max_pending_events),
+            signer=signer,
+            keys=KeyStore(db, clock),
+            admission=Admission(db, store.unfinished, clock),
+            webhooks=WebhookSender(db, settings, secret, signer),
+        )
+        jobs = JobService(settings, engines, parts)
+    except BaseException:
+        db.close()
+        raise
+    return Services(
+        settings=settings,
+        db=db,
+        jobs=jobs,
+        keys=parts.keys,
+        usage=UsageReports(db),
+        files=parts.files,
+        bus=parts.bus,
+        signer=signer,
+        clock=clock,
+        decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
+        started=int(time.time()),
+    )
 
 
 class _App(FastAPI):
@@ -91,31 +133,26 @@ def create_app(
         if engines is not None
         else create_engines(settings.models, engine_options(settings), provider_options(settings))
     )
-    service = JobService(settings, chosen, clock=clock, webhooks=_webhook_sender(settings))
+    services = build_services(settings, chosen, clock=clock)
     try:
-        check_access(settings, service.keys)
+        check_access(settings, services.keys)
     except BaseException:
-        service.db.close()
+        services.db.close()
         raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        services.start()
         try:
             yield
         finally:
-            service.stop()
+            services.stop()
             if engines is None:  # made here, so closed here (a hosted engine holds connections)
                 for engine in chosen.values():
                     engine.close()
 
     app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.context = ServerContext(
-        settings=settings,
-        service=service,
-        started=int(time.time()),
-        decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
-    )
+    app.state.services = services
     errors.install(app)
     for module in (images, jobs, files, models, rules, usage, admin, health):
         app.include_router(module.router)

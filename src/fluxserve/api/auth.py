@@ -19,7 +19,7 @@ from starlette.requests import Request
 from fluxserve.accounts.keys import ANONYMOUS, Caller, Scope, looks_like_key
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import anonymous_allowed
-from fluxserve.api.serving import context
+from fluxserve.api.deps import KeysDep, SettingsDep
 from fluxserve.errors import AuthenticationFailed, ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.settings import Settings
 
@@ -51,9 +51,10 @@ async def caller(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     x_key: Annotated[str | None, Security(_x_key)],
+    settings: SettingsDep,
+    keys: KeysDep,
 ) -> Caller:
     """The authenticated caller; anonymous only where the server runs without keys."""
-    ctx = context(request)
     headers = request.headers
     one_of_each_credential(headers)
     presented = presented_key(bearer, x_key)
@@ -61,7 +62,7 @@ async def caller(
     authorization = headers.get("authorization") is not None
     # One hop to a thread for both database reads: the hop costs more than the reads (bench/auth_overhead.py).
     return await asyncio.to_thread(
-        identify, ctx.settings, ctx.service.keys, presented, forwarded=forwarded, authorization=authorization
+        identify, settings, keys, presented, forwarded=forwarded, authorization=authorization
     )
 
 

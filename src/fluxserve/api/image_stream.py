@@ -19,15 +19,26 @@ from typing import Any
 
 from fluxserve.api import sse
 from fluxserve.api.errors import body_of
+from fluxserve.api.protocol.images import (
+    CompletedImageType,
+    ImageCompletedEvent,
+    ImageStreamEvent,
+    ImageUsage,
+    PartialImageEvent,
+    PartialImageType,
+)
 from fluxserve.imaging.encode import ImageFormat
+from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobStatus, Operation, PartialImage
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.watchers import FellBehind
+from fluxserve.storage.files import FileStore
 
 log = logging.getLogger("fluxserve.api")
 
 
 def _common(job: Job) -> dict[str, Any]:
+    """The fields every event of ``job``'s stream shares."""
     spec = job.spec
     return {
         "background": "opaque",
@@ -38,28 +49,37 @@ def _common(job: Job) -> dict[str, Any]:
     }
 
 
-def _prefix(job: Job) -> str:
-    return "image_edit" if job.spec.operation == Operation.EDIT else "image_generation"
+def _frame(kind: str, event: ImageStreamEvent) -> bytes:
+    return sse.frame(kind, event.model_dump(mode="json", exclude_unset=True))
 
 
 def partial_event(job: Job, partial: PartialImage) -> bytes:
-    kind = f"{_prefix(job)}.partial_image"
-    data = {"type": kind, "b64_json": base64.b64encode(partial.data).decode("ascii"), **_common(job)}
-    return sse.frame(kind, {**data, "partial_image_index": partial.index})
+    edit = job.spec.operation == Operation.EDIT
+    kind: PartialImageType = "image_edit.partial_image" if edit else "image_generation.partial_image"
+    b64 = base64.b64encode(partial.data).decode("ascii")
+    event = PartialImageEvent(type=kind, b64_json=b64, partial_image_index=partial.index, **_common(job))
+    return _frame(kind, event)
 
 
-def completed_events(job: Job, service: JobService) -> list[bytes]:
+def completed_events(job: Job, files: FileStore) -> list[bytes]:
     """The completed event of each image (a streamed job has one), read from its stored file."""
     assert job.usage is not None
-    kind = f"{_prefix(job)}.completed"
+    edit = job.spec.operation == Operation.EDIT
+    kind: CompletedImageType = "image_edit.completed" if edit else "image_generation.completed"
     events = []
     for output in job.outputs:
-        path = service.files.output_path(job.id, output.index, ImageFormat(job.spec.output_format).extension)
-        data = {"type": kind, "b64_json": base64.b64encode(path.read_bytes()).decode("ascii"), **_common(job)}
-        data.update(usage=job.usage.to_json(), seed=output.seed, id=job.id)
+        path = files.output_path(job.id, output.index, ImageFormat(job.spec.output_format).extension)
+        event = ImageCompletedEvent(
+            type=kind,
+            b64_json=base64.b64encode(path.read_bytes()).decode("ascii"),
+            usage=ImageUsage(**job.usage.to_json()),
+            seed=output.seed,
+            id=job.id,
+            **_common(job),
+        )
         if job.spec.user is not None:
-            data["safety_identifier"] = job.spec.user
-        events.append(sse.frame(kind, data))
+            event.safety_identifier = job.spec.user
+        events.append(_frame(kind, event))
     return events
 
 
@@ -76,11 +96,11 @@ def _streamed(event: JobEvent) -> bool:
 
 
 async def image_stream(
-    service: JobService, job: Job, *, keepalive: float, cancel_if_left: bool = True
+    service: JobService, bus: EventBus, files: FileStore, job: Job, *, keepalive: float, cancel_if_left: bool = True
 ) -> AsyncIterator[bytes]:
     finished = False
     try:
-        with service.bus.watch(job.id, _streamed) as live:
+        with bus.watch(job.id, _streamed) as live:
             job = await asyncio.to_thread(service.get, job.id)
             while not job.status.finished:
                 try:
@@ -95,7 +115,7 @@ async def image_stream(
                     job = await asyncio.to_thread(service.get, job.id)
         finished = True
         if job.status is JobStatus.SUCCEEDED:
-            for frame in await asyncio.to_thread(completed_events, job, service):
+            for frame in await asyncio.to_thread(completed_events, job, files):
                 yield frame
         else:
             yield error_event(job)

@@ -18,6 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from fluxserve.api import sse
+from fluxserve.api.protocol.jobs import JobEventData, JobProgressEvent, JobQueuedEvent, JobStartedEvent
+from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobStatus
 from fluxserve.jobs.service import JobService
 from fluxserve.jobs.views import view_json
@@ -25,56 +27,66 @@ from fluxserve.jobs.watchers import FellBehind
 
 
 def event_data(event: JobEvent, service: JobService, base_url: str) -> dict[str, Any]:
-    """The JSON of one event as clients see it."""
-    data: dict[str, Any] = {"job_id": event.job_id}
+    """The JSON of one event as clients see it (:mod:`fluxserve.api.protocol.jobs`)."""
+    if event.terminal and event.job is not None:
+        return view_json(service.view(event.job, base_url))
+    payload: JobEventData
     if event.type == JobEventType.QUEUED:
-        data["position"] = event.position
-    elif event.type == JobEventType.STARTED and event.job is not None:
-        data["started_at"] = event.job.started_at
+        payload = JobQueuedEvent(job_id=event.job_id, position=event.position)
+    elif event.type == JobEventType.STARTED:
+        payload = JobStartedEvent(job_id=event.job_id)
+        if event.job is not None:
+            payload.started_at = event.job.started_at
     elif event.type == JobEventType.PROGRESS and event.progress is not None:
         progress = event.progress
-        data.update(step=progress.step, total=progress.total_steps, image=progress.image_index, images=progress.images)
+        payload = JobProgressEvent(
+            job_id=event.job_id,
+            step=progress.step,
+            total=progress.total_steps,
+            image=progress.image_index,
+            images=progress.images,
+        )
         if progress.stage is not None:  # hosted models: submitted, polling, downloading
-            data["stage"] = progress.stage
+            payload.stage = progress.stage
         if event.preview is not None:
-            data["preview"] = "data:image/jpeg;base64," + base64.b64encode(event.preview).decode("ascii")
-    elif event.terminal and event.job is not None:
-        data = view_json(service.view(event.job, base_url))
-    return data
+            payload.preview = "data:image/jpeg;base64," + base64.b64encode(event.preview).decode("ascii")
+    else:
+        payload = JobEventData(job_id=event.job_id)
+    return payload.model_dump(mode="json", exclude_unset=True)
 
 
 END_ID = "end"
 """The id of a terminal event that describes a finished job rather than replaying it."""
 
 
-def snapshot(job: Job, service: JobService) -> list[JobEvent]:
+def snapshot(job: Job, service: JobService, bus: EventBus) -> list[JobEvent]:
     """Events that describe where ``job`` stands now, for a new watcher or one that missed its history."""
     if job.status is JobStatus.QUEUED:  # the queued event as kept (for its id), with the position of now
-        queued = service.bus.latest(job.id, JobEventType.QUEUED) or JobEvent(job.id, JobEventType.QUEUED)
+        queued = bus.latest(job.id, JobEventType.QUEUED) or JobEvent(job.id, JobEventType.QUEUED)
         return [replace(queued, job=job, position=service.position(job))]
     if job.status is JobStatus.RUNNING:
-        started = service.bus.latest(job.id, JobEventType.STARTED) or JobEvent(job.id, JobEventType.STARTED)
-        progress = service.bus.latest(job.id, JobEventType.PROGRESS)
+        started = bus.latest(job.id, JobEventType.STARTED) or JobEvent(job.id, JobEventType.STARTED)
+        progress = bus.latest(job.id, JobEventType.PROGRESS)
         return [replace(started, job=job)] + ([progress] if progress is not None else [])
     assert job.status.event is not None
     return [JobEvent(job.id, job.status.event, job=job, id=END_ID)]
 
 
-def seen_the_end(service: JobService, job: Job, last_event_id: str | None) -> bool:
+def seen_the_end(bus: EventBus, job: Job, last_event_id: str | None) -> bool:
     """True when a reconnecting watcher of a finished job already has its final event."""
     if last_event_id is None or not job.status.finished:
         return False
-    return last_event_id == END_ID or service.bus.since(job.id, last_event_id) == []
+    return last_event_id == END_ID or bus.since(job.id, last_event_id) == []
 
 
 async def job_event_stream(
-    service: JobService, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
+    service: JobService, bus: EventBus, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
 ) -> AsyncIterator[bytes]:
     """The event stream of one job: where it stands (or what the watcher missed), then live events."""
-    with service.bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
+    with bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
         job = await asyncio.to_thread(service.get, job_id)
-        missed = None if last_event_id is None else service.bus.since(job_id, last_event_id)
-        backlog = snapshot(job, service) if missed is None else missed
+        missed = None if last_event_id is None else bus.since(job_id, last_event_id)
+        backlog = snapshot(job, service, bus) if missed is None else missed
         sent, first = last_event_id or "", True
         for event in backlog:
             yield await _framed(event, service, base_url, first=first)
@@ -89,7 +101,7 @@ async def job_event_stream(
             if received is None:
                 yield sse.KEEPALIVE
                 continue
-            if sent and not _after(service, received.id, sent):
+            if sent and not _after(bus, received.id, sent):
                 continue  # already sent
             yield await _framed(received, service, base_url, first=first)
             first = False
@@ -97,8 +109,8 @@ async def job_event_stream(
                 return
 
 
-def _after(service: JobService, event_id: str, sent_id: str) -> bool:
-    new, old = service.bus.sequence_of(event_id), service.bus.sequence_of(sent_id)
+def _after(bus: EventBus, event_id: str, sent_id: str) -> bool:
+    new, old = bus.sequence_of(event_id), bus.sequence_of(sent_id)
     return new is None or old is None or new > old
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fluxserve.api.protocol import ErrorBody
+from fluxserve.api.protocol.errors import ErrorBody
 
 USUAL: dict[int, str] = {
     400: "Invalid request: the message says what to send instead; param names the field.",

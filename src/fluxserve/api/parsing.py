@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from fluxserve.api.protocol import FormImageBody, ImageFields, JsonImageBody
+from fluxserve.api.protocol.images import FormImageBody, ImageFields, JsonImageBody
 from fluxserve.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from fluxserve.jsonvalues import load_json
 from fluxserve.settings import Settings

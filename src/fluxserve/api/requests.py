@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from fluxserve.api.parsing import ImageRequest, RawImage
-from fluxserve.api.protocol import ImageFields
+from fluxserve.api.protocol.images import ImageFields
 from fluxserve.engines.base import Capabilities, GenerationRequest
 from fluxserve.engines.validation import (
     MEGAPIXEL,

@@ -19,10 +19,11 @@ from starlette.responses import Response, StreamingResponse
 
 from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
+from fluxserve.api.deps import Services
 from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
-from fluxserve.api.protocol import ImageData, ImageFields, ImagesResponse, ImageUsage
+from fluxserve.api.protocol.images import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import Plan, decode_references, plan, request_digest, webhook_target
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
@@ -31,24 +32,10 @@ from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
 from fluxserve.settings import Settings
+from fluxserve.storage.files import FileStore
+from fluxserve.storage.signing import UrlSigner
 
 log = logging.getLogger("fluxserve.api")
-
-
-@dataclass(frozen=True)
-class ServerContext:
-    """What handlers need, kept on ``app.state.context``."""
-
-    settings: Settings
-    service: JobService
-    started: int
-    decode_slots: asyncio.Semaphore
-    """Requests that may decode reference images at once, server-wide (``max_concurrent_decodes``)."""
-
-
-def context(request: Request) -> ServerContext:
-    ctx: ServerContext = request.app.state.context
-    return ctx
 
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -72,32 +59,34 @@ class Accepted:
         return headers
 
 
-async def accept(request: Request, operation: Operation, caller: Caller, *, streamable: bool = True) -> Accepted:
+async def accept(
+    request: Request, operation: Operation, caller: Caller, services: Services, *, streamable: bool = True
+) -> Accepted:
     """Parse, check and queue ``caller``'s images request (``streamable``: False for POST /v1/jobs).
 
     Everything that can refuse the request from its fields and its images' headers (count, sizes,
     megapixels, the key's rate, concurrency and quota, the queue) is checked before any pixel is
     decoded; a request that gets that far counts toward the key's rate.
     """
-    ctx = context(request)
-    parsed = await read_image_request(request, ctx.settings)
+    settings, jobs = services.settings, services.jobs
+    parsed = await read_image_request(request, settings)
     key = idempotency_key(request)
-    model = parsed.fields.model or ctx.service.default_model
-    caps = ctx.service.capabilities(model)
+    model = parsed.fields.model or jobs.default_model
+    caps = jobs.capabilities(model)
     planned = await asyncio.to_thread(
-        plan, parsed, model=model, caps=caps, operation=operation, settings=ctx.settings, streamable=streamable
+        plan, parsed, model=model, caps=caps, operation=operation, settings=settings, streamable=streamable
     )
-    webhook = webhook_target(parsed.fields, base_url(request, ctx.settings))
+    webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
-    earlier = await asyncio.to_thread(ctx.service.precheck, planned.spec, idempotency=idempotency, caller=caller)
+    earlier = await asyncio.to_thread(jobs.precheck, planned.spec, idempotency=idempotency, caller=caller)
     if earlier is not None:
         submitted = Submitted(earlier, replayed=True)
     else:
-        references = await _decoded(ctx, planned)
+        references = await _decoded(services, planned)
         submitted = await asyncio.to_thread(
-            ctx.service.submit,
+            jobs.submit,
             planned.spec,
             references,
             webhook=webhook,
@@ -109,12 +98,12 @@ async def accept(request: Request, operation: Operation, caller: Caller, *, stre
     return Accepted(submitted, parsed.fields)
 
 
-async def _decoded(ctx: ServerContext, planned: Plan) -> list[Image.Image]:
+async def _decoded(services: Services, planned: Plan) -> list[Image.Image]:
     """The planned references decoded, waiting for one of the server's decode slots first."""
     if not planned.references:
         return []
-    async with ctx.decode_slots:
-        return await asyncio.to_thread(decode_references, planned, ctx.settings)
+    async with services.decode_slots:
+        return await asyncio.to_thread(decode_references, planned, services.settings)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -126,22 +115,28 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def serve_images(request: Request, operation: Operation, caller: Caller) -> Response:
-    ctx = context(request)
-    accepted = await accept(request, operation, caller)
-    job = accepted.job
+async def serve_images(request: Request, operation: Operation, caller: Caller, services: Services) -> Response:
+    accepted = await accept(request, operation, caller, services)
+    job, jobs, settings = accepted.job, services.jobs, services.settings
     # A client that sent an Idempotency-Key means to come back for its job: leaving does not cancel it.
     cancel_if_left = job.idempotency_key is None
     if accepted.fields.stream:
         events = image_stream(
-            ctx.service, job, keepalive=ctx.settings.sse_keepalive_seconds, cancel_if_left=cancel_if_left
+            jobs,
+            services.bus,
+            services.files,
+            job,
+            keepalive=settings.sse_keepalive_seconds,
+            cancel_if_left=cancel_if_left,
         )
         return StreamingResponse(events, media_type="text/event-stream", headers={**sse.HEADERS, **accepted.headers()})
-    finished = await _wait_unless_disconnected(request, ctx.service, job.id, cancel_if_left=cancel_if_left)
+    finished = await _wait_unless_disconnected(request, jobs, job.id, cancel_if_left=cancel_if_left)
     if finished is None:
         return Response(status_code=499)  # nobody is listening any more
     _raise_if_unsuccessful(finished)
-    body = await asyncio.to_thread(render_images_response, finished, ctx.service, base_url(request, ctx.settings))
+    body = await asyncio.to_thread(
+        render_images_response, finished, services.files, services.signer, base_url(request, settings)
+    )
     return Response(body, media_type="application/json", headers=accepted.headers())
 
 
@@ -182,7 +177,7 @@ def base_url(request: Request, settings: Settings) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def render_images_response(job: Job, service: JobService, base_url: str) -> bytes:
+def render_images_response(job: Job, files: FileStore, signer: UrlSigner, base_url: str) -> bytes:
     """The OpenAI-shaped body for a succeeded job (reads its files for ``b64_json``)."""
     spec = job.spec
     assert job.usage is not None
@@ -190,9 +185,9 @@ def render_images_response(job: Job, service: JobService, base_url: str) -> byte
     for output in job.outputs:
         item = ImageData(revised_prompt=spec.prompt, prompt=spec.prompt, seed=output.seed)
         if spec.response_format == "url":
-            item.url = image_url(base_url, job, output.index, service.signer)
+            item.url = image_url(base_url, job, output.index, signer)
         else:
-            path = service.files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
+            path = files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
             item.b64_json = base64.b64encode(path.read_bytes()).decode("ascii")
         data.append(item)
     body = ImagesResponse(

@@ -51,6 +51,14 @@ WEBHOOK_EVENTS = LIFECYCLE_EVENTS[1:]
 """What a webhook can be told of (not queued: the response to the request says that)."""
 
 
+class DeliveryStatus(StrEnum):
+    """Where one webhook delivery stands: waiting for its next attempt, done, or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class Operation(StrEnum):
     """What a job does: make images from a prompt, or edit (and combine) reference images."""
 

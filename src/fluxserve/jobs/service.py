@@ -1,9 +1,10 @@
 """The job service: the one place requests become jobs, wait, are canceled, kept and cleaned up.
 
-HTTP handlers call it; it owns the store, the files, the event bus, the webhook sender and one
-worker per model. Its blocking methods are quick (a SQLite row, a file write) and are meant for
-a thread pool. The webhook sender (:mod:`fluxserve.webhooks`) is built by the composition root and
-reaches the service as a :class:`Webhooks`: this package never imports that one.
+HTTP handlers call it; it runs one worker per model over the parts the composition root built
+and hands it (:class:`JobParts`: the store, the files, the event bus, the keys, the webhook
+sender). Its blocking methods are quick (a database row, a file write) and are meant for a
+thread pool. The webhook sender (:mod:`fluxserve.webhooks`) reaches the service as a
+:class:`Webhooks`: this package never imports that one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +23,6 @@ from PIL import Image
 from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
-from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
@@ -47,15 +46,14 @@ from fluxserve.jobs.models import (
     WebhookTarget,
     new_job_id,
 )
-from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.jobs.status import ModelStatus, WorkerState
-from fluxserve.jobs.store import Idempotency, JobStore
+from fluxserve.jobs.store import Idempotency, JobStore, Page
 from fluxserve.jobs.views import JobProgress, JobView, WebhookDeliveryView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
 from fluxserve.jobs.worker import ModelWorker
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
-from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
+from fluxserve.storage.signing import UrlSigner
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -71,31 +69,31 @@ class Webhooks(Protocol):
     def deliveries(self, job_id: str) -> list[WebhookDeliveryView]: ...
 
 
-WebhooksFactory = Callable[[Database, UrlSigner], Webhooks]
-"""Builds the webhook sender on the service's database and URL signer, once the data dir is made private."""
+@dataclass(frozen=True)
+class JobParts:
+    """What the service works with, built by the composition root (:func:`fluxserve.api.app.build_services`)."""
+
+    store: JobStore
+    files: FileStore
+    bus: EventBus
+    signer: UrlSigner
+    keys: KeyStore
+    admission: Admission
+    webhooks: Webhooks | None = None
+    """Without a sender, a job's webhook is kept but never posted."""
 
 
 class JobService:
-    def __init__(
-        self,
-        settings: Settings,
-        engines: dict[str, Engine],
-        *,
-        clock: Callable[[], float] = time.time,
-        webhooks: WebhooksFactory | None = None,
-    ) -> None:
-        """``webhooks`` builds the sender of jobs' webhooks; without it, a job's webhook is kept but never posted."""
+    def __init__(self, settings: Settings, engines: dict[str, Engine], parts: JobParts) -> None:
+        """One worker per engine, over ``parts``; nothing runs until :meth:`start`."""
         self.settings = settings
-        self.db = Database(settings.data_dir / DATABASE_FILE)
-        self.store: JobStore = SqliteJobStore(self.db)
-        self.files = FileStore(settings.data_dir)
-        self.keys = KeyStore(self.db, clock)
-        self.admission = Admission(self.db, self.store.unfinished, clock)
-        self.signer = UrlSigner(
-            load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
-        )
-        self.bus = EventBus(self.db.next_boot(), settings.sse_max_pending_events)
-        self.webhooks = None if webhooks is None else webhooks(self.db, self.signer)
+        self.store = parts.store
+        self.files = parts.files
+        self.keys = parts.keys
+        self.admission = parts.admission
+        self.signer = parts.signer
+        self.bus = parts.bus
+        self.webhooks = parts.webhooks
         if self.webhooks is not None:
             self.bus.listen(self._notify_webhooks)
         self._admission = threading.Lock()
@@ -158,7 +156,6 @@ class JobService:
             self.webhooks.stop()
         if self._janitor.is_alive():
             self._janitor.join()
-        self.db.close()
 
     def _notify_webhooks(self, event: JobEvent) -> None:
         if self.webhooks is not None and event.job is not None and event.type in WEBHOOK_EVENTS:
@@ -295,6 +292,18 @@ class JobService:
         if self.webhooks is None or job.webhook is None:
             return None
         return self.webhooks.deliveries(job.id)
+
+    def history(
+        self,
+        owner: str | None,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        model: str | None = None,
+    ) -> Page:
+        """``owner``'s jobs, newest first, a page at a time (InvalidRequest for a bad cursor)."""
+        return self.store.page(limit=limit, cursor=cursor, status=status, model=model, owner=owner)
 
     def get(self, job_id: str) -> Job:
         """Any job, whoever made it: for the server's own use. Requests go through :meth:`owned`."""

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, JobEventType, JobSpec, JobStatus, Operation
+from fluxserve.jobs.models import DeliveryStatus, Job, JobEventType, JobSpec, JobStatus, Operation
 from fluxserve.storage.signing import UrlSigner
 
 
@@ -69,7 +69,7 @@ class JobRequest(BaseModel):
 class WebhookDeliveryView(BaseModel):
     id: str = Field(description="The webhook-id header of the delivery.")
     event: str
-    status: Literal["pending", "delivered", "failed"]
+    status: DeliveryStatus
     attempts: int
     last_status_code: int | None = None
     last_error: str | None = None

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fluxserve.jobs.models import DeliveryStatus
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.webhooks.retries import Step
 
@@ -79,7 +80,7 @@ class Deliveries:
                 step.next_attempt_at,
                 status_code,
                 step.error,
-                now if step.status == "delivered" else None,
+                now if step.status is DeliveryStatus.DELIVERED else None,
                 delivery_id,
             ),
         )

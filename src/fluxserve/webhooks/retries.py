@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
+from fluxserve.jobs.models import DeliveryStatus
 from fluxserve.settings import Settings
 from fluxserve.webhooks.attempts import Attempt
 
@@ -13,7 +13,7 @@ from fluxserve.webhooks.attempts import Attempt
 class Step:
     """What to record after an attempt."""
 
-    status: Literal["pending", "delivered", "failed"]
+    status: DeliveryStatus
     next_attempt_at: float | None
     error: str | None
 
@@ -26,14 +26,14 @@ def next_step(attempt: Attempt, number: int, settings: Settings, now: float) -> 
     """
     code = attempt.status_code
     if code is not None and 200 <= code < 300:
-        return Step("delivered", None, None)
+        return Step(DeliveryStatus.DELIVERED, None, None)
     error = attempt.error or f"HTTP {code}"
     if code is not None and 300 <= code < 400:
         error += " (redirects are not followed)"
     retryable = (code is None and not attempt.permanent) or code == 429 or (code is not None and 500 <= code < 600)
     if not retryable or number >= settings.webhook_max_attempts:
-        return Step("failed", None, error)
+        return Step(DeliveryStatus.FAILED, None, error)
     delay = settings.webhook_retry_base_seconds * 2 ** (number - 1)
     if attempt.retry_after is not None and code in (429, 503):
         delay = attempt.retry_after
-    return Step("pending", now + min(delay, settings.webhook_retry_max_seconds), error)
+    return Step(DeliveryStatus.PENDING, now + min(delay, settings.webhook_retry_max_seconds), error)

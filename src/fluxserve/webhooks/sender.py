@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from fluxserve.jobs.models import Job
+from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
@@ -229,7 +229,7 @@ class WebhookSender:
             log.info("webhook %s to %s: %s; retrying", delivery.id, origin(delivery.url), step.error)
             self._inbox.put(_Retry(delivery.id, step.next_attempt_at))
             return
-        if step.status == "failed":
+        if step.status is DeliveryStatus.FAILED:
             log.warning(
                 "webhook %s to %s failed after %d attempts: %s", delivery.id, origin(delivery.url), number, step.error
             )

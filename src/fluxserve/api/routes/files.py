@@ -10,16 +10,15 @@ import asyncio
 import re
 
 from fastapi import APIRouter
-from starlette.requests import Request
 from starlette.responses import FileResponse
 
+from fluxserve.api.deps import FilesDep, JobsDep, SignerDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.serving import context
 from fluxserve.errors import NotFound
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import JobStatus
 from fluxserve.jobs.service import JobService
-from fluxserve.storage.files import is_job_id
+from fluxserve.storage.files import FileStore, is_job_id
 
 router = APIRouter(tags=["images"])
 
@@ -28,20 +27,23 @@ _NAME = re.compile(r"([0-9]{1,2})\.(png|jpg|webp)")
 CACHE_CONTROL = "private, max-age=3600, immutable"
 
 
-def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, ImageFormat]:
+def locate_output(jobs: JobService, files: FileStore, job_id: str, name: str) -> tuple[str, ImageFormat]:
     """The stored file behind a result URL, or NotFound."""
     missing = NotFound(f"no image {job_id}/{name}")
     match = _NAME.fullmatch(name)
     if not is_job_id(job_id) or match is None:
         raise missing
-    job = service.store.get(job_id)
-    if job is None or job.status is not JobStatus.SUCCEEDED:
+    try:
+        job = jobs.get(job_id)
+    except NotFound:
+        raise missing from None
+    if job.status is not JobStatus.SUCCEEDED:
         raise missing
     fmt = ImageFormat(job.spec.output_format)
     index = int(match.group(1))
     if match.group(2) != fmt.extension or index >= len(job.outputs):
         raise missing
-    return str(service.files.output_path(job_id, index, fmt.extension)), fmt
+    return str(files.output_path(job_id, index, fmt.extension)), fmt
 
 
 @router.get(
@@ -54,10 +56,15 @@ def locate_output(service: JobService, job_id: str, name: str) -> tuple[str, Ima
     },
 )
 async def image_file(
-    job_id: str, name: str, request: Request, expires: str | None = None, signature: str | None = None
+    job_id: str,
+    name: str,
+    jobs: JobsDep,
+    files: FilesDep,
+    signer: SignerDep,
+    expires: str | None = None,
+    signature: str | None = None,
 ) -> FileResponse:
-    service = context(request).service
-    service.signer.verify(f"/v1/images/files/{job_id}/{name}", expires, signature)
-    path, fmt = await asyncio.to_thread(locate_output, service, job_id, name)
+    signer.verify(f"/v1/images/files/{job_id}/{name}", expires, signature)
+    path, fmt = await asyncio.to_thread(locate_output, jobs, files, job_id, name)
     headers = {"cache-control": CACHE_CONTROL, "x-content-type-options": "nosniff"}
     return FileResponse(path, media_type=fmt.media_type, headers=headers)

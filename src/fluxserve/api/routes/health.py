@@ -5,27 +5,16 @@ No version, no model names, no reasons: those are in /v1/models (with a key) and
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
-from pydantic import BaseModel
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fluxserve.api.deps import JobsDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.serving import context
+from fluxserve.api.protocol.health import Health, Readiness
 from fluxserve.errors import EngineNotReady, ModelUnavailable
 from fluxserve.jobs.status import WorkerState
 
 router = APIRouter(tags=["health"])
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class Readiness(BaseModel):
-    status: Literal["ready"] = "ready"
 
 
 @router.get("/health", summary="Liveness: the process answers", response_model=Health)
@@ -39,8 +28,8 @@ async def health() -> Health:
     response_model=Readiness,
     responses=error_responses((503, "A model is loading (Retry-After) or failed to load.")),
 )
-async def ready(request: Request) -> Response:
-    states = [status.state for status in context(request).service.model_statuses()]
+async def ready(jobs: JobsDep) -> Response:
+    states = [status.state for status in jobs.model_statuses()]
     if WorkerState.FAILED in states:
         raise ModelUnavailable("a model failed to load; see the server log")
     if WorkerState.LOADING in states:

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fluxserve.api.auth import CallerDep
+from fluxserve.api.deps import ServicesDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.protocol import ImagesResponse, images_request_body
+from fluxserve.api.protocol.images import ImagesResponse, images_request_body
 from fluxserve.api.serving import serve_images
 from fluxserve.jobs.models import Operation
 
@@ -27,8 +28,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {200: {"model": ImagesResponse}, *
     responses=_RESPONSES,
     openapi_extra={"requestBody": images_request_body(required_images=False)},
 )
-async def create_images(request: Request, who: CallerDep) -> Response:
-    return await serve_images(request, Operation.GENERATION, who)
+async def create_images(request: Request, who: CallerDep, services: ServicesDep) -> Response:
+    return await serve_images(request, Operation.GENERATION, who, services)
 
 
 @router.post(
@@ -38,5 +39,5 @@ async def create_images(request: Request, who: CallerDep) -> Response:
     responses=_RESPONSES,
     openapi_extra={"requestBody": images_request_body(required_images=True)},
 )
-async def edit_images(request: Request, who: CallerDep) -> Response:
-    return await serve_images(request, Operation.EDIT, who)
+async def edit_images(request: Request, who: CallerDep, services: ServicesDep) -> Response:
+    return await serve_images(request, Operation.EDIT, who, services)

@@ -7,25 +7,29 @@ the job; ``Prefer: wait=N`` holds the answer up to N seconds for the finished jo
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from fluxserve.accounts.keys import Caller
 from fluxserve.api import sse
 from fluxserve.api.auth import CallerDep
+from fluxserve.api.deps import EventsDep, JobsDep, ServicesDep, SettingsDep
 from fluxserve.api.job_events import job_event_stream, seen_the_end
 from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol import images_request_body, whole_number_query
-from fluxserve.api.serving import ServerContext, accept, base_url, context
+from fluxserve.api.protocol.images import images_request_body
+from fluxserve.api.protocol.jobs import JobList
+from fluxserve.api.protocol.query import whole_number_query
+from fluxserve.api.serving import accept, base_url
 from fluxserve.errors import InvalidRequest, JobFinished, NotFound
 from fluxserve.jobs.models import Job, JobStatus, Operation
+from fluxserve.jobs.service import JobService
 from fluxserve.jobs.views import JobView, view_json
 from fluxserve.numbers import parse_int
+from fluxserve.settings import Settings
 from fluxserve.storage.files import is_job_id
 
 router = APIRouter(tags=["jobs"])
@@ -35,13 +39,6 @@ MAX_WAIT_TEXT = 999_999
 """The largest N of ``Prefer: wait=N`` read (then capped at max_wait_seconds)."""
 CANCEL_WAIT_SECONDS = 10.0
 """How long a cancel request waits for a running job to stop before answering 202."""
-
-
-class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobView]
-    has_more: bool
-    next_cursor: str | None = None
 
 
 def _errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -82,14 +79,14 @@ def _check_id(job_id: str) -> None:
         raise NotFound(f"no job {job_id!r}")
 
 
-async def _job(ctx: ServerContext, job_id: str, who: Caller) -> Job:
+async def _job(jobs: JobService, job_id: str, who: Caller) -> Job:
     """The caller's job; someone else's is a 404, as if it did not exist."""
     _check_id(job_id)
-    return await asyncio.to_thread(ctx.service.owned, job_id, who.owner)
+    return await asyncio.to_thread(jobs.owned, job_id, who.owner)
 
 
-async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
-    return await asyncio.to_thread(ctx.service.view, job, base_url(request, ctx.settings))
+async def _view(jobs: JobService, settings: Settings, request: Request, job: Job) -> JobView:
+    return await asyncio.to_thread(jobs.view, job, base_url(request, settings))
 
 
 @router.post(
@@ -111,16 +108,16 @@ async def _view(ctx: ServerContext, request: Request, job: Job) -> JobView:
     },
     openapi_extra={"requestBody": images_request_body(required_images=False)},
 )
-async def submit_job(request: Request, who: CallerDep) -> Response:
-    ctx = context(request)
-    wait = wait_preference(request, ctx.settings.max_wait_seconds)
-    accepted = await accept(request, Operation.GENERATION, who, streamable=False)
+async def submit_job(request: Request, who: CallerDep, services: ServicesDep) -> Response:
+    jobs, settings = services.jobs, services.settings
+    wait = wait_preference(request, settings.max_wait_seconds)
+    accepted = await accept(request, Operation.GENERATION, who, services, streamable=False)
     headers = accepted.headers()
     job = accepted.job
     if wait is not None:
-        job = await ctx.service.wait(job.id, timeout=wait)
+        job = await jobs.wait(job.id, timeout=wait)
         headers["preference-applied"] = f"wait={wait}"
-    view = await _view(ctx, request, job)
+    view = await _view(jobs, settings, request, job)
     headers["location"] = view.urls.get
     return _json(view, 200 if job.status.finished else 202, headers)
 
@@ -134,22 +131,16 @@ async def submit_job(request: Request, who: CallerDep) -> Response:
 async def list_jobs(
     request: Request,
     who: CallerDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
     limit: PageSize = 20,
     cursor: str | None = None,
     status: JobStatus | None = None,
     model: str | None = None,
 ) -> Response:
     reject_unknown_query(request, {"limit", "cursor", "status", "model"})
-    ctx = context(request)
-    page = await asyncio.to_thread(
-        ctx.service.store.page,
-        limit=limit,
-        cursor=cursor,
-        status=status,
-        model=model,
-        owner=who.owner,
-    )
-    views = [await _view(ctx, request, job) for job in page.jobs]
+    page = await asyncio.to_thread(jobs.history, who.owner, limit=limit, cursor=cursor, status=status, model=model)
+    views = [await _view(jobs, settings, request, job) for job in page.jobs]
     body = JobList(data=views, has_more=page.next_cursor is not None, next_cursor=page.next_cursor)
     return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
@@ -160,9 +151,8 @@ async def list_jobs(
     response_model=JobView,
     responses=_errors(_NOT_FOUND),
 )
-async def get_job(job_id: str, request: Request, who: CallerDep) -> Response:
-    ctx = context(request)
-    return _json(await _view(ctx, request, await _job(ctx, job_id, who)), 200)
+async def get_job(job_id: str, request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep) -> Response:
+    return _json(await _view(jobs, settings, request, await _job(jobs, job_id, who)), 200)
 
 
 @router.get(
@@ -175,27 +165,27 @@ async def get_job(job_id: str, request: Request, who: CallerDep) -> Response:
         **_errors(_NOT_FOUND),
     },
 )
-async def job_events(job_id: str, request: Request, who: CallerDep) -> Response:
-    ctx = context(request)
-    job = await _job(ctx, job_id, who)
+async def job_events(
+    job_id: str, request: Request, who: CallerDep, jobs: JobsDep, bus: EventsDep, settings: SettingsDep
+) -> Response:
+    job = await _job(jobs, job_id, who)
     last_event_id = request.headers.get("last-event-id") or None
-    if seen_the_end(ctx.service, job, last_event_id):
+    if seen_the_end(bus, job, last_event_id):
         return Response(status_code=204)  # tells EventSource clients to stop reconnecting
     stream = job_event_stream(
-        ctx.service, job.id, base_url(request, ctx.settings), last_event_id, ctx.settings.sse_keepalive_seconds
+        jobs, bus, job.id, base_url(request, settings), last_event_id, settings.sse_keepalive_seconds
     )
     return StreamingResponse(stream, media_type="text/event-stream", headers=sse.HEADERS)
 
 
-async def _cancel(request: Request, job_id: str, who: Caller) -> Response:
-    ctx = context(request)
+async def _cancel(request: Request, job_id: str, who: Caller, jobs: JobService, settings: Settings) -> Response:
     _check_id(job_id)
-    job = await asyncio.to_thread(ctx.service.cancel, job_id, who.owner)  # NotFound, JobFinished
+    job = await asyncio.to_thread(jobs.cancel, job_id, who.owner)  # NotFound, JobFinished
     if not job.status.finished:  # running: it stops at its next step
-        job = await ctx.service.wait(job_id, timeout=CANCEL_WAIT_SECONDS)
+        job = await jobs.wait(job_id, timeout=CANCEL_WAIT_SECONDS)
     if job.status.finished and job.status is not JobStatus.CANCELED:
         raise JobFinished(f"job {job_id} {job.status.value} before it could stop; there is nothing to cancel")
-    return _json(await _view(ctx, request, job), 200 if job.status.finished else 202)
+    return _json(await _view(jobs, settings, request, job), 200 if job.status.finished else 202)
 
 
 @router.post(
@@ -207,8 +197,8 @@ async def _cancel(request: Request, job_id: str, who: Caller) -> Response:
         **_errors(_NOT_FOUND, (409, "The job has already finished.")),
     },
 )
-async def cancel_job(job_id: str, request: Request, who: CallerDep) -> Response:
-    return await _cancel(request, job_id, who)
+async def cancel_job(job_id: str, request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep) -> Response:
+    return await _cancel(request, job_id, who, jobs, settings)
 
 
 @router.delete(
@@ -222,10 +212,9 @@ async def cancel_job(job_id: str, request: Request, who: CallerDep) -> Response:
         **_errors(_NOT_FOUND),
     },
 )
-async def delete_job(job_id: str, request: Request, who: CallerDep) -> Response:
-    ctx = context(request)
-    job = await _job(ctx, job_id, who)
+async def delete_job(job_id: str, request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep) -> Response:
+    job = await _job(jobs, job_id, who)
     if not job.status.finished:
-        return await _cancel(request, job_id, who)
-    await asyncio.to_thread(ctx.service.delete, job_id, who.owner)
+        return await _cancel(request, job_id, who, jobs, settings)
+    await asyncio.to_thread(jobs.delete, job_id, who.owner)
     return Response(status_code=204)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends
-from starlette.requests import Request
 
 from fluxserve.api.auth import caller
+from fluxserve.api.deps import JobsDep, StartedDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.protocol import ModelCapabilities, ModelCard, ModelList
-from fluxserve.api.serving import context
+from fluxserve.api.protocol.models import ModelCapabilities, ModelCard, ModelList
 from fluxserve.engines.base import Capabilities
 from fluxserve.jobs.status import ModelStatus
 
@@ -52,7 +51,7 @@ def card(status: ModelStatus, created: int) -> ModelCard:
     return ModelCard(
         id=status.name,
         created=created,
-        status=status.state.value,
+        status=status.state,
         provider=_PROVIDERS[status.provider],
         configured=status.configured if status.remote else None,
         capabilities=None if caps is None else capabilities_of(caps),
@@ -65,9 +64,8 @@ def card(status: ModelStatus, created: int) -> ModelCard:
     response_model=ModelList,
     responses=error_responses(401),
 )
-async def list_models(request: Request) -> ModelList:
-    ctx = context(request)
-    return ModelList(data=[card(status, ctx.started) for status in ctx.service.model_statuses()])
+async def list_models(jobs: JobsDep, started: StartedDep) -> ModelList:
+    return ModelList(data=[card(status, started) for status in jobs.model_statuses()])
 
 
 @router.get(
@@ -76,6 +74,5 @@ async def list_models(request: Request) -> ModelList:
     response_model=ModelCard,
     responses=error_responses(401, (404, "Not served here.")),
 )
-async def get_model(model_id: str, request: Request) -> ModelCard:
-    ctx = context(request)
-    return card(ctx.service.model_status(model_id), ctx.started)
+async def get_model(model_id: str, jobs: JobsDep, started: StartedDep) -> ModelCard:
+    return card(jobs.model_status(model_id), started)

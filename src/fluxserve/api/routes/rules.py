@@ -11,18 +11,18 @@ colour.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 from fastapi import APIRouter, Depends
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
-from starlette.requests import Request
 
 from fluxserve.api.auth import caller
+from fluxserve.api.deps import SettingsDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.serving import context
+from fluxserve.api.protocol.rules import AcceptedFormat, PromptRules, Rules, UploadRules
 from fluxserve.engines.validation import MAX_SEED, MEGAPIXEL, REFERENCE_MAX_ASPECT, REFERENCE_MIN_SIDE
 from fluxserve.imaging.decode import ACCEPTED_FORMATS
 from fluxserve.prompts.structured import (
@@ -65,40 +65,9 @@ def structured_prompt_schema() -> dict[str, Any]:
     return StructuredPrompt.model_json_schema(schema_generator=_WithColours)
 
 
-class PromptRules(BaseModel):
-    max_chars: int = Field(description="The longest prompt, as the model receives it (a JSON prompt serialised).")
-    max_depth: int = Field(description="How deeply a structured prompt's arrays and objects may nest.")
-    max_values: int = Field(description="How many values a structured prompt may hold.")
-    structured_schema: dict[str, Any] = Field(description="The structured JSON prompt's JSON Schema.")
-
-
-class ImageFormat(BaseModel):
-    name: str
-    media_type: str
-
-
-class UploadRules(BaseModel):
-    max_bytes: int = Field(description="The largest reference image file, in bytes.")
-    max_mb: float = Field(description="The same, in MB of 1024 x 1024 bytes.")
-    max_files: int = Field(description="The most images one request may upload.")
-    max_megapixels: float = Field(description="The most pixels one reference image may have, in millions.")
-    min_side: int = Field(description="The shortest side a reference image may have, in pixels.")
-    max_aspect_ratio: float = Field(description="How elongated a reference image may be.")
-    formats: list[ImageFormat] = Field(description="The image formats accepted, and their media types.")
-
-
-class Rules(BaseModel):
-    object: Literal["rules"] = "rules"
-    megapixel: int = Field(description="Pixels in a megapixel, as max_megapixels counts them.")
-    max_seed: int
-    max_output_megapixels: float = Field(description="Megapixels one request may ask for: n x width x height.")
-    prompt: PromptRules
-    uploads: UploadRules
-
-
-def _formats() -> list[ImageFormat]:
+def _formats() -> list[AcceptedFormat]:
     Image.init()  # loads the plugins that fill Image.MIME
-    return [ImageFormat(name=_NAMES.get(name, name), media_type=Image.MIME[name]) for name in ACCEPTED_FORMATS]
+    return [AcceptedFormat(name=_NAMES.get(name, name), media_type=Image.MIME[name]) for name in ACCEPTED_FORMATS]
 
 
 def rules_of(settings: Settings) -> Rules:
@@ -130,5 +99,5 @@ def rules_of(settings: Settings) -> Rules:
     response_model=Rules,
     responses=error_responses(401),
 )
-async def get_rules(request: Request) -> Rules:
-    return rules_of(context(request).settings)
+async def get_rules(settings: SettingsDep) -> Rules:
+    return rules_of(settings)

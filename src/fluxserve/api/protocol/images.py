@@ -1,4 +1,4 @@
-"""The wire format: request fields and response bodies of the images API, as pydantic models.
+"""The images API's wire format: request fields, response bodies and stream events, as pydantic models.
 
 The request models serve two purposes: they validate what clients send (JSON strictly, form
 fields as text converted to numbers by :mod:`fluxserve.numbers`: ASCII digits only) and they
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fluxserve.errors import InvalidRequest
 from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
@@ -26,13 +26,6 @@ WHOLE_FIELDS = ("n", "width", "height", "output_compression", "partial_images", 
 """The whole-number fields. Their ranges depend on the model: checked later, the same for both body forms."""
 GUIDANCE_TEXT_RANGE = (-1e6, 1e6)
 """What a form's guidance text may say; the model's own range is checked later."""
-
-
-def whole_number_query(param: str, low: int, high: int) -> BeforeValidator:
-    """For ``Annotated[int, ...]`` query parameters: the text strictly (:func:`parse_int`), not pydantic's lax int."""
-    return BeforeValidator(
-        lambda value: parse_int(value, param=param, low=low, high=high) if isinstance(value, str) else value
-    )
 
 
 def _side() -> dict[str, Any]:
@@ -224,55 +217,34 @@ class ImagesResponse(BaseModel):
     usage: ImageUsage
 
 
-class ModelCapabilities(BaseModel):
-    family: str
-    min_side: int
-    max_side: int
-    max_megapixels: float
-    size_multiple: int
-    max_aspect_ratio: float
-    default_size: str
-    max_reference_images: int
-    default_steps: int
-    min_steps: int
-    max_steps: int
-    guidance: bool
-    default_guidance: float | None
-    min_guidance: float | None
-    max_guidance: float | None
-    max_images: int
-    safety_tolerance: bool = Field(default=False, description="Whether safety_tolerance (0-5) may be sent.")
-    max_prompt_chars: int | None = Field(default=None, description="The longest prompt, where the model limits it.")
+PartialImageType = Literal["image_generation.partial_image", "image_edit.partial_image"]
+CompletedImageType = Literal["image_generation.completed", "image_edit.completed"]
 
 
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "fluxserve"
-    status: Literal["loading", "ready", "failed"]
-    provider: Literal["local", "cloudflare", "bfl"] = Field(
-        default="local", description="local: run here by diffusers; otherwise the hosted provider that runs it."
-    )
-    configured: bool | None = Field(
-        default=None, description="Hosted models: whether the server has the provider's credentials."
-    )
-    capabilities: ModelCapabilities | None = Field(
-        None, description="Known once a local model has loaded; always for a hosted one."
-    )
+class ImageStreamEvent(BaseModel):
+    """What every event of a streamed images request (``stream: true``) carries, as OpenAI sends it."""
 
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
     type: str
-    param: str | None = None
-    code: str | None = None
+    b64_json: str
+    background: Literal["opaque"]
+    created_at: int
+    output_format: Literal["png", "jpeg", "webp"]
+    quality: str
+    size: str
 
 
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+class PartialImageEvent(ImageStreamEvent):
+    """``image_generation.partial_image`` / ``image_edit.partial_image``: a preview while it works."""
+
+    type: PartialImageType
+    partial_image_index: int
+
+
+class ImageCompletedEvent(ImageStreamEvent):
+    """``image_generation.completed`` / ``image_edit.completed``: the finished image, one event each."""
+
+    type: CompletedImageType
+    usage: ImageUsage
+    seed: int
+    id: str = Field(description="The job id.")
+    safety_identifier: str | None = Field(default=None, description="The request's user, when it named one.")

@@ -1,0 +1,52 @@
+"""GET /v1/models: OpenAI's model objects, with what each model can do and where it runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from fluxserve.jobs.status import WorkerState
+
+
+class ModelCapabilities(BaseModel):
+    family: str
+    min_side: int
+    max_side: int
+    max_megapixels: float
+    size_multiple: int
+    max_aspect_ratio: float
+    default_size: str
+    max_reference_images: int
+    default_steps: int
+    min_steps: int
+    max_steps: int
+    guidance: bool
+    default_guidance: float | None
+    min_guidance: float | None
+    max_guidance: float | None
+    max_images: int
+    safety_tolerance: bool = Field(default=False, description="Whether safety_tolerance (0-5) may be sent.")
+    max_prompt_chars: int | None = Field(default=None, description="The longest prompt, where the model limits it.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "fluxserve"
+    status: WorkerState
+    provider: Literal["local", "cloudflare", "bfl"] = Field(
+        default="local", description="local: run here by diffusers; otherwise the hosted provider that runs it."
+    )
+    configured: bool | None = Field(
+        default=None, description="Hosted models: whether the server has the provider's credentials."
+    )
+    capabilities: ModelCapabilities | None = Field(
+        None, description="Known once a local model has loaded; always for a hosted one."
+    )
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
