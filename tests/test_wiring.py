@@ -10,7 +10,7 @@ from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
-from fluxserve.wiring import engine_options, provider_options
+from fluxserve.wiring import engine_options, engine_options_per_model, provider_options
 
 
 def test_default_settings_give_the_default_provider_options(tmp_path: Path) -> None:
@@ -59,8 +59,28 @@ def test_engine_options_carry_the_local_model_settings(tmp_path: Path) -> None:
         offload="model",
         allow_download=False,
     )
-    assert engine_options(settings) == EngineOptions(
+    assert engine_options(settings, "flux.2-klein-4b") == EngineOptions(
         cache_dir=tmp_path / "cache",
         allow_download=False,
         runtime=ModelRuntime(device="cpu", dtype="float32", offload="model"),
     )
+
+
+def test_each_model_gets_its_own_runtime(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        models=["tiny-random", "tiny-random-dev", "cf:flux-2-klein-4b"],
+        dtype="float32",
+        step_cache="first-block",
+        runtime={
+            "tiny-random-dev": {"dtype": "bfloat16", "quantize_transformer": "torchao-int8", "prompt_cache_mb": 0}
+        },
+    )
+    options = engine_options_per_model(settings)
+    assert list(options) == settings.models
+    assert options["tiny-random"].runtime == ModelRuntime(dtype="float32", step_cache="first-block")
+    assert options["tiny-random-dev"].runtime == ModelRuntime(
+        dtype="bfloat16", step_cache="first-block", quantize_transformer="torchao-int8", prompt_cache_mb=0
+    )
+    assert {each.cache_dir for each in options.values()} == {tmp_path / "cache"}

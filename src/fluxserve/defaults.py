@@ -31,6 +31,19 @@ BFL_CONCURRENCY = 24
 PROVIDER_TIMEOUT_SECONDS = 120.0
 """The longest one call to a hosted provider may take."""
 
+# How a local model runs: the values the settings accept and ``engines.runtime.ModelRuntime`` holds.
+Offload = Literal["none", "model", "sequential"]
+OFFLOADS: tuple[Offload, ...] = ("none", "model", "sequential")
+Dtype = Literal["bfloat16", "float16", "float32"]
+DTYPES: tuple[Dtype, ...] = ("bfloat16", "float16", "float32")
+Quantization = Literal["none", "bnb-8bit", "bnb-4bit", "torchao-int8", "torchao-fp8", "gguf"]
+QUANTIZATIONS: tuple[Quantization, ...] = ("none", "bnb-8bit", "bnb-4bit", "torchao-int8", "torchao-fp8", "gguf")
+"""``gguf`` is for the transformer only: a pre-quantized single file (``gguf_file``)."""
+StepCache = Literal["none", "first-block", "taylorseer", "magcache"]
+STEP_CACHES: tuple[StepCache, ...] = ("none", "first-block", "taylorseer", "magcache")
+PROMPT_CACHE_MB = 256.0
+"""Prompt embeddings kept for reuse per model, in MiB (0 turns the cache off)."""
+
 
 def default_data_dir() -> Path:
     """Where a server keeps its jobs, images and secrets: ``$XDG_DATA_HOME/fluxserve``."""

@@ -1,7 +1,9 @@
 """Server settings: one object, built once at start-up and passed down.
 
 Values come from, highest first: command-line flags, environment variables (``FLUXSERVE_*``;
-``FLUXSERVE_MODELS`` is comma-separated), a TOML config file (``--config``), then defaults.
+``FLUXSERVE_MODELS`` is comma-separated, ``FLUXSERVE_RUNTIME`` a JSON object), a TOML config
+file (``--config``), then defaults. Each local model runs with the server-wide runtime fields
+(device, dtype, offload, quantization, speed options) overridden by its own ``runtime`` table.
 Plain data: no engine is imported here. Defaults shared with the engines and the CLI come from
 :mod:`fluxserve.defaults`; the composition roots turn settings into engine options
 (:mod:`fluxserve.wiring`).
@@ -9,40 +11,103 @@ Plain data: no engine is imported here. Defaults shared with the engines and the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from fluxserve.defaults import (
     BFL_CONCURRENCY,
     CLOUDFLARE_BASE_URL,
     CLOUDFLARE_CONCURRENCY,
     DEFAULT_MODEL,
+    PROMPT_CACHE_MB,
     PROVIDER_TIMEOUT_SECONDS,
     BflRegion,
+    Dtype,
+    Offload,
+    Quantization,
+    StepCache,
     default_cache_dir,
     default_data_dir,
 )
 from fluxserve.errors import InvalidRequest
 
+# allow_inf_nan=False: "inf" would pass gt=0 and mean "no limit" by accident (max_wait_seconds=inf was a 500).
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-class Settings(BaseModel):
-    # allow_inf_nan=False: "inf" would pass gt=0 and mean "no limit" by accident (max_wait_seconds=inf was a 500).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+class RuntimeFields(BaseModel):
+    """How a local model runs: server-wide in :class:`Settings`, per model in its ``runtime`` table.
+
+    The same fields as ``engines.runtime.ModelRuntime``, which :mod:`fluxserve.wiring` builds from them.
+    """
+
+    model_config = _STRICT
+
+    device: str | None = None
+    """cuda, cuda:1, mps or cpu; default: the best available."""
+    dtype: Dtype | None = None
+    """Default: float32 on the CPU, bfloat16 elsewhere."""
+    offload: Offload = "none"
+    quantize_transformer: Quantization = "none"
+    quantize_text_encoder: Quantization = "none"
+    gguf_file: str | None = None
+    """With quantize_transformer = "gguf": a local .gguf file, or repo_id/file.gguf on the hub."""
+    step_cache: StepCache = "none"
+    compile: bool = False
+    attention: str | None = None
+    """A diffusers attention backend (native, flash, sage...); default: the library's."""
+    prompt_cache_mb: float = Field(PROMPT_CACHE_MB, ge=0)
+
+    @field_validator("device", "gguf_file", "attention")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("quantize_text_encoder")
+    @classmethod
+    def _no_gguf_text_encoder(cls, value: Quantization) -> Quantization:
+        if value == "gguf":
+            raise ValueError("gguf files are for the transformer only; use bnb-8bit, bnb-4bit or torchao-int8")
+        return value
+
+
+RUNTIME_FIELDS = tuple(RuntimeFields.model_fields)
+
+
+def gguf_mismatch(runtime: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The field to fix and why, when one model's ``quantize_transformer`` and ``gguf_file`` disagree."""
+    gguf = runtime.get("quantize_transformer") == "gguf"
+    if gguf and runtime.get("gguf_file") is None:
+        return "gguf_file", "quantize_transformer = gguf needs a gguf_file"
+    if not gguf and runtime.get("gguf_file") is not None:
+        return "quantize_transformer", "gguf_file needs quantize_transformer = gguf"
+    return None
+
+
+class Settings(RuntimeFields):
+    """What a server runs with. The runtime fields it inherits are every local model's defaults;
+    ``runtime`` holds each model's own overrides (:meth:`runtime_for` merges the two)."""
+
+    model_config = _STRICT
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Field(default_factory=default_data_dir)
     models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    device: str | None = None
-    dtype: str | None = None
-    offload: Literal["none", "model", "sequential"] = "none"
+    runtime: dict[str, RuntimeFields] = Field(default_factory=dict)
+    """Per model: runtime fields that override the server-wide ones for that model
+    (TOML ``[runtime."flux.2-dev"]``; in the environment a JSON object of objects)."""
     allow_download: bool = True
     warmup: bool = True
     public_url: str | None = None
@@ -130,6 +195,47 @@ class Settings(BaseModel):
             raise ValueError("each model may be listed once")
         return value
 
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _parse_runtime(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f'not JSON ({error}); give an object such as {{"flux.2-dev": {{"offload": "model"}}}}'
+            ) from None
+
+    @model_validator(mode="after")
+    def _runtimes_fit_the_models(self) -> Settings:
+        for model in self.runtime:
+            if model not in self.models:
+                served = ", ".join(self.models)
+                raise _setting_error(
+                    f"runtime.{model}",
+                    f"{model!r} is not served (models: {served}); add it to models or drop its table",
+                )
+        for model in self.models:
+            mismatch = gguf_mismatch(self.runtime_for(model))
+            if mismatch is not None:
+                in_table = bool({"quantize_transformer", "gguf_file"} & self._table_fields(model))
+                field = f"runtime.{model}.{mismatch[0]}" if in_table else mismatch[0]
+                raise _setting_error(field, mismatch[1] + ("" if in_table else f" (model {model})"))
+        return self
+
+    def _table_fields(self, model: str) -> set[str]:
+        table = self.runtime.get(model)
+        return set() if table is None else table.model_fields_set
+
+    def runtime_for(self, model: str) -> dict[str, Any]:
+        """The runtime fields of ``model``: the server-wide values, overridden by its own table."""
+        values = {name: getattr(self, name) for name in RUNTIME_FIELDS}
+        table = self.runtime.get(model)
+        if table is not None:
+            values.update(table.model_dump(include=table.model_fields_set))
+        return values
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
@@ -137,6 +243,11 @@ class Settings(BaseModel):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _setting_error(field: str, message: str) -> PydanticCustomError:
+    """A check across fields, reported (by :func:`load_settings`) as ``setting <field>: <message>``."""
+    return PydanticCustomError("setting", "{message}", {"message": message, "field": field})
 
 
 # The providers' own variable names, read when the FLUXSERVE_ one is not set.
@@ -175,5 +286,5 @@ def load_settings(
         return Settings.model_validate(values)
     except ValidationError as error:
         detail = error.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in detail["loc"]) or "settings"
+        field = ".".join(str(p) for p in detail["loc"]) or detail.get("ctx", {}).get("field") or "settings"
         raise InvalidRequest(f"setting {field}: {detail['msg']}", param=field) from None

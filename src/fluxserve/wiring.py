@@ -27,10 +27,20 @@ def provider_options(settings: Settings) -> ProviderOptions:
     )
 
 
-def engine_options(settings: Settings) -> EngineOptions:
-    """How to run the local models."""
+def model_runtime(settings: Settings, model: str) -> ModelRuntime:
+    """How ``model`` runs: the server-wide runtime settings, overridden by the model's own table."""
+    return ModelRuntime(**settings.runtime_for(model))
+
+
+def engine_options(settings: Settings, model: str) -> EngineOptions:
+    """How to run the local model ``model``."""
     return EngineOptions(
         cache_dir=settings.cache_dir,
         allow_download=settings.allow_download,
-        runtime=ModelRuntime(device=settings.device, dtype=settings.dtype, offload=settings.offload),
+        runtime=model_runtime(settings, model),
     )
+
+
+def engine_options_per_model(settings: Settings) -> dict[str, EngineOptions]:
+    """The options of every served model, by name."""
+    return {model: engine_options(settings, model) for model in settings.models}

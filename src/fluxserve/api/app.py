@@ -38,7 +38,7 @@ from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
-from fluxserve.wiring import engine_options, provider_options
+from fluxserve.wiring import engine_options_per_model, provider_options
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -131,7 +131,7 @@ def create_app(
     chosen = (
         dict(engines)
         if engines is not None
-        else create_engines(settings.models, engine_options(settings), provider_options(settings))
+        else create_engines(engine_options_per_model(settings), provider_options(settings))
     )
     services = build_services(settings, chosen, clock=clock)
     try:

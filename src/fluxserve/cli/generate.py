@@ -18,7 +18,7 @@ from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.outputs import EncodedImage, encode_result
 from fluxserve.engines.registry import create_engine
-from fluxserve.engines.runtime import ModelRuntime, Offload
+from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
 from fluxserve.imaging.decode import decode_image
@@ -42,9 +42,7 @@ class GenerateArgs:
     output_format: str | None
     compression: int | None
     output: str | None
-    device: str | None
-    dtype: str | None
-    offload: Offload
+    runtime: ModelRuntime
     cache_dir: Path
     allow_download: bool
 
@@ -129,7 +127,7 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     options = EngineOptions(
         cache_dir=args.cache_dir,
         allow_download=args.allow_download,
-        runtime=ModelRuntime(device=args.device, dtype=args.dtype, offload=args.offload),
+        runtime=args.runtime,
     )
     # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
     engine = create_engine(args.model, options, provider_options(load_settings()))

@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 
 from fluxserve import __version__
+from fluxserve.cli import runtime_flags as flags
 from fluxserve.cli.generate import GenerateArgs, run_generate
 from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, revoke_key
-from fluxserve.cli.models import print_models
+from fluxserve.cli.models import print_models, print_served
 from fluxserve.cli.serve import run_server
 from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
-from fluxserve.engines.runtime import Offload
 from fluxserve.errors import FluxserveError, InvalidRequest
 from fluxserve.settings import Settings, load_settings
 
@@ -73,9 +73,16 @@ def generate(
         str | None,
         typer.Option("--output", "-o", help="Output file, or a folder (ending in / or existing).", metavar="PATH"),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: best available).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
-    offload: Annotated[str, typer.Option(help="none, model or sequential: CPU offload for small GPUs.")] = "none",
+    device: flags.Device = None,
+    dtype: flags.Dtype = None,
+    offload: flags.Offload = None,
+    quantize_transformer: flags.QuantizeTransformer = None,
+    quantize_text_encoder: flags.QuantizeTextEncoder = None,
+    gguf_file: flags.GgufFile = None,
+    step_cache: flags.StepCache = None,
+    compile_blocks: flags.Compile = None,
+    attention: flags.Attention = None,
+    prompt_cache_mb: flags.PromptCacheMb = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
@@ -83,9 +90,18 @@ def generate(
     offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
 ) -> None:
     """Generate images from a text or JSON prompt and optional reference images."""
-    if offload not in ("none", "model", "sequential"):
-        raise InvalidRequest(f"--offload must be none, model or sequential, not {offload!r}", param="offload")
-    offload_mode: Offload = offload  # type: ignore[assignment]  # checked just above
+    runtime = flags.model_runtime(
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        quantize_transformer=quantize_transformer,
+        quantize_text_encoder=quantize_text_encoder,
+        gguf_file=gguf_file,
+        step_cache=step_cache,
+        compile=compile_blocks,
+        attention=attention,
+        prompt_cache_mb=prompt_cache_mb,
+    )
     args = GenerateArgs(
         prompt=prompt,
         json_prompt=json_prompt,
@@ -99,9 +115,7 @@ def generate(
         output_format=output_format,
         compression=compression,
         output=output,
-        device=device,
-        dtype=dtype,
-        offload=offload_mode,
+        runtime=runtime,
         cache_dir=cache_dir or default_cache_dir(),
         allow_download=not offline,
     )
@@ -129,9 +143,34 @@ def serve(
         bool,
         typer.Option("--no-auth", help="Serve without API keys even on a network address (logs a warning)."),
     ] = False,
+    device: flags.Device = None,
+    dtype: flags.Dtype = None,
+    offload: flags.Offload = None,
+    quantize_transformer: flags.QuantizeTransformer = None,
+    quantize_text_encoder: flags.QuantizeTextEncoder = None,
+    gguf_file: flags.GgufFile = None,
+    step_cache: flags.StepCache = None,
+    compile_blocks: flags.Compile = None,
+    attention: flags.Attention = None,
+    prompt_cache_mb: flags.PromptCacheMb = None,
 ) -> None:
-    """Run the HTTP server (OpenAI Images API) until interrupted."""
-    overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir}
+    """Run the HTTP server (OpenAI Images API) until interrupted.
+
+    The runtime flags (--device ... --prompt-cache-mb) set every model's default; a model's own
+    [runtime."NAME"] table in the config file still wins."""
+    runtime = flags.runtime_overrides(
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        quantize_transformer=quantize_transformer,
+        quantize_text_encoder=quantize_text_encoder,
+        gguf_file=gguf_file,
+        step_cache=step_cache,
+        compile=compile_blocks,
+        attention=attention,
+        prompt_cache_mb=prompt_cache_mb,
+    )
+    overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir, **runtime}
     if offline:
         overrides["allow_download"] = False
     if no_auth:
@@ -211,9 +250,18 @@ def keys_usage(
 @app.command()
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    served: Annotated[
+        bool, typer.Option("--served", help="The models the settings serve, with each one's configured runtime.")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="The server's TOML settings (implies --served).", metavar="FILE")
+    ] = None,
 ) -> None:
-    """List the models fluxserve knows by name and what each needs."""
-    print_models(as_json=as_json)
+    """List the models fluxserve knows by name and what each needs (or, --served, what a server runs)."""
+    if served or config is not None:
+        print_served(load_settings(config_file=config), as_json=as_json)
+    else:
+        print_models(as_json=as_json)
 
 
 def _fail(message: str, code: int) -> int:

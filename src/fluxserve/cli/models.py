@@ -1,15 +1,23 @@
-"""``fluxserve models``: the models known by name, their family and what each needs."""
+"""``fluxserve models``: the models known by name, their family and what each needs.
+
+With ``--served``: the models the settings serve and the runtime configured for each (before
+load only the configured values are known; ``GET /v1/models`` reports what a running server
+actually picked and its measured memory).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fluxserve.engines.catalog import FAMILIES, MODELS
-from fluxserve.engines.hosted.catalog import HOSTED
+from fluxserve.engines.hosted.catalog import HOSTED, is_hosted
+from fluxserve.settings import Settings
+from fluxserve.wiring import model_runtime
 
 
 def model_rows() -> list[dict[str, object]]:
@@ -60,4 +68,49 @@ def print_models(*, as_json: bool) -> None:
             str(row["reference_images"]),
             str(row["needs"]),
         )
+    Console(width=200).print(table)
+
+
+def served_rows(settings: Settings) -> list[dict[str, object]]:
+    """Each served model and its configured runtime (``None`` for a hosted one: the provider runs it)."""
+    return [
+        {"name": model, "runtime": None if is_hosted(model) else asdict(model_runtime(settings, model))}
+        for model in settings.models
+    ]
+
+
+_RUNTIME_COLUMNS = {
+    "device": "device",
+    "dtype": "dtype",
+    "offload": "offload",
+    "quantize_transformer": "transformer",
+    "quantize_text_encoder": "text encoder",
+    "step_cache": "step cache",
+    "compile": "compile",
+    "attention": "attention",
+    "prompt_cache_mb": "prompt cache MiB",
+}
+
+
+def _cell(field: str, value: object) -> str:
+    if value is None:
+        return "auto" if field in ("device", "dtype") else "default"
+    return "yes" if value is True else "no" if value is False else str(value)
+
+
+def print_served(settings: Settings, *, as_json: bool) -> None:
+    rows = served_rows(settings)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("model", *_RUNTIME_COLUMNS.values(), title="configured runtime (known exactly once loaded)")
+    for row in rows:
+        runtime = row["runtime"]
+        if not isinstance(runtime, dict):
+            table.add_row(str(row["name"]), "hosted: the provider runs it")
+            continue
+        quantized = runtime["quantize_transformer"]
+        if quantized == "gguf":
+            runtime = {**runtime, "quantize_transformer": f"gguf: {runtime['gguf_file']}"}
+        table.add_row(str(row["name"]), *(_cell(field, runtime[field]) for field in _RUNTIME_COLUMNS))
     Console(width=200).print(table)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from PIL import Image
 
+    from fluxserve.engines.runtime import EffectiveRuntime
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -187,6 +189,12 @@ class Engine(Protocol):
         """True when a provider does the work elsewhere: each call is billed, so the engine is never
         warmed up and a job it had started is not sent again after a restart; its capabilities are
         known without loading."""
+        ...
+
+    @property
+    def runtime(self) -> EffectiveRuntime | None:
+        """How a loaded local model runs (device, dtype, quantization, options, memory);
+        None for a hosted model, or before load."""
         ...
 
     def configured(self) -> bool:

@@ -22,7 +22,9 @@ from fluxserve.engines.base import (
     ResolvedRequest,
 )
 from fluxserve.engines.catalog import Family, family_of_pipeline
+from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.runtime import EffectiveRuntime
 from fluxserve.engines.validation import seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
 from fluxserve.imaging.preview import preview_from_tokens
@@ -51,6 +53,7 @@ class DiffusersEngine:
         self._pipeline: Any = None
         self._family: Family | None = None
         self._device = "cpu"
+        self._memory_bytes = 0
         self._lock = threading.Lock()
 
     @property
@@ -70,6 +73,14 @@ class DiffusersEngine:
     @property
     def device(self) -> str:
         return self._device
+
+    @property
+    def runtime(self) -> EffectiveRuntime | None:
+        """How the loaded model runs (read from the pipeline, memory as measured at load); None before."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return None
+        return describe(pipeline, self._device, self.options.runtime, self._memory_bytes)
 
     @property
     def provider(self) -> str:
@@ -97,6 +108,7 @@ class DiffusersEngine:
                 is_distilled=bool(getattr(pipeline.config, "is_distilled", False)),
                 guidance_embeds=bool(pipeline.transformer.config.guidance_embeds),
             )
+            self._memory_bytes = resident_bytes(pipeline, device)
             self._pipeline, self._device = pipeline, device
 
     def generate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from fluxserve.engines.base import Engine
 from fluxserve.engines.diffusers_engine import DiffusersEngine
@@ -14,13 +15,14 @@ from fluxserve.engines.loading import EngineOptions
 from fluxserve.errors import UnknownModel
 
 
-def create_engines(models: list[str], options: EngineOptions, providers: ProviderOptions) -> dict[str, Engine]:
-    """An engine per model; hosted models of one provider share its limit of calls in flight."""
+def create_engines(options: Mapping[str, EngineOptions], providers: ProviderOptions) -> dict[str, Engine]:
+    """An engine per model, each with its own options (a hosted model ignores them); hosted models
+    of one provider share its limit of calls in flight."""
     slots: dict[str, threading.Semaphore] = {
         CLOUDFLARE: threading.BoundedSemaphore(providers.cloudflare_concurrency),
         BFL: threading.BoundedSemaphore(providers.bfl_concurrency),
     }
-    return {model: create_engine(model, options, providers, slots=slots) for model in models}
+    return {model: create_engine(model, each, providers, slots=slots) for model, each in options.items()}
 
 
 def create_engine(

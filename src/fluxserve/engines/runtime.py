@@ -17,14 +17,32 @@ Each served model has its own :class:`ModelRuntime`; the server-wide settings gi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Offload = Literal["none", "model", "sequential"]
-DTYPES = ("bfloat16", "float16", "float32")
-Quantization = Literal["none", "bnb-8bit", "bnb-4bit", "torchao-int8", "torchao-fp8", "gguf"]
-QUANTIZATIONS: tuple[Quantization, ...] = ("none", "bnb-8bit", "bnb-4bit", "torchao-int8", "torchao-fp8", "gguf")
-StepCache = Literal["none", "first-block", "taylorseer", "magcache"]
-STEP_CACHES: tuple[StepCache, ...] = ("none", "first-block", "taylorseer", "magcache")
+# Declared once in fluxserve.defaults, which the settings validate against too.
+from fluxserve.defaults import (
+    DTYPES,
+    OFFLOADS,
+    PROMPT_CACHE_MB,
+    QUANTIZATIONS,
+    STEP_CACHES,
+    Dtype,
+    Offload,
+    Quantization,
+    StepCache,
+)
+
+__all__ = [
+    "DTYPES",
+    "OFFLOADS",
+    "QUANTIZATIONS",
+    "STEP_CACHES",
+    "Dtype",
+    "EffectiveRuntime",
+    "ModelRuntime",
+    "Offload",
+    "Quantization",
+    "StepCache",
+]
 
 
 @dataclass(frozen=True)
@@ -41,4 +59,25 @@ class ModelRuntime:
     step_cache: StepCache = "none"
     compile: bool = False
     attention: str | None = None
-    prompt_cache_mb: float = 256.0
+    prompt_cache_mb: float = PROMPT_CACHE_MB
+
+
+@dataclass(frozen=True)
+class EffectiveRuntime:
+    """How a loaded model actually runs, read from the loaded pipeline (see ``engines.effective``).
+
+    ``device`` and ``dtype`` are what was picked (never ``None``); the quantizations are what the
+    loaded modules carry; ``memory_bytes`` counts the parameters and buffers resident on ``device``
+    just after load (with offload, most weights wait in CPU memory and are not counted).
+    """
+
+    device: str
+    dtype: str
+    offload: Offload
+    quantize_transformer: str
+    quantize_text_encoder: str
+    step_cache: str
+    compile: bool
+    attention: str
+    prompt_cache_mb: float
+    memory_bytes: int

@@ -112,6 +112,7 @@ class ModelWorker:
             remote=engine.remote,
             configured=engine.configured(),
             capabilities=engine.capabilities if known else None,
+            runtime=engine.runtime if self.state is WorkerState.READY else None,
         )
 
     def retry_after(self) -> int:

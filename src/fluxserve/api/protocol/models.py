@@ -30,6 +30,19 @@ class ModelCapabilities(BaseModel):
     max_prompt_chars: int | None = Field(default=None, description="The longest prompt, where the model limits it.")
 
 
+class ModelRuntimeInfo(BaseModel):
+    device: str = Field(description="The device the model runs on, as picked at load (cuda, cuda:1, mps, cpu).")
+    dtype: str = Field(description="The transformer's weight dtype.")
+    offload: Literal["none", "model", "sequential"]
+    quantize_transformer: str = Field(description="none, bnb-8bit, bnb-4bit, torchao-int8, torchao-fp8 or gguf.")
+    quantize_text_encoder: str
+    step_cache: str = Field(description="The step cache on the transformer, or none.")
+    compile: bool = Field(description="Whether the transformer's repeated blocks are compiled.")
+    attention: str = Field(description="The attention backend the transformer dispatches to.")
+    prompt_cache_mb: float
+    memory_bytes: int = Field(description="Parameter and buffer bytes resident on the device after load.")
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -45,6 +58,7 @@ class ModelCard(BaseModel):
     capabilities: ModelCapabilities | None = Field(
         None, description="Known once a local model has loaded; always for a hosted one."
     )
+    runtime: ModelRuntimeInfo | None = Field(None, description="How a loaded local model runs; none for hosted.")
 
 
 class ModelList(BaseModel):

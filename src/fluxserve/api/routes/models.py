@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends
 from fluxserve.api.auth import caller
 from fluxserve.api.deps import JobsDep, StartedDep
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.protocol.models import ModelCapabilities, ModelCard, ModelList
+from fluxserve.api.protocol.models import ModelCapabilities, ModelCard, ModelList, ModelRuntimeInfo
 from fluxserve.engines.base import Capabilities
 from fluxserve.jobs.status import ModelStatus
 
@@ -55,6 +56,7 @@ def card(status: ModelStatus, created: int) -> ModelCard:
         provider=_PROVIDERS[status.provider],
         configured=status.configured if status.remote else None,
         capabilities=None if caps is None else capabilities_of(caps),
+        runtime=None if status.runtime is None else ModelRuntimeInfo(**asdict(status.runtime)),
     )
 
 

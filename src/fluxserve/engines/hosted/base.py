@@ -92,6 +92,11 @@ class HostedEngine(ABC):
     def remote(self) -> bool:
         return True
 
+    @property
+    def runtime(self) -> None:
+        """Hosted: the provider runs the model, so there is no local runtime to report."""
+        return None
+
     def load(self) -> None:
         if not self.configured():
             raise ModelUnavailable(f"{self.model.name} needs {self.missing_settings()}")
