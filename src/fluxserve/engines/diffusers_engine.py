@@ -23,6 +23,7 @@ from fluxserve.engines.base import (
 )
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.validation import seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
 from fluxserve.imaging.preview import preview_from_tokens
@@ -98,6 +99,12 @@ class DiffusersEngine:
                 guidance_embeds=bool(pipeline.transformer.config.guidance_embeds),
             )
             self._pipeline, self._device = pipeline, device
+
+    def quantization(self) -> dict[str, AppliedQuantization]:
+        """Each component of the loaded pipeline and the quantization it holds."""
+        if self._pipeline is None:
+            raise EngineNotReady(f"model {self.model!r} is not loaded yet")
+        return applied_quantization(self._pipeline)
 
     def generate(
         self,
