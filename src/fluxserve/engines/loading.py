@@ -168,6 +168,7 @@ def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any,
         location.path,
         runtime,
         dtype=dtype,
+        device=device,
         cache_dir=options.cache_dir,
         allow_download=options.allow_download,
     )

@@ -158,6 +158,7 @@ def quantized_components(
     runtime: ModelRuntime,
     *,
     dtype: Any,
+    device: str,
     cache_dir: Path,
     allow_download: bool,
 ) -> dict[str, Any]:
@@ -165,34 +166,63 @@ def quantized_components(
 
     Call :func:`check_quantization` first.
     """
-    index = json.loads((path / "model_index.json").read_text())
+    loader = _Loader(path, json.loads((path / "model_index.json").read_text()), dtype, device, cache_dir)
     components: dict[str, Any] = {}
     if runtime.quantize_transformer == "gguf":
-        gguf_file = _gguf_path(model, runtime.gguf_file or "", allow_download)
-        components["transformer"] = _load_gguf(index["transformer"], gguf_file, path, dtype)
+        components["transformer"] = loader.gguf(_gguf_path(model, runtime.gguf_file or "", allow_download))
     elif runtime.quantize_transformer != "none":
-        components["transformer"] = _load(index, path, "transformer", runtime.quantize_transformer, dtype, cache_dir)
+        components["transformer"] = loader.quantized("transformer", runtime.quantize_transformer)
     if runtime.quantize_text_encoder != "none":
-        for name in _TEXT_ENCODERS.get(str(index.get("_class_name")), ("text_encoder",)):
-            components[name] = _load(index, path, name, runtime.quantize_text_encoder, dtype, cache_dir)
+        for name in _TEXT_ENCODERS.get(str(loader.index.get("_class_name")), ("text_encoder",)):
+            components[name] = loader.quantized(name, runtime.quantize_text_encoder)
     return components
 
 
-def _model_class(entry: list[str]) -> Any:
-    library_name, class_name = entry
-    return getattr(importlib.import_module(library_name), class_name)
+@dataclass(frozen=True)
+class _Loader:
+    """Loads the components of the pipeline at ``path`` (``index``: its ``model_index.json``)."""
 
+    path: Path
+    index: dict[str, Any]
+    dtype: Any
+    device: str
+    cache_dir: Path
 
-def _load(index: dict[str, Any], path: Path, component: str, method: Quantization, dtype: Any, cache_dir: Path) -> Any:
-    """One component, quantized once and then read back from the cache folder."""
-    model_class = _model_class(index[component])
-    cached = quantized_cache_path(cache_dir, path, component, method)
-    if (cached / "config.json").is_file():
-        return model_class.from_pretrained(cached, dtype=dtype)
-    config = _quantization_config(index[component][0], method, dtype)
-    model = model_class.from_pretrained(path, subfolder=component, quantization_config=config, dtype=dtype)
-    _save(model, cached)
-    return model
+    def model_class(self, component: str) -> Any:
+        library_name, class_name = self.index[component]
+        return getattr(importlib.import_module(library_name), class_name)
+
+    def quantized(self, component: str, method: Quantization) -> Any:
+        """One component, quantized once and then read back from the cache folder."""
+        model_class = self.model_class(component)
+        # bitsandbytes quantizes while it loads, onto the GPU it is given (else the current one).
+        placement = {"device_map": {"": self.device}} if method.startswith("bnb-") else {}
+        cached = quantized_cache_path(self.cache_dir, self.path, component, method)
+        if (cached / "config.json").is_file():
+            return model_class.from_pretrained(cached, dtype=self.dtype, **placement)
+        config = _quantization_config(self.index[component][0], method, self.dtype)
+        model = model_class.from_pretrained(
+            self.path, subfolder=component, quantization_config=config, dtype=self.dtype, **placement
+        )
+        _save(model, cached)
+        return model
+
+    def gguf(self, gguf_file: Path) -> Any:
+        """The transformer from a GGUF file; its config comes from the model folder, not guessed from the file.
+
+        diffusers guesses a config from a file's tensor names and reads it from the hub: every FLUX.2
+        file reads as FLUX.2 [dev], which is wrong for klein, and the hub may be out of reach.
+        """
+        from diffusers import GGUFQuantizationConfig
+
+        return self.model_class("transformer").from_single_file(
+            str(gguf_file),
+            config=str(self.path),
+            subfolder="transformer",
+            quantization_config=GGUFQuantizationConfig(compute_dtype=self.dtype),
+            dtype=self.dtype,
+            local_files_only=True,
+        )
 
 
 def _quantization_config(library_name: str, method: Quantization, dtype: Any) -> Any:
@@ -263,25 +293,6 @@ def _gguf_path(model: str, gguf_file: str, allow_download: bool) -> Path:
             f"model {model!r}: gguf_file {gguf_file!r} is not in the Hugging Face cache and {why}. "
             f"To get it, download it with `hf download {owner}/{name} {filename}`"
         ) from None
-
-
-def _load_gguf(entry: list[str], gguf_file: Path, path: Path, dtype: Any) -> Any:
-    """The transformer from a GGUF file; its config comes from the model folder, not guessed from the file.
-
-    diffusers guesses a config from a file's tensor names and reads it from the hub: every FLUX.2 file
-    reads as FLUX.2 [dev], which is wrong for klein, and the hub may be out of reach.
-    """
-    from diffusers import GGUFQuantizationConfig
-
-    model_class = _model_class(entry)
-    return model_class.from_single_file(
-        str(gguf_file),
-        config=str(path),
-        subfolder="transformer",
-        quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
-        dtype=dtype,
-        local_files_only=True,
-    )
 
 
 @dataclass(frozen=True)
