@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
-from fluxserve.engines.effective import quantization_of, resident_bytes, tensor_bytes
+from fluxserve.engines.effective import resident_bytes, tensor_bytes
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.quantize import quantization_of
 from fluxserve.engines.registry import create_engine
 from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.engines.tiny import tiny_model_path

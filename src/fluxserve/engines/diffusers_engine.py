@@ -24,6 +24,7 @@ from fluxserve.engines.base import (
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.runtime import EffectiveRuntime
 from fluxserve.engines.validation import seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
@@ -110,6 +111,12 @@ class DiffusersEngine:
             )
             self._memory_bytes = resident_bytes(pipeline, device)
             self._pipeline, self._device = pipeline, device
+
+    def quantization(self) -> dict[str, AppliedQuantization]:
+        """Each component of the loaded pipeline and the quantization it holds."""
+        if self._pipeline is None:
+            raise EngineNotReady(f"model {self.model!r} is not loaded yet")
+        return applied_quantization(self._pipeline)
 
     def generate(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fluxserve.engines.quantize import quantization_of, text_encoder_name
 from fluxserve.engines.runtime import EffectiveRuntime, ModelRuntime
 
 
@@ -21,32 +22,13 @@ def describe(pipeline: Any, device: str, runtime: ModelRuntime, memory_bytes: in
         dtype=str(transformer.dtype).removeprefix("torch."),
         offload=runtime.offload,
         quantize_transformer=quantization_of(transformer),
-        quantize_text_encoder=quantization_of(getattr(pipeline, "text_encoder", None)),
+        quantize_text_encoder=quantization_of(getattr(pipeline, text_encoder_name(pipeline), None)),
         step_cache=runtime.step_cache if getattr(transformer, "is_cache_enabled", False) else "none",
         compile=any(getattr(m, "_compiled_call_impl", None) is not None for m in transformer.modules()),
         attention=attention_backend(transformer),
         prompt_cache_mb=runtime.prompt_cache_mb,
         memory_bytes=memory_bytes,
     )
-
-
-def quantization_of(module: Any) -> str:
-    """The quantization a loaded diffusers or transformers model carries, in fluxserve's names."""
-    quantizer = getattr(module, "hf_quantizer", None)
-    if quantizer is None:
-        return "none"
-    config = quantizer.quantization_config
-    method = str(getattr(config.quant_method, "value", config.quant_method))
-    if method == "bitsandbytes":
-        return "bnb-4bit" if getattr(config, "load_in_4bit", False) else "bnb-8bit"
-    if method == "torchao":
-        kind = str(getattr(config, "quant_type", "")).lower()
-        kind = kind if kind.isidentifier() else type(config.quant_type).__name__.lower()
-        if "int8" in kind:
-            return "torchao-int8"
-        if "float8" in kind or "fp8" in kind:
-            return "torchao-fp8"
-    return method
 
 
 def attention_backend(transformer: Any) -> str:

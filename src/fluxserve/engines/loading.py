@@ -16,6 +16,12 @@ from types import ModuleType
 from typing import Any
 
 from fluxserve.engines.catalog import MODELS, SUPPORTED_PIPELINES, ModelSpec
+from fluxserve.engines.quantize import (
+    DeviceFacts,
+    check_quantization,
+    quantized_components,
+    quiet_quantization_logs,
+)
 from fluxserve.engines.runtime import DTYPES, ModelRuntime
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
 
@@ -31,6 +37,7 @@ class EngineOptions:
 
 def import_diffusers() -> tuple[ModuleType, ModuleType]:
     """Import torch and diffusers, or explain which extra to install."""
+    quiet_quantization_logs()
     try:
         import diffusers
         import torch
@@ -155,7 +162,17 @@ def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any,
     dtype = pick_dtype(device, runtime.dtype, torch)
     if runtime.offload != "none" and device == "cpu":
         raise InvalidRequest("CPU offload needs a GPU; drop --offload on a CPU-only machine", param="offload")
-    pipeline = getattr(diffusers, class_name).from_pretrained(location.path, dtype=dtype)
+    check_quantization(location.name, runtime, DeviceFacts.of(device, torch))
+    components = quantized_components(
+        location.name,
+        location.path,
+        runtime,
+        dtype=dtype,
+        device=device,
+        cache_dir=options.cache_dir,
+        allow_download=options.allow_download,
+    )
+    pipeline = getattr(diffusers, class_name).from_pretrained(location.path, dtype=dtype, **components)
     if runtime.offload == "model":
         pipeline.enable_model_cpu_offload(device=device)
     elif runtime.offload == "sequential":
