@@ -17,6 +17,7 @@ from typing import Any
 
 from fluxserve.engines.catalog import MODELS, SUPPORTED_PIPELINES, ModelSpec
 from fluxserve.engines.runtime import DTYPES, ModelRuntime
+from fluxserve.engines.speed import check_speed_options
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
 
 
@@ -155,6 +156,7 @@ def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any,
     dtype = pick_dtype(device, runtime.dtype, torch)
     if runtime.offload != "none" and device == "cpu":
         raise InvalidRequest("CPU offload needs a GPU; drop --offload on a CPU-only machine", param="offload")
+    check_speed_options(class_name, location.name, runtime)  # before the weights load
     pipeline = getattr(diffusers, class_name).from_pretrained(location.path, dtype=dtype)
     if runtime.offload == "model":
         pipeline.enable_model_cpu_offload(device=device)
