@@ -127,7 +127,7 @@ def apply_speed_options(
     check_speed_options(class_name, model, runtime)
     tuning = tuning or CacheTuning()
     if runtime.attention is not None:
-        set_attention_backend(pipeline.transformer, model, runtime.attention)
+        set_attention_backend(pipeline.transformer, pipeline._execution_device, model, runtime.attention)
     cache_config = None
     if runtime.step_cache != "none":
         cache_config = _cache_configs(pipeline, runtime.step_cache, calibration, tuning)
@@ -219,8 +219,8 @@ def calibrate_magnitude_ratios(pipeline: Any, calibration: CalibrationCall, size
     return ratios
 
 
-def set_attention_backend(transformer: Any, model: str, backend: str) -> None:
-    """Use diffusers' attention ``backend``, once a small attention through it works here."""
+def set_attention_backend(transformer: Any, device: Any, model: str, backend: str) -> None:
+    """Use diffusers' attention ``backend``, once a small attention through it works on ``device``."""
     from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
     known = sorted(name.value for name in AttentionBackendName if not name.value.startswith("_"))
@@ -232,12 +232,12 @@ def set_attention_backend(transformer: Any, model: str, backend: str) -> None:
     import torch
 
     try:  # the probe first: a backend that fails leaves the model (and diffusers' default) as it was
-        probe = torch.zeros(1, 8, 2, 16, device=transformer.device, dtype=transformer.dtype)
+        probe = torch.zeros(1, 8, 2, 16, device=device, dtype=transformer.dtype)
         dispatch_attention_fn(probe, probe, probe, backend=AttentionBackendName(backend.lower()))
         transformer.set_attention_backend(backend)
     except Exception as error:
         raise InvalidRequest(
-            f"model {model!r}: attention backend {backend!r} cannot run on {transformer.device} "
+            f"model {model!r}: attention backend {backend!r} cannot run on {device} "
             f"({transformer.dtype}) here: {error}. 'native' (PyTorch SDPA) works everywhere",
             param="attention",
         ) from None
