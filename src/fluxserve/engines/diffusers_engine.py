@@ -8,6 +8,7 @@ changes the pixels slightly.)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,10 @@ from fluxserve.engines.base import (
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.prompt_cache import EmbeddingCache, PromptEmbedder, reuse_reference_latents
 from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.runtime import EffectiveRuntime
+from fluxserve.engines.speed import CacheTuning, CalibrationCall, Speedups, apply_speed_options
 from fluxserve.engines.validation import seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
 from fluxserve.imaging.preview import preview_from_tokens
@@ -48,10 +51,14 @@ class _StopRequested(Exception):
 class DiffusersEngine:
     """One local model. Thread-safe: concurrent ``generate`` calls run one at a time."""
 
-    def __init__(self, model: str, options: EngineOptions) -> None:
+    def __init__(self, model: str, options: EngineOptions, *, cache_tuning: CacheTuning | None = None) -> None:
         self.model = model
         self.options = options
+        self.cache_tuning = cache_tuning
+        """How eagerly the step cache skips (None: diffusers' defaults)."""
         self._pipeline: Any = None
+        self._speedups: Speedups | None = None
+        self._prompts: PromptEmbedder | None = None
         self._family: Family | None = None
         self._device = "cpu"
         self._memory_bytes = 0
@@ -96,7 +103,7 @@ class DiffusersEngine:
 
     def close(self) -> None:
         with self._lock:
-            self._pipeline = None
+            self._pipeline = self._speedups = self._prompts = None
 
     def load(self) -> None:
         with self._lock, _LOADING:
@@ -110,7 +117,24 @@ class DiffusersEngine:
                 guidance_embeds=bool(pipeline.transformer.config.guidance_embeds),
             )
             self._memory_bytes = resident_bytes(pipeline, device)
+            self._speedups = self._apply_speed_options(pipeline)
+            cache_bytes = int(self.options.runtime.prompt_cache_mb * 2**20)
+            self._prompts = PromptEmbedder(pipeline, EmbeddingCache(cache_bytes)) if cache_bytes > 0 else None
             self._pipeline, self._device = pipeline, device
+        if self.options.runtime.compile:
+            self._warm_up_compile()
+
+    def _apply_speed_options(self, pipeline: Any) -> Speedups:
+        limits = self.family.limits
+        calibration = CalibrationCall(steps=limits.default_steps, guidance_scale=limits.default_guidance or 1.0)
+        return apply_speed_options(pipeline, self.model, self.options.runtime, calibration, self.cache_tuning)
+
+    def _warm_up_compile(self) -> None:
+        """Compile the transformer's blocks now (the first call compiles), so readiness waits for it."""
+        caps = self.capabilities
+        size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
+        steps = caps.default_steps if caps.fixed_steps else caps.min_steps
+        self.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
 
     def quantization(self) -> dict[str, AppliedQuantization]:
         """Each component of the loaded pipeline and the quantization it holds."""
@@ -127,7 +151,7 @@ class DiffusersEngine:
         resolved = validate(request, self.capabilities)
         started = time.perf_counter()
         images: list[GeneratedImage] = []
-        with self._lock:
+        with self._lock, self._reference_latents_once(resolved):
             for index in range(resolved.n):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled()
@@ -146,6 +170,11 @@ class DiffusersEngine:
             guidance=resolved.guidance,
             total_seconds=time.perf_counter() - started,
         )
+
+    def _reference_latents_once(self, request: ResolvedRequest) -> Any:
+        if self._prompts is None or not request.references or request.n == 1:
+            return contextlib.nullcontext()
+        return reuse_reference_latents(self._pipeline)
 
     def _step_callback(
         self,
@@ -203,8 +232,13 @@ class DiffusersEngine:
 
     def _run(self, request: ResolvedRequest, seed: int, callback: Any) -> Any:
         torch, _ = import_diffusers()
+        arguments = self.pipeline_arguments(request, seed)
+        if self._prompts is not None:
+            arguments = self._prompts.replace_prompt(arguments)
+        speedups = self._speedups.run(request.steps) if self._speedups is not None else contextlib.nullcontext()
         try:
-            output = self._pipeline(**self.pipeline_arguments(request, seed), callback_on_step_end=callback)
+            with speedups:
+                output = self._pipeline(**arguments, callback_on_step_end=callback)
         except _StopRequested:
             raise GenerationCancelled() from None
         except torch.OutOfMemoryError:

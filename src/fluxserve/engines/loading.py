@@ -23,6 +23,7 @@ from fluxserve.engines.quantize import (
     quiet_quantization_logs,
 )
 from fluxserve.engines.runtime import DTYPES, ModelRuntime
+from fluxserve.engines.speed import check_speed_options
 from fluxserve.errors import InvalidRequest, MissingExtra, ModelUnavailable, UnknownModel
 
 
@@ -162,6 +163,7 @@ def load_pipeline(location: ModelLocation, options: EngineOptions) -> tuple[Any,
     dtype = pick_dtype(device, runtime.dtype, torch)
     if runtime.offload != "none" and device == "cpu":
         raise InvalidRequest("CPU offload needs a GPU; drop --offload on a CPU-only machine", param="offload")
+    check_speed_options(class_name, location.name, runtime)  # before the weights load
     check_quantization(location.name, runtime, DeviceFacts.of(device, torch))
     components = quantized_components(
         location.name,
