@@ -47,7 +47,8 @@ class RawImage:
 class ImageRequest:
     fields: ImageFields
     images: list[RawImage] = field(default_factory=list)
-    mask: bool = False
+    mask: RawImage | None = None
+    """Where the first image may change (``mask``, a file or base64 text), undecoded."""
 
 
 _IMAGE_FIELD = re.compile(r"image|image\[[0-9]*\]|input_image_([0-9]{1,2})|mask")
@@ -76,7 +77,9 @@ def _from_json(body: bytes, settings: Settings) -> ImageRequest:
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
     fields = _validated(JsonImageBody, data, strict=True)
-    return ImageRequest(fields, _json_images(data, settings))
+    mask = data.get("mask")
+    raw_mask = None if mask is None else RawImage("mask", _decode_base64(mask, "mask", settings))
+    return ImageRequest(fields, _json_images(data, settings), raw_mask)
 
 
 def _json_images(data: dict[str, Any], settings: Settings) -> list[RawImage]:
@@ -125,7 +128,7 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
         images: list[tuple[int, RawImage]] = []
         forms: set[str] = set()
         numbers: set[int] = set()
-        mask = False
+        mask: RawImage | None = None
         for key, value in items:
             match = _IMAGE_FIELD.fullmatch(key)
             if match is None:
@@ -135,14 +138,13 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
                     raise InvalidRequest(f"{key} was sent more than once", param=key)
                 values[key] = _form_value(key, value)
                 continue
-            if key == "mask":  # refused when the request is resolved, whatever it holds
-                mask = True
+            if key == "mask":
+                if mask is not None:
+                    raise InvalidRequest("mask was sent more than once", param="mask")
+                mask = RawImage("mask", await _image_data(value, key, settings))
                 continue
             _check_count(len(images) + 1, settings)
-            if isinstance(value, UploadFile):
-                data = await _read_upload(value, key, settings)
-            else:  # text in an image field: base64 or a data URL, exactly as in JSON
-                data = _decode_base64(value, key, settings)
+            data = await _image_data(value, key, settings)
             numbered = match.group(1) is not None
             forms.add("input_image" if numbered else "image")
             order = int(match.group(1)) if numbered else len(images)
@@ -155,6 +157,12 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
     _check_count(len(images), settings)
     fields = _validated(FormImageBody, values, strict=False)
     return ImageRequest(fields, [image for _, image in sorted(images, key=lambda pair: pair[0])], mask)
+
+
+async def _image_data(value: UploadFile | str, key: str, settings: Settings) -> bytes:
+    if isinstance(value, UploadFile):
+        return await _read_upload(value, key, settings)
+    return _decode_base64(value, key, settings)  # text in an image field: base64 or a data URL, as in JSON
 
 
 def _file_for_text(key: str) -> str:

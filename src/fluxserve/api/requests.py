@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -20,8 +21,11 @@ from fluxserve.api.protocol.images import ImageFields
 from fluxserve.engines.base import Capabilities, GenerationRequest
 from fluxserve.engines.validation import (
     MEGAPIXEL,
+    check_image_to_image_size,
     check_reference_count,
     check_reference_shape,
+    check_strength,
+    image_to_image_size,
     nearest_valid_size,
     parse_size,
     validate,
@@ -29,6 +33,7 @@ from fluxserve.engines.validation import (
 from fluxserve.errors import InvalidImage, InvalidRequest
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, decode_image, probe_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
+from fluxserve.imaging.masks import decode_mask
 from fluxserve.jobs.models import WEBHOOK_EVENTS, JobSpec, Operation, WebhookTarget
 from fluxserve.settings import Settings
 from fluxserve.webhooks.urls import check_webhook_url
@@ -61,10 +66,13 @@ class Plan:
 
     spec: JobSpec
     references: list[PlannedReference]
+    mask: PlannedReference | None = None
+    """The mask, checked from its header; decoded at the first reference's planned size."""
 
     @property
     def decode_pixels(self) -> int:
-        return sum(reference.source.pixels for reference in self.references)
+        mask = 0 if self.mask is None else self.mask.source.pixels
+        return sum(reference.source.pixels for reference in self.references) + mask
 
 
 def steps_for_quality(quality: str, caps: Capabilities) -> int:
@@ -97,11 +105,6 @@ MAX_PARTIAL_IMAGES = 3
 
 def _check_unsupported(request: ImageRequest) -> None:
     fields = request.fields
-    if request.mask:
-        raise InvalidRequest(
-            "masks are not supported: FLUX edits the whole image from the prompt; send the image without a mask",
-            param="mask",
-        )
     if fields.background == "transparent":
         raise InvalidRequest("FLUX makes opaque images; omit background or send opaque", param="background")
 
@@ -144,15 +147,42 @@ def _limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(max_bytes=settings.max_upload_bytes, max_pixels=int(settings.max_upload_megapixels * 1e6))
 
 
+def _check_mask_model(request: ImageRequest, model: str, caps: Capabilities, mask_models: Sequence[str]) -> None:
+    """A mask (or strength) sent to a model without masked editing: say which served models have it."""
+    param = "mask" if request.mask is not None else "strength" if request.fields.strength is not None else None
+    if param is None or caps.masks:
+        return
+    elsewhere = (
+        f"models here that take one: {', '.join(mask_models)}"
+        if mask_models
+        else "no model served here takes one (FLUX.2 [klein] models do)"
+    )
+    raise InvalidRequest(f"{model} takes no {param}; {elsewhere}", param=param)
+
+
+def _probe_mask(request: ImageRequest, first: PlannedReference | None, limits: DecodeLimits) -> PlannedReference | None:
+    """The mask's header, checked: the first image's size, within the decode limits."""
+    if request.mask is None or first is None:
+        return None
+    info = probe_image(request.mask.data, param="mask", limits=limits)
+    if (info.width, info.height) != (first.source.width, first.source.height):
+        raise InvalidImage(
+            f"mask is {info.width}x{info.height}; it must be the size of the first image, "
+            f"{first.source.width}x{first.source.height}",
+            param="mask",
+        )
+    return PlannedReference(request.mask, info, first.size)
+
+
 def _probe(request: ImageRequest, caps: Capabilities, settings: Settings) -> list[PlannedReference]:
-    """Each reference's header, checked: count first, then each size, then their sum."""
+    """Each reference's header, checked: count first, then each size, then their sum (with the mask's)."""
     check_reference_count(len(request.images), caps)
     limits, planned = _limits(settings), []
     for index, raw in enumerate(request.images):
         info = probe_image(raw.data, param=raw.param, limits=limits)
         size = check_reference_shape(info.width, info.height, caps, f"image[{index}]")
         planned.append(PlannedReference(raw, info, size))
-    total = sum(reference.source.pixels for reference in planned)
+    total = sum(reference.source.pixels for reference in planned) + (planned[0].source.pixels if request.mask else 0)
     budget = settings.max_decode_megapixels * 1e6
     if total > budget:
         raise InvalidImage(
@@ -172,14 +202,17 @@ def plan(
     operation: Operation,
     settings: Settings,
     streamable: bool = True,
+    mask_models: Sequence[str] = (),
 ) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
 
-    ``streamable`` is False for POST /v1/jobs: a generation that cannot stream.
+    ``streamable`` is False for POST /v1/jobs: a generation that cannot stream. ``mask_models``: the
+    served models that take a mask, named when another model is sent one.
     """
     fields = request.fields
     _check_unsupported(request)
+    _check_mask_model(request, model, caps, mask_models)
     partial_images = _partial_images(fields, streamable)
     if fields.prompt is None:
         raise InvalidRequest("prompt is required", param="prompt")
@@ -190,8 +223,12 @@ def plan(
     width, height = _size(fields)
     if (width is None) != (height is None):
         raise InvalidRequest("send both width and height, or neither", param="width" if width is None else "height")
+    strength = check_strength(fields.strength, masked=request.mask is not None, images=len(request.images), caps=caps)
     references = _probe(request, caps, settings)
-    if width is None and references:  # the first reference's shape, as validate() would choose it
+    mask = _probe_mask(request, references[0] if references else None, _limits(settings))
+    if strength is not None:  # image to image: the first image's size, as validate() will resolve it
+        width, height = check_image_to_image_size(width, height, image_to_image_size(references[0].size, caps))
+    elif width is None and references:  # the first reference's shape, as validate() would choose it
         width, height = nearest_valid_size(references[0].source.width, references[0].source.height, caps)
     resolved = validate(
         GenerationRequest(
@@ -226,8 +263,10 @@ def plan(
         user=fields.user or fields.safety_identifier,
         partial_images=partial_images,
         safety_tolerance=resolved.safety_tolerance,
+        mask=mask is not None,
+        strength=strength,
     )
-    return Plan(spec, references)
+    return Plan(spec, references, mask)
 
 
 def decode_references(plan: Plan, settings: Settings) -> list[Image.Image]:
@@ -240,6 +279,13 @@ def decode_references(plan: Plan, settings: Settings) -> list[Image.Image]:
             raise InvalidImage(f"image[{index}] is not the size its header says", param=reference.raw.param)
         images.append(image)
     return images
+
+
+def decode_planned_mask(plan: Plan, settings: Settings) -> Image.Image | None:
+    """The planned mask decoded and read (mode L, 255 where the image changes) at the first reference's size."""
+    if plan.mask is None:
+        return None
+    return decode_mask(plan.mask.raw.data, param="mask", limits=_limits(settings), size=plan.mask.size)
 
 
 def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
@@ -262,7 +308,7 @@ def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
     return WebhookTarget(url, tuple(name for name in WEBHOOK_EVENTS if name in events), base_url)
 
 
-_LATER_FIELDS = ("safety_tolerance",)
+_LATER_FIELDS = ("safety_tolerance", "strength")
 """Fields added after request digests were first stored with jobs: an Idempotency-Key retry made
 across an upgrade, without them, must still match its job."""
 
@@ -281,5 +327,6 @@ def request_digest(endpoint: str, request: ImageRequest) -> str:
     digest.update(json.dumps(fields, sort_keys=True).encode())
     for image in request.images:
         digest.update(image.param.encode() + b"\0" + hashlib.sha256(image.data).digest())
-    digest.update(b"mask" if request.mask else b"")
+    if request.mask is not None:  # nothing added without one: digests stored before masks still match
+        digest.update(b"mask\0" + hashlib.sha256(request.mask.data).digest())
     return digest.hexdigest()

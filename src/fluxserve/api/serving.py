@@ -24,7 +24,14 @@ from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
 from fluxserve.api.parsing import read_image_request
 from fluxserve.api.protocol.images import ImageData, ImageFields, ImagesResponse, ImageUsage
-from fluxserve.api.requests import Plan, decode_references, plan, request_digest, webhook_target
+from fluxserve.api.requests import (
+    Plan,
+    decode_planned_mask,
+    decode_references,
+    plan,
+    request_digest,
+    webhook_target,
+)
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, Operation
@@ -74,7 +81,14 @@ async def accept(
     model = parsed.fields.model or jobs.default_model
     caps = jobs.capabilities(model)
     planned = await asyncio.to_thread(
-        plan, parsed, model=model, caps=caps, operation=operation, settings=settings, streamable=streamable
+        plan,
+        parsed,
+        model=model,
+        caps=caps,
+        operation=operation,
+        settings=settings,
+        streamable=streamable,
+        mask_models=jobs.mask_models(),
     )
     webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
@@ -84,11 +98,12 @@ async def accept(
     if earlier is not None:
         submitted = Submitted(earlier, replayed=True)
     else:
-        references = await _decoded(services, planned)
+        references, mask = await _decoded(services, planned)
         submitted = await asyncio.to_thread(
             jobs.submit,
             planned.spec,
             references,
+            mask=mask,
             webhook=webhook,
             idempotency=idempotency,
             caller=caller,
@@ -98,12 +113,14 @@ async def accept(
     return Accepted(submitted, parsed.fields)
 
 
-async def _decoded(services: Services, planned: Plan) -> list[Image.Image]:
-    """The planned references decoded, waiting for one of the server's decode slots first."""
+async def _decoded(services: Services, planned: Plan) -> tuple[list[Image.Image], Image.Image | None]:
+    """The planned references (and mask) decoded, waiting for one of the server's decode slots first."""
     if not planned.references:
-        return []
+        return [], None
     async with services.decode_slots:
-        return await asyncio.to_thread(decode_references, planned, services.settings)
+        references = await asyncio.to_thread(decode_references, planned, services.settings)
+        mask = await asyncio.to_thread(decode_planned_mask, planned, services.settings)
+        return references, mask
 
 
 def idempotency_key(request: Request) -> str | None:

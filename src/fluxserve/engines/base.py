@@ -49,6 +49,8 @@ class Capabilities:
     max_images: int = 10
     safety_tolerance: bool = False
     """Whether the model takes a ``safety_tolerance`` (0-5): a hosted provider's moderation setting."""
+    masks: bool = False
+    """Whether the model edits inside a mask (inpainting) and takes ``strength`` (image-to-image)."""
 
     @property
     def fixed_steps(self) -> bool:
@@ -78,6 +80,12 @@ class GenerationRequest:
     """A hint, not a request: the format fluxserve will encode the results into (png, jpeg, webp).
     fluxserve re-encodes every image itself; an engine may use this to pick its own intermediate
     format (a hosted provider asked for JPEG only when the client wants JPEG) or ignore it."""
+    mask: Image.Image | None = None
+    """Where the first reference may change: white (255) pixels change, black (0) pixels keep the
+    first image's. The size of the first reference. Only for models whose capabilities have ``masks``."""
+    strength: float | None = None
+    """0-1: how far the first reference may move (1: repainted from noise; 0: not at all). With
+    ``mask`` the default is 1; without, a strength makes an image-to-image edit of the whole image."""
 
 
 class Steps(IntEnum):
@@ -110,6 +118,11 @@ class ResolvedRequest:
     """The provider's moderation setting; None: the provider's default (or a model without one)."""
     output_format: str | None = None
     """The format fluxserve will encode the results into, as a hint (see :class:`GenerationRequest`)."""
+    mask: Image.Image | None = None
+    """Mode L at ``width`` x ``height``: 255 where the image changes, 0 where it keeps the first reference's pixels."""
+    strength: float | None = None
+    """Set for an image-to-image edit (masked or whole): the first reference, at ``width`` x ``height``,
+    is the starting point. None: references only condition the generation."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,10 @@ class GenerationResult:
     total_seconds: float
     cost_usd: float | None = None
     """What a hosted provider charged for these images, where known."""
+    mask: bool = False
+    """Whether a mask limited where the first reference changed."""
+    strength: float | None = None
+    """The strength of an image-to-image edit; None for any other request."""
 
     @property
     def seeds(self) -> list[int]:

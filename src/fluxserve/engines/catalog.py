@@ -19,6 +19,8 @@ class Family:
     pipeline_class: str
     limits: Capabilities
     max_sequence_length: int = 512
+    inpaint_pipeline_class: str | None = None
+    """The diffusers pipeline that runs masked and strength edits from the same components, if any."""
 
     def capabilities(self, model_name: str) -> Capabilities:
         return replace(self.limits, name=model_name)
@@ -38,18 +40,28 @@ FAMILIES: dict[str, Family] = {
                 _FLUX2,
                 family="flux.2-klein",
                 max_reference_images=4,
+                masks=True,
                 default_steps=4,
                 min_steps=4,
                 max_steps=4,
                 guidance=False,
                 default_guidance=None,
             ),
+            inpaint_pipeline_class="Flux2KleinInpaintPipeline",
         ),
         Family(
             "flux.2-klein-base",
             "FLUX.2 [klein] base",
             "Flux2KleinPipeline",
-            replace(_FLUX2, family="flux.2-klein-base", max_reference_images=4, default_steps=50, default_guidance=4.0),
+            replace(
+                _FLUX2,
+                family="flux.2-klein-base",
+                max_reference_images=4,
+                masks=True,
+                default_steps=50,
+                default_guidance=4.0,
+            ),
+            inpaint_pipeline_class="Flux2KleinInpaintPipeline",
         ),
         Family(
             "flux.2-dev",

@@ -4,6 +4,11 @@ Images of one request are generated one after another, each from its own seed, w
 call as a request for that image alone: so every image reproduces byte for byte from its
 reported seed. (Batching several images into one call is barely faster on a busy GPU and
 changes the pixels slightly.)
+
+Masked edits and edits with ``strength`` (image to image) run the family's inpainting pipeline
+(``Flux2KleinInpaintPipeline`` for klein), built once from the loaded pipeline's own modules: no
+weights are loaded or copied twice. Outside the mask the result keeps the input's exact pixels
+(the pipeline itself keeps only their latents, which its VAE does not give back exactly).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from PIL import Image
 
 from fluxserve.engines.base import (
     Capabilities,
@@ -29,13 +36,10 @@ from fluxserve.engines.prompt_cache import EmbeddingCache, PromptEmbedder, reuse
 from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.runtime import EffectiveRuntime
 from fluxserve.engines.speed import CacheTuning, CalibrationCall, Speedups, apply_speed_options
-from fluxserve.engines.validation import seed_for_image, validate
+from fluxserve.engines.validation import denoising_steps, seed_for_image, validate
 from fluxserve.errors import EngineNotReady, GenerationCancelled, GenerationError
+from fluxserve.imaging.masks import CHANGE, keep_unmasked
 from fluxserve.imaging.preview import preview_from_tokens
-
-if TYPE_CHECKING:
-    from PIL import Image
-
 
 _LOADING = threading.Lock()
 """One model loads (or builds) at a time in a process: ``from_pretrained`` swaps torch's module
@@ -57,6 +61,8 @@ class DiffusersEngine:
         self.cache_tuning = cache_tuning
         """How eagerly the step cache skips (None: diffusers' defaults)."""
         self._pipeline: Any = None
+        self._image_to_image: Any = None
+        """The inpainting pipeline over ``_pipeline``'s modules, built at the first masked edit."""
         self._speedups: Speedups | None = None
         self._prompts: PromptEmbedder | None = None
         self._family: Family | None = None
@@ -103,7 +109,7 @@ class DiffusersEngine:
 
     def close(self) -> None:
         with self._lock:
-            self._pipeline = self._speedups = self._prompts = None
+            self._pipeline = self._image_to_image = self._speedups = self._prompts = None
 
     def load(self) -> None:
         with self._lock, _LOADING:
@@ -169,10 +175,12 @@ class DiffusersEngine:
             steps=resolved.steps,
             guidance=resolved.guidance,
             total_seconds=time.perf_counter() - started,
+            mask=resolved.mask is not None,
+            strength=resolved.strength,
         )
 
     def _reference_latents_once(self, request: ResolvedRequest) -> Any:
-        if self._prompts is None or not request.references or request.n == 1:
+        if self._prompts is None or not request.references or request.n == 1 or request.strength is not None:
             return contextlib.nullcontext()
         return reuse_reference_latents(self._pipeline)
 
@@ -183,7 +191,7 @@ class DiffusersEngine:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> Any:
-        steps = request.steps or 1
+        steps = denoising_steps(request.steps, request.strength) or 1
         family = self.family.key
         width, height = request.width, request.height
 
@@ -220,7 +228,14 @@ class DiffusersEngine:
             # A CPU generator draws the same noise on every device.
             "generator": torch.Generator(device="cpu").manual_seed(seed),
         }
-        if request.references:
+        if request.references and request.strength is not None:  # image to image: the first is the start
+            arguments["image"] = request.references[0]
+            if len(request.references) > 1:
+                arguments["image_reference"] = list(request.references[1:])
+            full = Image.new("L", request.references[0].size, CHANGE)
+            arguments["mask_image"] = full if request.mask is None else request.mask
+            arguments["strength"] = request.strength
+        elif request.references:
             arguments["image"] = list(request.references)
         if family.key == "flux.2-klein":
             arguments["guidance_scale"] = 1.0  # ignored by the distilled model; above 1 it warns
@@ -230,15 +245,41 @@ class DiffusersEngine:
             arguments["max_sequence_length"] = family.max_sequence_length
         return arguments
 
+    def image_to_image_pipeline(self) -> Any:
+        """The family's inpainting pipeline over the loaded pipeline's modules (built once, nothing copied).
+
+        It gets its own scheduler (a few numbers, no weights): schedulers keep per-call state.
+        """
+        if self._image_to_image is None:
+            class_name = self.family.inpaint_pipeline_class
+            if class_name is None or self._pipeline is None:
+                raise EngineNotReady(f"model {self.model!r} has no masked editing")
+            _, diffusers = import_diffusers()
+            scheduler = type(self._pipeline.scheduler).from_config(self._pipeline.scheduler.config)
+            pipeline = getattr(diffusers, class_name).from_pipe(self._pipeline, scheduler=scheduler)
+            pipeline.set_progress_bar_config(disable=True)
+            self._image_to_image = pipeline
+        return self._image_to_image
+
     def _run(self, request: ResolvedRequest, seed: int, callback: Any) -> Any:
+        if request.strength is not None:
+            first = request.references[0]
+            if request.strength == 0:  # nothing may move: no step runs
+                return first.copy()
+            generated = self._call(self.image_to_image_pipeline(), request, seed, callback)
+            return generated if request.mask is None else keep_unmasked(generated, first, request.mask)
+        return self._call(self._pipeline, request, seed, callback)
+
+    def _call(self, pipeline: Any, request: ResolvedRequest, seed: int, callback: Any) -> Any:
         torch, _ = import_diffusers()
         arguments = self.pipeline_arguments(request, seed)
         if self._prompts is not None:
             arguments = self._prompts.replace_prompt(arguments)
-        speedups = self._speedups.run(request.steps) if self._speedups is not None else contextlib.nullcontext()
+        steps = denoising_steps(request.steps, request.strength)
+        speedups = self._speedups.run(steps) if self._speedups is not None else contextlib.nullcontext()
         try:
             with speedups:
-                output = self._pipeline(**arguments, callback_on_step_end=callback)
+                output = pipeline(**arguments, callback_on_step_end=callback)
         except _StopRequested:
             raise GenerationCancelled() from None
         except torch.OutOfMemoryError:

@@ -20,8 +20,8 @@ class EncodedImage:
 
 
 def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]:
-    """What someone needs to reproduce one image of ``result`` alone."""
-    return {
+    """What someone needs to reproduce one image of ``result`` alone (with its images and mask)."""
+    parameters: dict[str, Any] = {
         "prompt": result.prompt,
         "model": result.model,
         "seed": seed,
@@ -31,6 +31,10 @@ def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]
         "height": result.height,
         "reference_images": result.reference_images,
     }
+    if result.strength is not None:  # an image-to-image edit
+        parameters["strength"] = result.strength
+        parameters["mask"] = result.mask
+    return parameters
 
 
 def encode_result(

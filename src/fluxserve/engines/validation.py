@@ -17,6 +17,7 @@ from PIL import Image
 
 from fluxserve.engines.base import Capabilities, GenerationRequest, ResolvedRequest, Steps
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
+from fluxserve.imaging.masks import mask_from_image, scale_mask
 from fluxserve.numbers import MAX_WHOLE, ascii_int
 from fluxserve.prompts.structured import prompt_text
 
@@ -29,6 +30,15 @@ REFERENCE_MAX_ASPECT = 8.0
 def seed_for_image(seed: int, index: int) -> int:
     """The seed of image ``index`` of a request whose first image has ``seed``."""
     return (seed + index) % (MAX_SEED + 1)
+
+
+def denoising_steps(steps: int, strength: float | None) -> int:
+    """How many of ``steps`` an edit with ``strength`` runs: diffusers' image-to-image pipelines skip the
+    first ``steps * (1 - strength)`` (rounded down), as their ``get_timesteps`` computes it."""
+    if strength is None:
+        return steps
+    start = int(max(steps - min(steps * strength, steps), 0))
+    return steps - start
 
 
 def draw_seed() -> int:
@@ -217,6 +227,54 @@ def _check_references(references: list[Image.Image], caps: Capabilities) -> list
     return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
 
 
+def image_to_image_size(first: tuple[int, int], caps: Capabilities) -> tuple[int, int]:
+    """The output size of a masked edit or an edit with ``strength``: the first reference's size
+    (as scaled to the model's budget), each side rounded down to the model's size multiple."""
+    multiple = caps.size_multiple
+    return first[0] // multiple * multiple, first[1] // multiple * multiple
+
+
+def check_strength(strength: float | None, *, masked: bool, images: int, caps: Capabilities) -> float | None:
+    """The strength an edit runs at: 1.0 for a mask without one; None for an edit that starts from noise.
+
+    A mask or a strength needs a model with masked editing (``caps.masks``) and an image to edit.
+    """
+    if masked and not caps.masks:
+        raise InvalidRequest(f"{caps.name} takes no mask; send the image without one", param="mask")
+    if strength is None:
+        strength = 1.0 if masked else None
+    elif not caps.masks:
+        raise InvalidRequest(f"{caps.name} takes no strength; omit strength", param="strength")
+    elif isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength):
+        raise InvalidRequest(f"strength must be a number from 0 to 1, not {strength!r}", param="strength")
+    elif not 0 <= strength <= 1:
+        raise InvalidRequest(f"strength {strength:g} is outside 0-1", param="strength")
+    if strength is not None and images == 0:
+        param = "mask" if masked else "strength"
+        raise InvalidRequest(f"{param} needs an image to edit: send the image it applies to", param=param)
+    return None if strength is None else float(strength)
+
+
+def check_image_to_image_size(width: int | None, height: int | None, expected: tuple[int, int]) -> tuple[int, int]:
+    """The size of an image-to-image edit: it keeps the first image's shape, so a different size is refused."""
+    if width is not None and (width, height) != expected:
+        raise InvalidRequest(
+            f"a masked edit or an edit with strength keeps the first image's size: omit size, or send "
+            f"{expected[0]}x{expected[1]}",
+            param="size",
+        )
+    return expected
+
+
+def _mask_at(mask: Image.Image, first: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if mask.size != first.size:
+        raise InvalidImage(
+            f"mask is {mask.width}x{mask.height}; it must be the size of the first image, {first.width}x{first.height}",
+            param="mask",
+        )
+    return scale_mask(mask_from_image(mask), size)
+
+
 def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[int, int]:
     if references:
         return nearest_valid_size(*references[0].size, caps)
@@ -237,10 +295,20 @@ def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -
     n = _check_int(request.n, "n")
     if not 1 <= n <= caps.max_images:
         raise InvalidRequest(f"n {n} is outside 1-{caps.max_images}", param="n")
+    masked = request.mask is not None
+    strength = check_strength(request.strength, masked=masked, images=len(request.references), caps=caps)
     references = _check_references(list(request.references), caps)
     if (request.width is None) != (request.height is None):
         raise InvalidRequest("send both width and height, or neither", param="width")
-    if request.width is None or request.height is None:
+    mask = None
+    if strength is not None:  # image to image: the first reference, at the output size, is the start
+        size = check_image_to_image_size(request.width, request.height, image_to_image_size(references[0].size, caps))
+        if request.mask is not None:
+            mask = _mask_at(request.mask, request.references[0], size)
+        if references[0].size != size:
+            references[0] = references[0].resize(size, Image.Resampling.LANCZOS)
+        width, height = size
+    elif request.width is None or request.height is None:
         width, height = _default_size(request.references, caps)
     else:
         width, height = request.width, request.height
@@ -256,6 +324,8 @@ def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -
         n=n,
         safety_tolerance=_check_safety_tolerance(request.safety_tolerance, caps),
         output_format=request.output_format,
+        mask=mask,
+        strength=strength,
     )
 
 

@@ -117,6 +117,20 @@ def probe_image(data: bytes, *, param: str = "image", limits: DecodeLimits | Non
         return ImageInfo(width, height, str(image.format))
 
 
+def load_pixels(data: bytes, *, param: str = "image", limits: DecodeLimits | None = None) -> Image.Image:
+    """Decode ``data`` in its own mode (alpha kept, no conversion), EXIF orientation applied; the same
+    checks as :func:`decode_image`. For masks, whose transparency is what matters."""
+    image = _open(data, param, limits or DecodeLimits())
+    with image:
+        try:
+            image.load()
+            return ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise InvalidImage(
+                f"{param} could not be decoded ({error}); it may be truncated or corrupt", param=param
+            ) from None
+
+
 def decode_image(
     data: bytes,
     *,

@@ -95,6 +95,10 @@ class JobSpec:
     """Streamed requests: how many partial images to send while the job runs (0-3)."""
     safety_tolerance: int | None = None
     """Hosted models with a moderation setting (BFL): the client's 0-5; None: the provider's default."""
+    mask: bool = False
+    """Whether a mask (stored with the references) limits where the first reference changes."""
+    strength: float | None = None
+    """An image-to-image edit's strength (0-1); None: references only condition the generation."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -176,6 +176,10 @@ class JobService:
         """One served model; UnknownModel for any other name."""
         return self.worker(model).status()
 
+    def mask_models(self) -> list[str]:
+        """The served models known to take a mask (a local model is known once it has loaded)."""
+        return [s.name for s in self.model_statuses() if s.capabilities is not None and s.capabilities.masks]
+
     def capabilities(self, model: str) -> Capabilities:
         worker = self.worker(model)
         if worker.state is WorkerState.FAILED:  # the reason, which may name local paths, is in the server log
@@ -219,6 +223,7 @@ class JobService:
         spec: JobSpec,
         references: list[Image.Image],
         *,
+        mask: Image.Image | None = None,
         webhook: WebhookTarget | None = None,
         idempotency: Idempotency | None = None,
         caller: Caller = ANONYMOUS,
@@ -232,6 +237,8 @@ class JobService:
             return Submitted(earlier, replayed=True)
         job_id = new_job_id()
         self.files.write_references(job_id, references)
+        if mask is not None:
+            self.files.write_mask(job_id, mask)
         try:
             with self._admission:  # check and enqueue as one step, so the bounds hold under concurrency
                 if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:

@@ -64,6 +64,8 @@ class JobRequest(BaseModel):
     output_format: str
     references: int
     safety_tolerance: int | None = Field(None, description="BFL models: the moderation setting sent, when set.")
+    mask: bool = Field(False, description="Whether a mask limited where the first image changed.")
+    strength: float | None = Field(None, description="An image-to-image edit's strength (0-1), when it was one.")
 
 
 class WebhookDeliveryView(BaseModel):
@@ -128,6 +130,8 @@ def _request(spec: JobSpec) -> JobRequest:
         output_format=spec.output_format,
         references=spec.references,
         safety_tolerance=spec.safety_tolerance,
+        mask=spec.mask,
+        strength=spec.strength,
     )
 
 

@@ -230,6 +230,8 @@ class ModelWorker:
             n=spec.n,
             safety_tolerance=spec.safety_tolerance,
             output_format=spec.output_format,
+            mask=self._files.read_mask(job.id) if spec.mask else None,
+            strength=spec.strength,
         )
 
     def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:

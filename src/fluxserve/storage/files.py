@@ -1,6 +1,7 @@
 """Image files in the data directory: written atomically, found only through a job's record.
 
-Layout: ``outputs/<job id>/<index>.<ext>`` and ``references/<job id>/<index>.png``. Paths are
+Layout: ``outputs/<job id>/<index>.<ext>``, ``references/<job id>/<index>.png`` and a masked
+edit's ``references/<job id>/mask.png``. Paths are
 built from ids the server made (checked against their pattern), never from request text.
 """
 
@@ -42,6 +43,17 @@ class FileStore:
 
     def reference_path(self, job_id: str, index: int) -> Path:
         return self.root / "references" / self._checked(job_id) / f"{int(index)}.png"
+
+    def mask_path(self, job_id: str) -> Path:
+        return self.root / "references" / self._checked(job_id) / "mask.png"
+
+    def write_mask(self, job_id: str, mask: Image.Image) -> None:
+        """Store a job's mask (mode L) losslessly beside its references."""
+        write_atomically(self.mask_path(job_id), encode_png(mask, level=1))
+
+    def read_mask(self, job_id: str) -> Image.Image:
+        with Image.open(self.mask_path(job_id)) as image:
+            return image.convert("L")
 
     def write_output(self, job_id: str, index: int, extension: str, data: bytes) -> Path:
         path = self.output_path(job_id, index, extension)

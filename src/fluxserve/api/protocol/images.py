@@ -117,6 +117,15 @@ class ImageFields(BaseModel):
         json_schema_extra=_range(0, 5),
     )
 
+    strength: float | None = Field(
+        None,
+        description="Models with masked editing (GET /v1/models: capabilities.masks): how far an edit may move "
+        "the first image, 0 (not at all) to 1 (repainted from noise; the default with a mask). Without a mask "
+        "the whole first image is edited from that starting point (image to image). The output keeps the "
+        "first image's size, rounded down to a multiple of 16.",
+        json_schema_extra={"minimum": 0, "maximum": 1},
+    )
+
     @field_validator(*WHOLE_FIELDS)
     @classmethod
     def _within_64_bits(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -141,13 +150,23 @@ class JsonImageBody(ImageFields):
     input_image_7: str | None = None
     input_image_8: str | None = None
 
+    mask: str | None = Field(
+        None,
+        description="Where to edit the first image, base64 or a data URL: a PNG the size of the first image "
+        "whose transparent pixels mark what to change (or plain black and white, white changes).",
+    )
+
 
 class FormImageBody(ImageFields):
     """The multipart body: the same fields as text, reference images as file parts."""
 
     image: list[bytes] | None = Field(None, description="Reference image file(s); also sent as image[].")
     input_image_0: bytes | None = Field(None, description="Reference files input_image_0, input_image_1, ...")
-    mask: bytes | None = Field(None, description="Refused: no served model supports masks.")
+    mask: bytes | None = Field(
+        None,
+        description="A PNG the size of the first image whose transparent pixels mark what to change (or "
+        "plain black and white, white changes). Models with capabilities.masks only.",
+    )
 
     @field_validator(*WHOLE_FIELDS, mode="before")
     @classmethod
@@ -165,6 +184,15 @@ class FormImageBody(ImageFields):
             return value
         low, high = GUIDANCE_TEXT_RANGE
         return parse_float(value, param="guidance", low=low, high=high)
+
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _strength_text(cls, value: Any) -> Any:
+        """Form text: a plain decimal such as 0.6; its range (0-1) is checked with the model."""
+        if not isinstance(value, str):
+            return value
+        low, high = GUIDANCE_TEXT_RANGE
+        return parse_float(value, param="strength", low=low, high=high)
 
 
 def _form_schema() -> dict[str, Any]:

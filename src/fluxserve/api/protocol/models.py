@@ -28,6 +28,9 @@ class ModelCapabilities(BaseModel):
     max_images: int
     safety_tolerance: bool = Field(default=False, description="Whether safety_tolerance (0-5) may be sent.")
     max_prompt_chars: int | None = Field(default=None, description="The longest prompt, where the model limits it.")
+    masks: bool = Field(
+        default=False, description="Whether the model takes mask (masked edits) and strength (image to image)."
+    )
 
 
 class ModelRuntimeInfo(BaseModel):

@@ -37,6 +37,7 @@ def capabilities_of(caps: Capabilities) -> ModelCapabilities:
         max_images=caps.max_images,
         safety_tolerance=caps.safety_tolerance,
         max_prompt_chars=caps.max_prompt_chars,
+        masks=caps.masks,
     )
 
 
