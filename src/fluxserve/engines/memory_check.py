@@ -7,9 +7,10 @@ only, never weights), so that ``fluxserve plan`` answers before anything is down
 
 At load, a model whose plan does not fit the device's free memory is refused with the plan's
 advice (:class:`~fluxserve.errors.ModelUnavailable`) instead of running out of memory on the
-first request. That is enforced on CUDA devices, and wherever ``ModelRuntime.memory_gb`` sets
-a budget; on a CPU the plan against the available RAM is only logged, as the operating
-system can swap or overcommit.
+first request. That is checked on CUDA devices, and on any device where
+``ModelRuntime.memory_gb`` sets a budget; a CPU or MPS device without a budget is not checked
+at load (the operating system swaps rather than failing; ``fluxserve plan`` still compares
+with the available RAM on request).
 """
 
 from __future__ import annotations
@@ -132,13 +133,16 @@ def plan_model(
 def check_fits(name: str, folder: Path, options: EngineOptions) -> MemoryPlan | None:
     """Before loading: refuse a model that cannot fit (see the module's docstring); return the plan."""
     runtime = options.runtime
+    torch, _ = import_diffusers()
+    device = pick_device(runtime.device, torch)
+    if not device.startswith("cuda") and runtime.memory_gb is None:
+        return None  # RAM and unified memory: the operating system swaps rather than failing
     try:
         plan = plan_model(name, runtime, options, folder=folder)
     except ModelUnavailable as error:
         log.warning("no memory plan for %s: %s", name, error)
         return None
-    enforced = plan.device.startswith("cuda") or runtime.memory_gb is not None
-    if plan.verdict == "does not fit" and enforced:
+    if plan.verdict == "does not fit":
         raise ModelUnavailable(f"not loading {plan.advice()}")
     if plan.verdict in ("does not fit", "tight"):
         log.warning("%s", plan.advice())
