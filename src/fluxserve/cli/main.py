@@ -84,6 +84,7 @@ def generate(
     compile_blocks: flags.Compile = None,
     attention: flags.Attention = None,
     prompt_cache_mb: flags.PromptCacheMb = None,
+    memory_gb: flags.MemoryGb = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
@@ -102,6 +103,7 @@ def generate(
         compile=compile_blocks,
         attention=attention,
         prompt_cache_mb=prompt_cache_mb,
+        memory_gb=memory_gb,
     )
     args = GenerateArgs(
         prompt=prompt,
@@ -154,6 +156,7 @@ def serve(
     compile_blocks: flags.Compile = None,
     attention: flags.Attention = None,
     prompt_cache_mb: flags.PromptCacheMb = None,
+    memory_gb: flags.MemoryGb = None,
 ) -> None:
     """Run the HTTP server (OpenAI Images API) until interrupted.
 
@@ -170,6 +173,7 @@ def serve(
         compile=compile_blocks,
         attention=attention,
         prompt_cache_mb=prompt_cache_mb,
+        memory_gb=memory_gb,
     )
     overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir, **runtime}
     if offline:

@@ -95,7 +95,8 @@ class DiffusersEngine:
         pipeline = self._pipeline
         if pipeline is None:
             return None
-        return describe(pipeline, self._device, self.options.runtime, self._memory_bytes)
+        caching = self._speedups is not None and self._speedups.step_cache
+        return describe(pipeline, self._device, self.options.runtime, self._memory_bytes, step_cache=caching)
 
     @property
     def provider(self) -> str:
