@@ -49,10 +49,23 @@ class Capabilities:
     max_images: int = 10
     safety_tolerance: bool = False
     """Whether the model takes a ``safety_tolerance`` (0-5): a hosted provider's moderation setting."""
+    lora_family: str | None = None
+    """The LoRA adapters the model takes (``flux.2``, ``flux.1``); None: it takes none (hosted)."""
 
     @property
     def fixed_steps(self) -> bool:
         return self.min_steps == self.max_steps
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA adapter a request applies: its name (in ``lora_dir`` or a repo id) and its scale."""
+
+    name: str
+    scale: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale}
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class GenerationRequest:
     """A hint, not a request: the format fluxserve will encode the results into (png, jpeg, webp).
     fluxserve re-encodes every image itself; an engine may use this to pick its own intermediate
     format (a hosted provider asked for JPEG only when the client wants JPEG) or ignore it."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters to apply, with scales; none: the model as loaded."""
 
 
 class Steps(IntEnum):
@@ -110,6 +125,8 @@ class ResolvedRequest:
     """The provider's moderation setting; None: the provider's default (or a model without one)."""
     output_format: str | None = None
     """The format fluxserve will encode the results into, as a hint (see :class:`GenerationRequest`)."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters applied, with scales (one at scale 0 is recorded but not loaded); none: the model as loaded."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,8 @@ class GenerationResult:
     total_seconds: float
     cost_usd: float | None = None
     """What a hosted provider charged for these images, where known."""
+    loras: tuple[LoraChoice, ...] = ()
+    """The LoRA adapters applied, with scales."""
 
     @property
     def seeds(self) -> list[int]:

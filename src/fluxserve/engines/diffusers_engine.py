@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from fluxserve.engines.adapters import LoadedAdapters
 from fluxserve.engines.base import (
     Capabilities,
     GeneratedImage,
@@ -25,6 +26,7 @@ from fluxserve.engines.base import (
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.loras import LoraCatalog, lora_family
 from fluxserve.engines.prompt_cache import EmbeddingCache, PromptEmbedder, reuse_reference_latents
 from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.runtime import EffectiveRuntime
@@ -59,6 +61,7 @@ class DiffusersEngine:
         self._pipeline: Any = None
         self._speedups: Speedups | None = None
         self._prompts: PromptEmbedder | None = None
+        self._adapters: LoadedAdapters | None = None
         self._family: Family | None = None
         self._device = "cpu"
         self._memory_bytes = 0
@@ -103,7 +106,7 @@ class DiffusersEngine:
 
     def close(self) -> None:
         with self._lock:
-            self._pipeline = self._speedups = self._prompts = None
+            self._pipeline = self._speedups = self._prompts = self._adapters = None
 
     def load(self) -> None:
         with self._lock, _LOADING:
@@ -120,6 +123,9 @@ class DiffusersEngine:
             self._speedups = self._apply_speed_options(pipeline)
             cache_bytes = int(self.options.runtime.prompt_cache_mb * 2**20)
             self._prompts = PromptEmbedder(pipeline, EmbeddingCache(cache_bytes)) if cache_bytes > 0 else None
+            self._adapters = LoadedAdapters(
+                pipeline, LoraCatalog(self.options.loras), lora_family(self._family.key), self.model
+            )
             self._pipeline, self._device = pipeline, device
         if self.options.runtime.compile:
             self._warm_up_compile()
@@ -135,6 +141,13 @@ class DiffusersEngine:
         size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
         steps = caps.default_steps if caps.fixed_steps else caps.min_steps
         self.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
+
+    @property
+    def adapters(self) -> LoadedAdapters:
+        """The LoRA adapters the loaded pipeline holds."""
+        if self._adapters is None:
+            raise EngineNotReady(f"model {self.model!r} is not loaded yet")
+        return self._adapters
 
     def quantization(self) -> dict[str, AppliedQuantization]:
         """Each component of the loaded pipeline and the quantization it holds."""
@@ -152,12 +165,14 @@ class DiffusersEngine:
         started = time.perf_counter()
         images: list[GeneratedImage] = []
         with self._lock, self._reference_latents_once(resolved):
+            encoder_changed = self.adapters.activate(resolved.loras)
             for index in range(resolved.n):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled()
                 seed = seed_for_image(resolved.seed, index)
                 image_started = time.perf_counter()
-                image = self._run(resolved, seed, self._step_callback(resolved, index, progress, cancel))
+                callback = self._step_callback(resolved, index, progress, cancel)
+                image = self._run(resolved, seed, callback, cached_prompts=not encoder_changed)
                 images.append(GeneratedImage(image, seed, time.perf_counter() - image_started))
         return GenerationResult(
             images=images,
@@ -169,6 +184,7 @@ class DiffusersEngine:
             steps=resolved.steps,
             guidance=resolved.guidance,
             total_seconds=time.perf_counter() - started,
+            loras=resolved.loras,
         )
 
     def _reference_latents_once(self, request: ResolvedRequest) -> Any:
@@ -230,10 +246,10 @@ class DiffusersEngine:
             arguments["max_sequence_length"] = family.max_sequence_length
         return arguments
 
-    def _run(self, request: ResolvedRequest, seed: int, callback: Any) -> Any:
+    def _run(self, request: ResolvedRequest, seed: int, callback: Any, *, cached_prompts: bool = True) -> Any:
         torch, _ = import_diffusers()
         arguments = self.pipeline_arguments(request, seed)
-        if self._prompts is not None:
+        if self._prompts is not None and cached_prompts:  # not while an adapter changes the text encoder
             arguments = self._prompts.replace_prompt(arguments)
         speedups = self._speedups.run(request.steps) if self._speedups is not None else contextlib.nullcontext()
         try:

@@ -20,8 +20,9 @@ class EncodedImage:
 
 
 def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]:
-    """What someone needs to reproduce one image of ``result`` alone."""
-    return {
+    """What someone needs to reproduce one image of ``result`` alone (adapters only when some were used,
+    so an image made without any carries exactly what it did before adapters existed)."""
+    parameters: dict[str, Any] = {
         "prompt": result.prompt,
         "model": result.model,
         "seed": seed,
@@ -31,6 +32,9 @@ def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]
         "height": result.height,
         "reference_images": result.reference_images,
     }
+    if result.loras:
+        parameters["loras"] = [choice.to_json() for choice in result.loras]
+    return parameters
 
 
 def encode_result(

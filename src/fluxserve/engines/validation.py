@@ -15,7 +15,8 @@ import secrets
 
 from PIL import Image
 
-from fluxserve.engines.base import Capabilities, GenerationRequest, ResolvedRequest, Steps
+from fluxserve.engines.base import Capabilities, GenerationRequest, LoraChoice, ResolvedRequest, Steps
+from fluxserve.engines.loras import check_scales
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
 from fluxserve.numbers import MAX_WHOLE, ascii_int
 from fluxserve.prompts.structured import prompt_text
@@ -217,6 +218,16 @@ def _check_references(references: list[Image.Image], caps: Capabilities) -> list
     return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
 
 
+def _check_loras(loras: tuple[LoraChoice, ...], caps: Capabilities) -> tuple[LoraChoice, ...]:
+    """Scales and duplicates here; names, files and families are the catalog's (``engines.loras``)."""
+    if not loras:
+        return ()
+    if caps.lora_family is None:
+        raise InvalidRequest(f"{caps.name} takes no LoRA adapters; omit loras", param="loras")
+    check_scales(loras)
+    return tuple(LoraChoice(choice.name, float(choice.scale)) for choice in loras)
+
+
 def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[int, int]:
     if references:
         return nearest_valid_size(*references[0].size, caps)
@@ -256,6 +267,7 @@ def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -
         n=n,
         safety_tolerance=_check_safety_tolerance(request.safety_tolerance, caps),
         output_format=request.output_format,
+        loras=_check_loras(tuple(request.loras), caps),
     )
 
 
