@@ -44,3 +44,32 @@ def make_lora(model: str, cache_dir: Path, target: Path, *, seed: int, rank: int
     target.parent.mkdir(parents=True, exist_ok=True)
     pipeline_class.save_lora_weights(target.parent, transformer_lora_layers=layers, weight_name=target.name)
     return target
+
+
+def build_lora_dir(folder: Path, cache_dir: Path) -> Path:
+    """style, ink and third (klein), flux1-style (FLUX.1), a corrupt file and a non-LoRA file."""
+    import torch
+    from safetensors.torch import save_file
+
+    make_lora("tiny-random", cache_dir, folder / "style.safetensors", seed=1)
+    make_lora("tiny-random", cache_dir, folder / "ink.safetensors", seed=2)
+    make_lora("tiny-random", cache_dir, folder / "more" / "third.safetensors", seed=3)
+    make_lora("tiny-random-flux1", cache_dir, folder / "flux1-style.safetensors", seed=4)
+    (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    save_file({"weight": torch.zeros(2, 2)}, str(folder / "not-a-lora.safetensors"))
+    # No family in its names, and a shape no tiny model has: only the engine's fit check can tell.
+    save_file(
+        {
+            "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, 48),
+            "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(32, 4),
+        },
+        str(folder / "misfit.safetensors"),
+    )
+    save_file(
+        {
+            "transformer.transformer_blocks.7.attn.to_q.lora_A.weight": torch.ones(4, 32),
+            "transformer.transformer_blocks.7.attn.to_q.lora_B.weight": torch.ones(32, 4),
+        },
+        str(folder / "deeper.safetensors"),
+    )
+    return folder

@@ -15,38 +15,6 @@ from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraCatalog, LoraOptions, detect_family
 from fluxserve.errors import InvalidRequest
 from tests.helpers import png_bytes
-from tests.lora_files import make_lora
-
-
-@pytest.fixture(scope="session")
-def lora_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """style, ink and third (klein), flux1-style (FLUX.1), a corrupt file and a non-LoRA file."""
-    import torch
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("loras")
-    make_lora("tiny-random", cache_dir, folder / "style.safetensors", seed=1)
-    make_lora("tiny-random", cache_dir, folder / "ink.safetensors", seed=2)
-    make_lora("tiny-random", cache_dir, folder / "more" / "third.safetensors", seed=3)
-    make_lora("tiny-random-flux1", cache_dir, folder / "flux1-style.safetensors", seed=4)
-    (folder / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    save_file({"weight": torch.zeros(2, 2)}, str(folder / "not-a-lora.safetensors"))
-    # No family in its names, and a shape no tiny model has: only the engine's fit check can tell.
-    save_file(
-        {
-            "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, 48),
-            "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(32, 4),
-        },
-        str(folder / "misfit.safetensors"),
-    )
-    save_file(
-        {
-            "transformer.transformer_blocks.7.attn.to_q.lora_A.weight": torch.ones(4, 32),
-            "transformer.transformer_blocks.7.attn.to_q.lora_B.weight": torch.ones(32, 4),
-        },
-        str(folder / "deeper.safetensors"),
-    )
-    return folder
 
 
 def lora_options(lora_dir: Path, **overrides: Any) -> LoraOptions:

@@ -17,7 +17,8 @@ from PIL import Image
 
 from fluxserve.api.parsing import ImageRequest, RawImage
 from fluxserve.api.protocol.images import ImageFields
-from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.engines.base import Capabilities, GenerationRequest, LoraChoice
+from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.validation import (
     MEGAPIXEL,
     check_reference_count,
@@ -172,11 +173,13 @@ def plan(
     operation: Operation,
     settings: Settings,
     streamable: bool = True,
+    loras: LoraCatalog | None = None,
 ) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
 
-    ``streamable`` is False for POST /v1/jobs: a generation that cannot stream.
+    ``streamable`` is False for POST /v1/jobs: a generation that cannot stream. ``loras`` checks
+    the adapters' names, files and families now (the engine checks them again when it runs).
     """
     fields = request.fields
     _check_unsupported(request)
@@ -203,9 +206,12 @@ def plan(
             seed=fields.seed,
             n=1 if fields.n is None else fields.n,
             safety_tolerance=fields.safety_tolerance,
+            loras=tuple(LoraChoice(lora.name, lora.scale) for lora in fields.loras or ()),
         ),
         caps,
     )
+    if loras is not None:
+        loras.check(resolved.loras, caps.lora_family, model=model)
     _check_output_budget(resolved.n * resolved.width * resolved.height, settings)
     spec = JobSpec(
         model=model,
@@ -226,6 +232,7 @@ def plan(
         user=fields.user or fields.safety_identifier,
         partial_images=partial_images,
         safety_tolerance=resolved.safety_tolerance,
+        loras=resolved.loras,
     )
     return Plan(spec, references)
 
@@ -262,7 +269,7 @@ def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
     return WebhookTarget(url, tuple(name for name in WEBHOOK_EVENTS if name in events), base_url)
 
 
-_LATER_FIELDS = ("safety_tolerance",)
+_LATER_FIELDS = ("safety_tolerance", "loras")
 """Fields added after request digests were first stored with jobs: an Idempotency-Key retry made
 across an upgrade, without them, must still match its job."""
 

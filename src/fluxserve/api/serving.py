@@ -74,7 +74,14 @@ async def accept(
     model = parsed.fields.model or jobs.default_model
     caps = jobs.capabilities(model)
     planned = await asyncio.to_thread(
-        plan, parsed, model=model, caps=caps, operation=operation, settings=settings, streamable=streamable
+        plan,
+        parsed,
+        model=model,
+        caps=caps,
+        operation=operation,
+        settings=settings,
+        streamable=streamable,
+        loras=services.loras,
     )
     webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None

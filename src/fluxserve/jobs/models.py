@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fluxserve.engines.base import Progress
+from fluxserve.engines.base import LoraChoice, Progress
 from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed
 
 
@@ -95,6 +95,8 @@ class JobSpec:
     """Streamed requests: how many partial images to send while the job runs (0-3)."""
     safety_tolerance: int | None = None
     """Hosted models with a moderation setting (BFL): the client's 0-5; None: the provider's default."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters and their scales (jobs stored before adapters existed have none)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +108,8 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSpec:
-        return cls(**{**data, "operation": Operation(data["operation"])})
+        loras = tuple(LoraChoice(item["name"], float(item["scale"])) for item in data.get("loras") or ())
+        return cls(**{**data, "operation": Operation(data["operation"]), "loras": loras})
 
 
 @dataclass(frozen=True)

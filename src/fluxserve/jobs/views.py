@@ -50,6 +50,11 @@ class JobUsage(BaseModel):
     cost_usd: float | None = Field(None, description="What a hosted provider charged, where known.")
 
 
+class JobLora(BaseModel):
+    name: str
+    scale: float
+
+
 class JobRequest(BaseModel):
     """The resolved request: every default filled in, the seed drawn."""
 
@@ -64,6 +69,7 @@ class JobRequest(BaseModel):
     output_format: str
     references: int
     safety_tolerance: int | None = Field(None, description="BFL models: the moderation setting sent, when set.")
+    loras: list[JobLora] | None = Field(None, description="The LoRA adapters applied and their scales, when any.")
 
 
 class WebhookDeliveryView(BaseModel):
@@ -128,6 +134,7 @@ def _request(spec: JobSpec) -> JobRequest:
         output_format=spec.output_format,
         references=spec.references,
         safety_tolerance=spec.safety_tolerance,
+        loras=[JobLora(name=lora.name, scale=lora.scale) for lora in spec.loras] or None,
     )
 
 

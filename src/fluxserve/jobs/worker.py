@@ -230,6 +230,7 @@ class ModelWorker:
             n=spec.n,
             safety_tolerance=spec.safety_tolerance,
             output_format=spec.output_format,
+            loras=spec.loras,
         )
 
     def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:
