@@ -29,6 +29,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A lora_dir of tiny adapters (see tests/lora_files.py), built once per session."""
+    from tests.lora_files import build_lora_dir
+
+    return build_lora_dir(tmp_path_factory.mktemp("loras"), cache_dir)
+
+
+@pytest.fixture(scope="session")
 def options(cache_dir: Path) -> EngineOptions:
     return EngineOptions(cache_dir=cache_dir, allow_download=False)
 

@@ -55,3 +55,12 @@ def default_cache_dir() -> Path:
     """Where tiny models are built: ``$XDG_CACHE_HOME/fluxserve``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fluxserve"
+
+
+# LoRA adapters: what a request may name, and how many a model keeps loaded.
+MAX_LORAS_PER_REQUEST = 3
+"""Adapters one request may combine."""
+LORA_CACHE_SIZE = 4
+"""Adapters each local model keeps loaded (least recently used first out)."""
+LORA_SCALE_RANGE = (-2.0, 2.0)
+"""The scales a request may give an adapter (0 leaves the model as without it)."""

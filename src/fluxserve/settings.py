@@ -27,6 +27,8 @@ from fluxserve.defaults import (
     CLOUDFLARE_BASE_URL,
     CLOUDFLARE_CONCURRENCY,
     DEFAULT_MODEL,
+    LORA_CACHE_SIZE,
+    MAX_LORAS_PER_REQUEST,
     PROMPT_CACHE_MB,
     PROVIDER_TIMEOUT_SECONDS,
     BflRegion,
@@ -177,6 +179,13 @@ class Settings(RuntimeFields):
     """BFL tasks in flight at once (BFL allows 24)."""
     provider_timeout_seconds: float = Field(PROVIDER_TIMEOUT_SECONDS, gt=0)
     """The longest one call to a hosted provider may take."""
+    lora_dir: Path | None = None
+    """A folder of LoRA ``.safetensors`` files, named in requests by their path inside it without
+    the suffix (``style`` or ``people/alice``); default: none (only Hugging Face repo ids, when
+    downloads are allowed or the file is in the cache)."""
+    max_loras_per_request: int = Field(MAX_LORAS_PER_REQUEST, ge=1, le=16)
+    lora_cache_size: int = Field(LORA_CACHE_SIZE, ge=1, le=64)
+    """Adapters each local model keeps loaded; the least recently used is unloaded first."""
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fluxserve.defaults import BFL_BASE_URLS
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
 
@@ -27,6 +28,16 @@ def provider_options(settings: Settings) -> ProviderOptions:
     )
 
 
+def lora_options(settings: Settings) -> LoraOptions:
+    """Where LoRA adapters come from (lora_dir, the hub when downloads are allowed) and how many."""
+    return LoraOptions(
+        directory=settings.lora_dir,
+        allow_download=settings.allow_download,
+        max_per_request=settings.max_loras_per_request,
+        cache_size=settings.lora_cache_size,
+    )
+
+
 def model_runtime(settings: Settings, model: str) -> ModelRuntime:
     """How ``model`` runs: the server-wide runtime settings, overridden by the model's own table."""
     return ModelRuntime(**settings.runtime_for(model))
@@ -38,6 +49,7 @@ def engine_options(settings: Settings, model: str) -> EngineOptions:
         cache_dir=settings.cache_dir,
         allow_download=settings.allow_download,
         runtime=model_runtime(settings, model),
+        loras=lora_options(settings),
     )
 
 

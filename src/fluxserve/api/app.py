@@ -25,9 +25,10 @@ from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
-from fluxserve.api.routes import admin, files, health, images, jobs, models, rules, usage
+from fluxserve.api.routes import admin, files, health, images, jobs, loras, models, rules, usage
 from fluxserve.db import DATABASE_FILE, Database
 from fluxserve.engines.base import Engine
+from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.service import JobParts, JobService
@@ -38,7 +39,7 @@ from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
-from fluxserve.wiring import engine_options_per_model, provider_options
+from fluxserve.wiring import engine_options_per_model, lora_options, provider_options
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -111,6 +112,7 @@ def build_services(
         clock=clock,
         decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
         started=int(time.time()),
+        loras=LoraCatalog(lora_options(settings)),
     )
 
 
@@ -154,7 +156,7 @@ def create_app(
     app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     errors.install(app)
-    for module in (images, jobs, files, models, rules, usage, admin, health):
+    for module in (images, jobs, files, models, loras, rules, usage, admin, health):
         app.include_router(module.router)
     app.include_router(studio.router)
     _document_served_models(app, list(chosen))

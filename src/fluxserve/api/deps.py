@@ -17,6 +17,7 @@ from starlette.requests import Request
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.usage import UsageReports
 from fluxserve.db import Database
+from fluxserve.engines.loras import LoraCatalog
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
@@ -42,6 +43,8 @@ class Services:
     """Requests that may decode reference images at once, server-wide (``max_concurrent_decodes``)."""
     started: int
     """When the server started (Unix seconds): the ``created`` of its model cards."""
+    loras: LoraCatalog
+    """The LoRA adapters requests may name (``lora_dir``, the hub cache)."""
 
     def start(self) -> None:
         self.jobs.start()
@@ -87,6 +90,10 @@ def _signer(request: Request) -> UrlSigner:
     return services(request).signer
 
 
+def _loras(request: Request) -> LoraCatalog:
+    return services(request).loras
+
+
 def _now(request: Request) -> float:
     return services(request).clock()
 
@@ -99,6 +106,7 @@ UsageDep = Annotated[UsageReports, Depends(_usage)]
 FilesDep = Annotated[FileStore, Depends(_files)]
 EventsDep = Annotated[EventBus, Depends(_bus)]
 SignerDep = Annotated[UrlSigner, Depends(_signer)]
+LorasDep = Annotated[LoraCatalog, Depends(_loras)]
 NowDep = Annotated[float, Depends(_now)]
 """The server clock's time when the request is handled."""
 

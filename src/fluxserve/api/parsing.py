@@ -210,11 +210,15 @@ def _validated(model: type[ImageFields], data: dict[str, Any], *, strict: bool) 
         detail = error.errors(include_url=False)[0]
         loc = [str(part) for part in detail["loc"]]
         param = loc[0] if loc else None
+        if param == "loras" and len(loc) >= 2:  # loras[0].scale, as the other checks name it
+            param = "loras[" + loc[1] + "]" + "".join("." + part for part in loc[2:])
         if detail["type"] == "extra_forbidden":
             raise InvalidRequest(f"unknown field {param!r}", param=param) from None
         if param == "prompt":  # the union's branch messages say nothing useful
             raise InvalidRequest("prompt must be text or a JSON object", param=param) from None
         where = ".".join(loc) or "body"
+        if param is not None and param.startswith("loras["):
+            where = param
         raise InvalidRequest(f"{where}: {detail['msg']}", param=param) from None
     return ImageFields.model_validate(checked.model_dump(include=set(ImageFields.model_fields)))
 

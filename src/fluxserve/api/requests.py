@@ -18,7 +18,8 @@ from PIL import Image
 
 from fluxserve.api.parsing import ImageRequest, RawImage
 from fluxserve.api.protocol.images import ImageFields
-from fluxserve.engines.base import Capabilities, GenerationRequest
+from fluxserve.engines.base import Capabilities, GenerationRequest, LoraChoice
+from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.validation import (
     MEGAPIXEL,
     check_image_to_image_size,
@@ -203,12 +204,14 @@ def plan(
     settings: Settings,
     streamable: bool = True,
     mask_models: Sequence[str] = (),
+    loras: LoraCatalog | None = None,
 ) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
 
     ``streamable`` is False for POST /v1/jobs: a generation that cannot stream. ``mask_models``: the
-    served models that take a mask, named when another model is sent one.
+    served models that take a mask, named when another model is sent one. ``loras`` checks the
+    adapters' names, files and families now (the engine checks them again when it runs).
     """
     fields = request.fields
     _check_unsupported(request)
@@ -240,9 +243,12 @@ def plan(
             seed=fields.seed,
             n=1 if fields.n is None else fields.n,
             safety_tolerance=fields.safety_tolerance,
+            loras=tuple(LoraChoice(lora.name, lora.scale) for lora in fields.loras or ()),
         ),
         caps,
     )
+    if loras is not None:
+        loras.check(resolved.loras, caps.lora_family, model=model)
     _check_output_budget(resolved.n * resolved.width * resolved.height, settings)
     spec = JobSpec(
         model=model,
@@ -265,6 +271,7 @@ def plan(
         safety_tolerance=resolved.safety_tolerance,
         mask=mask is not None,
         strength=strength,
+        loras=resolved.loras,
     )
     return Plan(spec, references, mask)
 
@@ -308,7 +315,7 @@ def webhook_target(fields: ImageFields, base_url: str) -> WebhookTarget | None:
     return WebhookTarget(url, tuple(name for name in WEBHOOK_EVENTS if name in events), base_url)
 
 
-_LATER_FIELDS = ("safety_tolerance", "strength")
+_LATER_FIELDS = ("safety_tolerance", "strength", "loras")
 """Fields added after request digests were first stored with jobs: an Idempotency-Key retry made
 across an upgrade, without them, must still match its job."""
 

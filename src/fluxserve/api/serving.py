@@ -89,6 +89,7 @@ async def accept(
         settings=settings,
         streamable=streamable,
         mask_models=jobs.mask_models(),
+        loras=services.loras,
     )
     webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None

@@ -12,10 +12,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fluxserve.engines.base import Engine, GenerationRequest
+from fluxserve.engines.base import Engine, GenerationRequest, LoraChoice
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.outputs import EncodedImage, encode_result
 from fluxserve.engines.registry import create_engine
 from fluxserve.engines.runtime import ModelRuntime
@@ -45,6 +46,19 @@ class GenerateArgs:
     runtime: ModelRuntime
     cache_dir: Path
     allow_download: bool
+    loras: tuple[LoraChoice, ...] = ()
+    lora_dir: Path | None = None
+
+
+def parse_lora_flag(text: str) -> LoraChoice:
+    """``NAME`` or ``NAME:SCALE`` (a repo id's ``org/name:file.safetensors`` keeps its colon)."""
+    name, sep, scale = text.rpartition(":")
+    if sep:
+        try:
+            return LoraChoice(name, float(scale))
+        except ValueError:
+            pass
+    return LoraChoice(text, 1.0)
 
 
 def _read_prompt(args: GenerateArgs) -> str:
@@ -116,6 +130,7 @@ def _build_request(args: GenerateArgs) -> GenerationRequest:
         guidance=args.guidance,
         seed=args.seed,
         n=args.n,
+        loras=args.loras,
     )
 
 
@@ -128,6 +143,7 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
         cache_dir=args.cache_dir,
         allow_download=args.allow_download,
         runtime=args.runtime,
+        loras=LoraOptions(directory=args.lora_dir, allow_download=args.allow_download),
     )
     # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
     engine = create_engine(args.model, options, provider_options(load_settings()))

@@ -10,8 +10,9 @@ import typer
 
 from fluxserve import __version__
 from fluxserve.cli import runtime_flags as flags
-from fluxserve.cli.generate import GenerateArgs, run_generate
+from fluxserve.cli.generate import GenerateArgs, parse_lora_flag, run_generate
 from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, revoke_key
+from fluxserve.cli.loras import print_loras
 from fluxserve.cli.models import print_models, print_served
 from fluxserve.cli.plan import PlanArgs, run_plan
 from fluxserve.cli.serve import run_server
@@ -90,6 +91,18 @@ def generate(
         typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
     ] = None,
     offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            help="A LoRA adapter in --lora-dir (or a Hugging Face repo id), with an optional scale: "
+            "NAME or NAME:SCALE. Repeat to combine.",
+            metavar="NAME[:SCALE]",
+        ),
+    ] = None,
+    lora_dir: Annotated[
+        Path | None, typer.Option(envvar="FLUXSERVE_LORA_DIR", help="A folder of LoRA .safetensors files.")
+    ] = None,
 ) -> None:
     """Generate images from a text or JSON prompt and optional reference images."""
     runtime = flags.model_runtime(
@@ -121,6 +134,8 @@ def generate(
         runtime=runtime,
         cache_dir=cache_dir or default_cache_dir(),
         allow_download=not offline,
+        loras=tuple(parse_lora_flag(text) for text in lora or []),
+        lora_dir=lora_dir,
     )
     run_generate(args)
 
@@ -312,6 +327,15 @@ def plan(
         cache_dir=cache_dir or default_cache_dir(),
     )
     run_plan(args)
+
+
+@app.command("loras")
+def loras_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="The server's TOML settings.", metavar="FILE")] = None,
+) -> None:
+    """List the LoRA adapters in the server's lora_dir, with the model family each is for."""
+    print_loras(load_settings(config_file=config), as_json=as_json)
 
 
 def _fail(message: str, code: int) -> int:

@@ -51,10 +51,23 @@ class Capabilities:
     """Whether the model takes a ``safety_tolerance`` (0-5): a hosted provider's moderation setting."""
     masks: bool = False
     """Whether the model edits inside a mask (inpainting) and takes ``strength`` (image-to-image)."""
+    lora_family: str | None = None
+    """The LoRA adapters the model takes (``flux.2``, ``flux.1``); None: it takes none (hosted)."""
 
     @property
     def fixed_steps(self) -> bool:
         return self.min_steps == self.max_steps
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA adapter a request applies: its name (in ``lora_dir`` or a repo id) and its scale."""
+
+    name: str
+    scale: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale}
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class GenerationRequest:
     strength: float | None = None
     """0-1: how far the first reference may move (1: repainted from noise; 0: not at all). With
     ``mask`` the default is 1; without, a strength makes an image-to-image edit of the whole image."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters to apply, with scales; none: the model as loaded."""
 
 
 class Steps(IntEnum):
@@ -123,6 +138,8 @@ class ResolvedRequest:
     strength: float | None = None
     """Set for an image-to-image edit (masked or whole): the first reference, at ``width`` x ``height``,
     is the starting point. None: references only condition the generation."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters applied, with scales (one at scale 0 is recorded but not loaded); none: the model as loaded."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,8 @@ class GenerationResult:
     """Whether a mask limited where the first reference changed."""
     strength: float | None = None
     """The strength of an image-to-image edit; None for any other request."""
+    loras: tuple[LoraChoice, ...] = ()
+    """The LoRA adapters applied, with scales."""
 
     @property
     def seeds(self) -> list[int]:

@@ -26,8 +26,12 @@ class Family:
         return replace(self.limits, name=model_name)
 
 
-_FLUX2 = Capabilities(name="", family="", max_megapixels=4.0, max_side=4096, reference_max_megapixels=1.0)
-_FLUX1 = Capabilities(name="", family="", max_megapixels=2.0, max_side=2048, max_reference_images=0)
+_FLUX2 = Capabilities(
+    name="", family="", max_megapixels=4.0, max_side=4096, reference_max_megapixels=1.0, lora_family="flux.2"
+)
+_FLUX1 = Capabilities(
+    name="", family="", max_megapixels=2.0, max_side=2048, max_reference_images=0, lora_family="flux.1"
+)
 
 FAMILIES: dict[str, Family] = {
     f.key: f

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from fluxserve.engines.adapters import LoadedAdapters
 from fluxserve.engines.base import (
     Capabilities,
     GeneratedImage,
@@ -32,6 +33,7 @@ from fluxserve.engines.base import (
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.loras import LoraCatalog, lora_family
 from fluxserve.engines.memory_check import check_fits
 from fluxserve.engines.prompt_cache import EmbeddingCache, PromptEmbedder, reuse_reference_latents
 from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
@@ -66,6 +68,7 @@ class DiffusersEngine:
         """The inpainting pipeline over ``_pipeline``'s modules, built at the first masked edit."""
         self._speedups: Speedups | None = None
         self._prompts: PromptEmbedder | None = None
+        self._adapters: LoadedAdapters | None = None
         self._family: Family | None = None
         self._device = "cpu"
         self._memory_bytes = 0
@@ -111,7 +114,7 @@ class DiffusersEngine:
 
     def close(self) -> None:
         with self._lock:
-            self._pipeline = self._image_to_image = self._speedups = self._prompts = None
+            self._pipeline = self._image_to_image = self._speedups = self._prompts = self._adapters = None
 
     def load(self) -> None:
         with self._lock, _LOADING:
@@ -129,6 +132,9 @@ class DiffusersEngine:
             self._speedups = self._apply_speed_options(pipeline)
             cache_bytes = int(self.options.runtime.prompt_cache_mb * 2**20)
             self._prompts = PromptEmbedder(pipeline, EmbeddingCache(cache_bytes)) if cache_bytes > 0 else None
+            self._adapters = LoadedAdapters(
+                pipeline, LoraCatalog(self.options.loras), lora_family(self._family.key), self.model
+            )
             self._pipeline, self._device = pipeline, device
         if self.options.runtime.compile:
             self._warm_up_compile()
@@ -144,6 +150,13 @@ class DiffusersEngine:
         size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
         steps = caps.default_steps if caps.fixed_steps else caps.min_steps
         self.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
+
+    @property
+    def adapters(self) -> LoadedAdapters:
+        """The LoRA adapters the loaded pipeline holds."""
+        if self._adapters is None:
+            raise EngineNotReady(f"model {self.model!r} is not loaded yet")
+        return self._adapters
 
     def quantization(self) -> dict[str, AppliedQuantization]:
         """Each component of the loaded pipeline and the quantization it holds."""
@@ -161,12 +174,14 @@ class DiffusersEngine:
         started = time.perf_counter()
         images: list[GeneratedImage] = []
         with self._lock, self._reference_latents_once(resolved):
+            encoder_changed = self.adapters.activate(resolved.loras)
             for index in range(resolved.n):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled()
                 seed = seed_for_image(resolved.seed, index)
                 image_started = time.perf_counter()
-                image = self._run(resolved, seed, self._step_callback(resolved, index, progress, cancel))
+                callback = self._step_callback(resolved, index, progress, cancel)
+                image = self._run(resolved, seed, callback, cached_prompts=not encoder_changed)
                 images.append(GeneratedImage(image, seed, time.perf_counter() - image_started))
         return GenerationResult(
             images=images,
@@ -180,6 +195,7 @@ class DiffusersEngine:
             total_seconds=time.perf_counter() - started,
             mask=resolved.mask is not None,
             strength=resolved.strength,
+            loras=resolved.loras,
         )
 
     def _reference_latents_once(self, request: ResolvedRequest) -> Any:
@@ -264,19 +280,20 @@ class DiffusersEngine:
             self._image_to_image = pipeline
         return self._image_to_image
 
-    def _run(self, request: ResolvedRequest, seed: int, callback: Any) -> Any:
+    def _run(self, request: ResolvedRequest, seed: int, callback: Any, *, cached_prompts: bool = True) -> Any:
         if request.strength is not None:
             first = request.references[0]
             if request.strength == 0:  # nothing may move: no step runs
                 return first.copy()
-            generated = self._call(self.image_to_image_pipeline(), request, seed, callback)
+            pipeline = self.image_to_image_pipeline()
+            generated = self._call(pipeline, request, seed, callback, cached_prompts=cached_prompts)
             return generated if request.mask is None else keep_unmasked(generated, first, request.mask)
-        return self._call(self._pipeline, request, seed, callback)
+        return self._call(self._pipeline, request, seed, callback, cached_prompts=cached_prompts)
 
-    def _call(self, pipeline: Any, request: ResolvedRequest, seed: int, callback: Any) -> Any:
+    def _call(self, pipeline: Any, request: ResolvedRequest, seed: int, callback: Any, *, cached_prompts: bool) -> Any:
         torch, _ = import_diffusers()
         arguments = self.pipeline_arguments(request, seed)
-        if self._prompts is not None:
+        if self._prompts is not None and cached_prompts:  # not while an adapter changes the text encoder
             arguments = self._prompts.replace_prompt(arguments)
         steps = denoising_steps(request.steps, request.strength)
         speedups = self._speedups.run(steps) if self._speedups is not None else contextlib.nullcontext()

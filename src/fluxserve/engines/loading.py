@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from fluxserve.engines.catalog import MODELS, SUPPORTED_PIPELINES, ModelSpec
+from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.quantize import (
     DeviceFacts,
     check_quantization,
@@ -34,6 +35,8 @@ class EngineOptions:
     cache_dir: Path
     allow_download: bool = True
     runtime: ModelRuntime = field(default_factory=ModelRuntime)
+    loras: LoraOptions = field(default_factory=LoraOptions)
+    """Where LoRA adapters come from, and how many the model keeps loaded."""
 
 
 def import_diffusers() -> tuple[ModuleType, ModuleType]:

@@ -21,6 +21,8 @@ class EncodedImage:
 
 def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]:
     """What someone needs to reproduce one image of ``result`` alone (with its images and mask)."""
+    """What someone needs to reproduce one image of ``result`` alone (adapters only when some were used,
+    so an image made without any carries exactly what it did before adapters existed)."""
     parameters: dict[str, Any] = {
         "prompt": result.prompt,
         "model": result.model,
@@ -34,6 +36,8 @@ def generation_parameters(result: GenerationResult, seed: int) -> dict[str, Any]
     if result.strength is not None:  # an image-to-image edit
         parameters["strength"] = result.strength
         parameters["mask"] = result.mask
+    if result.loras:
+        parameters["loras"] = [choice.to_json() for choice in result.loras]
     return parameters
 
 

@@ -15,7 +15,8 @@ import secrets
 
 from PIL import Image
 
-from fluxserve.engines.base import Capabilities, GenerationRequest, ResolvedRequest, Steps
+from fluxserve.engines.base import Capabilities, GenerationRequest, LoraChoice, ResolvedRequest, Steps
+from fluxserve.engines.loras import check_scales
 from fluxserve.errors import InvalidImage, InvalidPrompt, InvalidRequest
 from fluxserve.imaging.masks import mask_from_image, scale_mask
 from fluxserve.numbers import MAX_WHOLE, ascii_int
@@ -275,6 +276,16 @@ def _mask_at(mask: Image.Image, first: Image.Image, size: tuple[int, int]) -> Im
     return scale_mask(mask_from_image(mask), size)
 
 
+def _check_loras(loras: tuple[LoraChoice, ...], caps: Capabilities) -> tuple[LoraChoice, ...]:
+    """Scales and duplicates here; names, files and families are the catalog's (``engines.loras``)."""
+    if not loras:
+        return ()
+    if caps.lora_family is None:
+        raise InvalidRequest(f"{caps.name} takes no LoRA adapters; omit loras", param="loras")
+    check_scales(loras)
+    return tuple(LoraChoice(choice.name, float(choice.scale)) for choice in loras)
+
+
 def _default_size(references: list[Image.Image], caps: Capabilities) -> tuple[int, int]:
     if references:
         return nearest_valid_size(*references[0].size, caps)
@@ -326,6 +337,7 @@ def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -
         output_format=request.output_format,
         mask=mask,
         strength=strength,
+        loras=_check_loras(tuple(request.loras), caps),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fluxserve.engines.base import Progress
+from fluxserve.engines.base import LoraChoice, Progress
 from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed
 
 
@@ -99,6 +99,8 @@ class JobSpec:
     """Whether a mask (stored with the references) limits where the first reference changes."""
     strength: float | None = None
     """An image-to-image edit's strength (0-1); None: references only condition the generation."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters and their scales (jobs stored before adapters existed have none)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +112,8 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSpec:
-        return cls(**{**data, "operation": Operation(data["operation"])})
+        loras = tuple(LoraChoice(item["name"], float(item["scale"])) for item in data.get("loras") or ())
+        return cls(**{**data, "operation": Operation(data["operation"]), "loras": loras})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ class JobUsage(BaseModel):
     cost_usd: float | None = Field(None, description="What a hosted provider charged, where known.")
 
 
+class JobLora(BaseModel):
+    name: str
+    scale: float
+
+
 class JobRequest(BaseModel):
     """The resolved request: every default filled in, the seed drawn."""
 
@@ -66,6 +71,7 @@ class JobRequest(BaseModel):
     safety_tolerance: int | None = Field(None, description="BFL models: the moderation setting sent, when set.")
     mask: bool = Field(False, description="Whether a mask limited where the first image changed.")
     strength: float | None = Field(None, description="An image-to-image edit's strength (0-1), when it was one.")
+    loras: list[JobLora] | None = Field(None, description="The LoRA adapters applied and their scales, when any.")
 
 
 class WebhookDeliveryView(BaseModel):
@@ -132,6 +138,7 @@ def _request(spec: JobSpec) -> JobRequest:
         safety_tolerance=spec.safety_tolerance,
         mask=spec.mask,
         strength=spec.strength,
+        loras=[JobLora(name=lora.name, scale=lora.scale) for lora in spec.loras] or None,
     )
 
 

@@ -232,6 +232,7 @@ class ModelWorker:
             output_format=spec.output_format,
             mask=self._files.read_mask(job.id) if spec.mask else None,
             strength=spec.strength,
+            loras=spec.loras,
         )
 
     def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fluxserve.errors import InvalidRequest
+from fluxserve.jsonvalues import load_json
 from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 
 QUALITY = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
@@ -30,6 +31,19 @@ GUIDANCE_TEXT_RANGE = (-1e6, 1e6)
 
 def _side() -> dict[str, Any]:
     return {"minimum": 64, "maximum": 4096, "multipleOf": 16}
+
+
+class LoraField(BaseModel):
+    """One LoRA adapter a request applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        max_length=300,
+        description="An adapter in the server's lora_dir (GET /v1/loras), or a Hugging Face repo id "
+        "(org/name, or org/name:weights.safetensors) when the server has it or may download it.",
+    )
+    scale: float = Field(1.0, description="How strongly it applies, -2 to 2; 0 leaves the model as without it.")
 
 
 class ImageFields(BaseModel):
@@ -125,6 +139,11 @@ class ImageFields(BaseModel):
         "first image's size, rounded down to a multiple of 16.",
         json_schema_extra={"minimum": 0, "maximum": 1},
     )
+    loras: list[LoraField] | None = Field(
+        None,
+        description="LoRA adapters to apply, with scales (at most max_loras_per_request, 3 by default). "
+        'In a multipart form: a JSON string such as [{"name": "style", "scale": 0.8}].',
+    )
 
     @field_validator(*WHOLE_FIELDS)
     @classmethod
@@ -175,6 +194,20 @@ class FormImageBody(ImageFields):
         if not isinstance(value, str):
             return value
         return parse_int(value, param=info.field_name or "body", low=0, high=MAX_WHOLE)
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _loras_text(cls, value: Any) -> Any:
+        """Form text: the JSON list, as in a JSON body."""
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = load_json(value, what="loras", root="loras")
+        except InvalidRequest as error:
+            raise InvalidRequest(str(error), param="loras") from None
+        if not isinstance(parsed, list):
+            raise InvalidRequest('loras must be a JSON list such as [{"name": "style", "scale": 0.8}]', param="loras")
+        return parsed
 
     @field_validator("guidance", mode="before")
     @classmethod
