@@ -109,6 +109,10 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM webhook_deliveries WHERE job_id = OLD.id;
     END;
     """,
+    # The LoRA adapters a key may use: a JSON list of names; NULL (every key made before) is all of them.
+    """
+    ALTER TABLE api_keys ADD COLUMN loras TEXT;
+    """,
 )
 
 

@@ -13,7 +13,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
     ├── NotFound                  no such job or file (or not the caller's)
     ├── AuthenticationFailed      no API key, or one that is wrong, revoked or expired
-    ├── PermissionDenied          a key without the scope; a signed URL that is wrong or expired
+    ├── PermissionDenied          a key without the scope or the adapter; a signed URL that is wrong or expired
     ├── Conflict                  the request contradicts the job's state or an earlier request
     │   ├── JobFinished           cancel of a job that has already finished
     │   └── IdempotencyKeyReused  the same Idempotency-Key with a different request
@@ -81,6 +81,8 @@ class ErrorCode(StrEnum):
     EXPIRED_API_KEY = "expired_api_key"
     PERMISSION_DENIED = "permission_denied"
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    ADAPTER_NOT_ALLOWED = "adapter_not_allowed"
+    """A LoRA adapter the calling key may not use."""
     INVALID_SIGNATURE = "invalid_signature"
     URL_EXPIRED = "url_expired"
     # The job's state.
@@ -148,6 +150,7 @@ ERROR_STATUSES: Mapping[ErrorCode, ErrorStatus] = MappingProxyType(
         **_each(400, _T.INVALID_REQUEST, _C.MODERATION_BLOCKED),  # the provider refused this prompt or input
         **_each(401, _T.AUTHENTICATION, _C.MISSING_API_KEY, _C.INVALID_API_KEY, _C.REVOKED_API_KEY, _C.EXPIRED_API_KEY),
         **_each(403, _T.PERMISSION, _C.PERMISSION_DENIED, _C.INSUFFICIENT_SCOPE, _C.INVALID_SIGNATURE, _C.URL_EXPIRED),
+        **_each(403, _T.PERMISSION, _C.ADAPTER_NOT_ALLOWED),
         **_each(404, _T.INVALID_REQUEST, _C.NOT_FOUND, _C.MODEL_NOT_FOUND),
         **_each(405, _T.INVALID_REQUEST, _C.METHOD_NOT_ALLOWED),
         **_each(408, _T.INVALID_REQUEST, _C.REQUEST_TIMEOUT),
@@ -221,9 +224,14 @@ class AuthenticationFailed(FluxserveError):
 
 
 class PermissionDenied(FluxserveError):
-    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.PERMISSION_DENIED) -> None:
+    """``param`` names the field whose value the caller may not use, if one does."""
+
+    def __init__(
+        self, message: str, *, code: ErrorCode = ErrorCode.PERMISSION_DENIED, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.param = param
 
 
 class Conflict(FluxserveError):

@@ -14,11 +14,13 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fluxserve.errors import InvalidRequest
+from fluxserve.engines.loras import MAX_NAME_CHARS
+from fluxserve.errors import ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.numbers import check_limit
 
 KEY_PREFIX = "fsk_"
@@ -28,6 +30,9 @@ _ALPHABET = string.ascii_letters + string.digits
 MAX_RATE = 1_000_000
 """The largest rpm or concurrency a key may have (omit the limit for none)."""
 MAX_QUOTA_MEGAPIXELS = 1e12
+MAX_KEY_LORAS = 100
+"""The most adapter names one key's allow-list may hold."""
+MAX_LORA_NAME_CHARS = MAX_NAME_CHARS
 KEY_FORMAT = re.compile(r"fsk_[A-Za-z0-9]{48}")
 
 
@@ -57,9 +62,13 @@ class KeyLimits:
     quota_megapixels: float | None = None
     """Input plus output megapixels (1024 x 1024 pixels) per period."""
     quota_period: Period | None = None
+    loras: tuple[str, ...] | None = None
+    """The LoRA adapters (names exactly as requests send them) this key may use; None: every one."""
 
     def __post_init__(self) -> None:
         """Every way of making limits ends here: no limit is 0, negative, fractional, nan or infinite."""
+        if self.loras is not None:
+            check_lora_names(self.loras)
         for param, value in (("rpm", self.rpm), ("concurrency", self.concurrency)):
             whole = isinstance(value, int) and not isinstance(value, bool)
             if value is not None and not (whole and 1 <= value <= MAX_RATE):
@@ -68,6 +77,38 @@ class KeyLimits:
                     param=param,
                 )
         check_limit(self.quota_megapixels, param="quota_megapixels", high=MAX_QUOTA_MEGAPIXELS)
+
+
+def check_lora_names(names: object) -> None:
+    """An allow-list of adapter names: at most :data:`MAX_KEY_LORAS` distinct, non-empty names of
+    at most :data:`MAX_LORA_NAME_CHARS` characters, no spaces at their ends and no control characters."""
+    if not isinstance(names, tuple) or len(names) > MAX_KEY_LORAS:
+        raise InvalidRequest(f"loras must be a list of at most {MAX_KEY_LORAS} adapter names", param="loras")
+    for index, name in enumerate(names):
+        printable = isinstance(name, str) and name.isprintable() and name == name.strip()
+        if not printable or not 1 <= len(name) <= MAX_LORA_NAME_CHARS:
+            raise InvalidRequest(
+                f"loras[{index}] must be an adapter name of 1-{MAX_LORA_NAME_CHARS} printable characters "
+                f"without spaces at its ends (as GET /v1/loras lists them), not {name!r}",
+                param=f"loras[{index}]",
+            )
+        if name in names[:index]:
+            raise InvalidRequest(f"loras names {name!r} twice", param=f"loras[{index}]")
+
+
+def check_adapters_allowed(names: Iterable[str], allowed: tuple[str, ...] | None) -> None:
+    """:class:`PermissionDenied` naming the first of ``names`` a key limited to ``allowed`` may not use."""
+    if allowed is None:
+        return
+    for index, name in enumerate(names):
+        if name not in allowed:
+            shown = ", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")
+            may = f"it may use {shown}" if allowed else "it may use none"
+            raise PermissionDenied(
+                f"this API key may not use the LoRA adapter {name!r}; {may} (GET /v1/loras lists them)",
+                code=ErrorCode.ADAPTER_NOT_ALLOWED,
+                param=f"loras[{index}].name",
+            )
 
 
 @dataclass(frozen=True)
@@ -102,6 +143,7 @@ class ApiKey:
             "concurrency": limits.concurrency,
             "quota_megapixels": limits.quota_megapixels,
             "quota_period": None if limits.quota_period is None else limits.quota_period.value,
+            "loras": None if limits.loras is None else list(limits.loras),
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
@@ -119,6 +161,11 @@ class Caller:
     def owner(self) -> str | None:
         """The id that jobs made by this caller are filed under (None: no key)."""
         return None if self.key is None else self.key.id
+
+    @property
+    def allowed_loras(self) -> tuple[str, ...] | None:
+        """The adapters this caller may use; None: every one (no key, or a key without a list)."""
+        return None if self.key is None else self.key.limits.loras
 
     def allows(self, needed: Scope) -> bool:
         # Without keys the server is open on purpose (loopback, or --no-auth): nothing to guard.

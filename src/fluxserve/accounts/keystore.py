@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -72,7 +73,13 @@ def _limits(row: sqlite3.Row) -> KeyLimits:
         concurrency=row["concurrency"],
         quota_megapixels=quota,
         quota_period=None if period is None else Period(period),
+        loras=_lora_names(row["loras"]),
     )
+
+
+def _lora_names(stored: str | None) -> tuple[str, ...] | None:
+    """A key's stored allow-list (a JSON list); NULL, as every key made before the lists has, is every adapter."""
+    return None if stored is None else tuple(json.loads(stored))
 
 
 def _key(row: sqlite3.Row) -> ApiKey:
@@ -110,7 +117,7 @@ class KeyStore:
         key = ApiKey(new_key_id(), prefix_of(secret), name, scope, now, limits, expires_at)
         self._store.execute(
             "INSERT INTO api_keys (id, prefix, hash, name, scope, rpm, concurrency, quota_megapixels, quota_period, "
-            "expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "loras, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.id,
                 key.prefix,
@@ -121,6 +128,7 @@ class KeyStore:
                 limits.concurrency,
                 limits.quota_megapixels,
                 None if limits.quota_period is None else limits.quota_period.value,
+                None if limits.loras is None else json.dumps(list(limits.loras)),
                 expires_at,
                 now,
             ),

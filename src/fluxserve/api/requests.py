@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from fluxserve.accounts.keys import check_adapters_allowed
 from fluxserve.api.parsing import ImageRequest, RawImage
 from fluxserve.api.protocol.images import ImageFields
 from fluxserve.engines.base import Capabilities, GenerationRequest, LoraChoice
@@ -205,13 +206,16 @@ def plan(
     streamable: bool = True,
     mask_models: Sequence[str] = (),
     loras: LoraCatalog | None = None,
+    allowed_loras: tuple[str, ...] | None = None,
 ) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
 
     ``streamable`` is False for POST /v1/jobs: a generation that cannot stream. ``mask_models``: the
     served models that take a mask, named when another model is sent one. ``loras`` checks the
-    adapters' names, files and families now (the engine checks them again when it runs).
+    adapters' names, files and families now (the engine checks them again when it runs);
+    ``allowed_loras`` are the adapters the caller's key may use (None: every one), checked first:
+    one outside it is :class:`PermissionDenied` before any adapter file is read.
     """
     fields = request.fields
     _check_unsupported(request)
@@ -247,8 +251,9 @@ def plan(
         ),
         caps,
     )
+    check_adapters_allowed((choice.name for choice in resolved.loras), allowed_loras)
     if loras is not None:
-        loras.check(resolved.loras, caps.lora_family, model=model)
+        loras.check(resolved.loras, caps.lora_family, model=model, allowed=allowed_loras)
     _check_output_budget(resolved.n * resolved.width * resolved.height, settings)
     spec = JobSpec(
         model=model,

@@ -72,7 +72,7 @@ async def accept(
     """Parse, check and queue ``caller``'s images request (``streamable``: False for POST /v1/jobs).
 
     Everything that can refuse the request from its fields and its images' headers (count, sizes,
-    megapixels, the key's rate, concurrency and quota, the queue) is checked before any pixel is
+    megapixels, the key's adapters, rate, concurrency and quota, the queue) is checked before any pixel is
     decoded; a request that gets that far counts toward the key's rate.
     """
     settings, jobs = services.settings, services.jobs
@@ -90,6 +90,7 @@ async def accept(
         streamable=streamable,
         mask_models=jobs.mask_models(),
         loras=services.loras,
+        allowed_loras=caller.allowed_loras,
     )
     webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None

@@ -34,6 +34,8 @@ class NewKeyArgs:
     per: str | None
     concurrency: int | None
     expires: str | None
+    loras: tuple[str, ...] | None = None
+    """--lora names: the only adapters the key may use (None: every one)."""
 
 
 @contextlib.contextmanager
@@ -57,7 +59,13 @@ def create_key(data_dir: Path, args: NewKeyArgs) -> None:
     if (args.quota_mp is None) != (args.per is None):
         raise InvalidRequest("--quota-mp and --per go together, e.g. --quota-mp 500 --per day", param="--per")
     period = None if args.per is None else Period(_choice(args.per, Period, "--per"))
-    limits = KeyLimits(rpm=args.rpm, concurrency=args.concurrency, quota_megapixels=args.quota_mp, quota_period=period)
+    limits = KeyLimits(
+        rpm=args.rpm,
+        concurrency=args.concurrency,
+        quota_megapixels=args.quota_mp,
+        quota_period=period,
+        loras=args.loras,
+    )
     expires_at = None if args.expires is None else parse_expiry(args.expires, time.time())
     with open_keys(data_dir) as (keys, _):
         key, secret = keys.create(args.name, scope, limits, expires_at)
@@ -80,6 +88,8 @@ def _limits(key: ApiKey) -> str:
         parts.append(f"{limits.concurrency} at once")
     if limits.quota_megapixels is not None and limits.quota_period is not None:
         parts.append(f"{limits.quota_megapixels:g} MP/{limits.quota_period.value}")
+    if limits.loras is not None:
+        parts.append("LoRAs: " + (", ".join(limits.loras) or "none"))
     return ", ".join(parts) or "none"
 
 

@@ -227,11 +227,17 @@ def keys_create(
     expires: Annotated[
         str | None, typer.Option(help="A date (2027-01-31, midnight UTC), an ISO date-time, or 30d / 12h.")
     ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora", help="Limit the key to this LoRA adapter (repeat for more; default: all).", metavar="NAME"
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
-    args = NewKeyArgs(name, scope, rpm, quota_mp, per, concurrency, expires)
+    args = NewKeyArgs(name, scope, rpm, quota_mp, per, concurrency, expires, None if lora is None else tuple(lora))
     create_key(_data_dir(data_dir, config), args)
 
 

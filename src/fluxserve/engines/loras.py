@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -180,22 +180,26 @@ class LoraCatalog:
         self.options = options
         self._headers: dict[tuple[str, int, int], LoraFile] = {}
 
-    def available(self) -> list[LoraFile]:
-        """Every readable adapter in ``lora_dir``, by name (files that are not LoRAs are left out)."""
+    def available(self, allowed: Collection[str] | None = None) -> list[LoraFile]:
+        """Every readable adapter in ``lora_dir``, by name (files that are not LoRAs are left out);
+        only those named in ``allowed`` when it is given (a caller's allow-list: no other file is read)."""
         directory = self.options.directory
         if directory is None or not directory.is_dir():
             return []
         found = []
         for path in sorted(directory.rglob(f"*{SUFFIX}")):
             name = path.relative_to(directory).as_posix().removesuffix(SUFFIX)
+            if allowed is not None and name not in allowed:
+                continue
             try:
                 found.append(self._local(name, "loras"))
             except InvalidRequest:
                 continue
         return found
 
-    def resolve(self, name: str, param: str) -> LoraFile:
-        """The file ``name`` means, checked, or :class:`InvalidRequest` naming ``param``."""
+    def resolve(self, name: str, param: str, allowed: Collection[str] | None = None) -> LoraFile:
+        """The file ``name`` means, checked, or :class:`InvalidRequest` naming ``param`` (whose
+        list of what exists names only adapters in ``allowed``, when given)."""
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
             raise InvalidRequest(f"a LoRA name is text of 1-{MAX_NAME_CHARS} characters", param=param)
         try:
@@ -207,7 +211,7 @@ class LoraCatalog:
                 return self._checked(self._hub_path(name, hub.group(1), hub.group(2) or HUB_DEFAULT_WEIGHTS), name)
         except InvalidRequest as error:
             raise InvalidRequest(str(error), param=param) from None
-        raise InvalidRequest(f"unknown LoRA {name!r}; {self._what_exists()}", param=param)
+        raise InvalidRequest(f"unknown LoRA {name!r}; {self._what_exists(allowed)}", param=param)
 
     def check(
         self,
@@ -215,9 +219,12 @@ class LoraCatalog:
         family: str | None,
         *,
         model: str,
-        allowed: Iterable[str] | None = None,
+        allowed: Collection[str] | None = None,
     ) -> list[LoraFile]:
-        """Check a request's adapters for a model of ``family`` (its Capabilities.lora_family)."""
+        """Check a request's adapters for a model of ``family`` (its Capabilities.lora_family).
+
+        ``allowed``: the names the caller may use (its key's allow-list, which the caller checks
+        first); an unknown name's message then lists only those."""
         if not choices:
             return []
         if family is None:
@@ -231,7 +238,7 @@ class LoraCatalog:
         files = []
         for index, choice in enumerate(choices):
             param = f"loras[{index}].name"
-            found = self.resolve(choice.name, param)
+            found = self.resolve(choice.name, param, allowed)
             if found.family is not None and found.family != family:
                 raise InvalidRequest(
                     f"LoRA {choice.name!r} is a {found.family.upper()} adapter; {model} is a {family.upper()} model",
@@ -282,8 +289,8 @@ class LoraCatalog:
                 f"the server's operator can fetch it with `hf download {repo_id} {filename}`"
             ) from None
 
-    def _what_exists(self) -> str:
-        names = [found.name for found in self.available()]
+    def _what_exists(self, allowed: Collection[str] | None) -> str:
+        names = [found.name for found in self.available(allowed)]
         if names:
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             return f"available: {shown} (GET /v1/loras)"

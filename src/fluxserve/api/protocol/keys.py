@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fluxserve.accounts.keys import MAX_QUOTA_MEGAPIXELS, MAX_RATE
+from fluxserve.accounts.keys import MAX_KEY_LORAS, MAX_LORA_NAME_CHARS, MAX_QUOTA_MEGAPIXELS, MAX_RATE
+
+LoraName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LORA_NAME_CHARS)]
 
 
 class KeyView(BaseModel):
@@ -20,6 +22,9 @@ class KeyView(BaseModel):
     concurrency: int | None = Field(description="Jobs queued or running at once (null: no limit).")
     quota_megapixels: float | None = Field(description="Input plus output megapixels per quota_period.")
     quota_period: Literal["day", "month"] | None
+    loras: list[str] | None = Field(
+        description="The LoRA adapters this key may name in requests' loras (null: every one; [] none)."
+    )
     created_at: float
     expires_at: float | None
     revoked_at: float | None
@@ -46,4 +51,9 @@ class NewKey(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=MAX_RATE)
     quota_megapixels: float | None = Field(None, gt=0, le=MAX_QUOTA_MEGAPIXELS, allow_inf_nan=False)
     quota_period: Literal["day", "month"] | None = None
+    loras: list[LoraName] | None = Field(
+        None,
+        max_length=MAX_KEY_LORAS,
+        description="Limit the key to these LoRA adapters, named as requests name them (omit or null: every one).",
+    )
     expires: str | None = Field(None, description="A date (2027-01-31, midnight UTC), an ISO date-time, or 30d / 12h.")

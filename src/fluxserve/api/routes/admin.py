@@ -36,6 +36,7 @@ async def create_key(body: NewKey, keys: KeysDep, now: NowDep) -> dict[str, Any]
         concurrency=body.concurrency,
         quota_megapixels=body.quota_megapixels,
         quota_period=None if body.quota_period is None else Period(body.quota_period),
+        loras=None if body.loras is None else tuple(body.loras),
     )
     expires_at = None if body.expires is None else parse_expiry(body.expires, now)
     key, secret = await asyncio.to_thread(keys.create, body.name, Scope(body.scope), limits, expires_at)
