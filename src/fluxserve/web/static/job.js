@@ -62,6 +62,13 @@ async function generate(event) {
   saveSettings(body, { locked: $("seed-lock").checked });
   const files = state.refs.files;
   const payload = files.length ? asForm(body, files) : body;
+  if (files.length && state.mask?.painted()) {  // a masked edit keeps image 1's size: no width/height
+    payload.delete("width");
+    payload.delete("height");
+    payload.append("mask", await state.mask.blob(), "mask.png");
+    const strength = state.mask.strength();
+    if (strength !== null) payload.append("strength", String(strength));
+  }
   const abort = new AbortController();
   state.job = { id: null, abort, body, references: files.length };
   setBusy(true);
