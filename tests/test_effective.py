@@ -38,28 +38,31 @@ def test_the_runtime_is_known_once_loaded_with_the_memory_measured(cache_dir: Pa
     assert resident_bytes(engine._pipeline, "cuda") == 0  # nothing of it lives on another device
 
 
-def test_options_asked_for_but_not_applied_are_not_reported(cache_dir: Path) -> None:
-    engine = _engine(cache_dir, step_cache="first-block", compile=True)
+def test_the_step_cache_is_reported_where_the_engine_runs_one(cache_dir: Path) -> None:
+    engine = _engine(cache_dir, step_cache="taylorseer")
     engine.load()
     runtime = engine.runtime
     assert runtime is not None
-    assert (runtime.step_cache, runtime.compile) == ("none", False)
+    assert runtime.step_cache == "taylorseer"
+    without = _engine(cache_dir, step_cache="none")
+    without.load()
+    plain = without.runtime
+    assert plain is not None
+    assert plain.step_cache == "none"
 
 
 # torch.compile's first import loads torch.jit helpers that warn about their own deprecation.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_a_step_cache_compiled_blocks_and_an_attention_backend_are_read_from_the_transformer(cache_dir: Path) -> None:
-    from diffusers import FirstBlockCacheConfig
-
-    engine = _engine(cache_dir, step_cache="first-block", compile=True, attention="native")
+def test_compiled_blocks_and_the_attention_backend_are_read_from_the_transformer(cache_dir: Path) -> None:
+    engine = _engine(cache_dir, attention="native")
     engine.load()
-    transformer = engine._pipeline.transformer
-    transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
-    transformer.compile_repeated_blocks()  # compiles lazily, on the first call
-    transformer.set_attention_backend("native")
-    runtime = engine.runtime
-    assert runtime is not None
-    assert (runtime.step_cache, runtime.compile, runtime.attention) == ("first-block", True, "native")
+    before = engine.runtime
+    assert before is not None
+    assert (before.compile, before.attention) == (False, "native")
+    engine._pipeline.transformer.compile_repeated_blocks()  # compiles lazily, on the first call: none here
+    after = engine.runtime
+    assert after is not None
+    assert after.compile is True
 
 
 def test_torchao_int8_weights_are_reported_and_counted_as_stored(cache_dir: Path) -> None:

@@ -65,6 +65,9 @@ class RuntimeFields(BaseModel):
     attention: str | None = None
     """A diffusers attention backend (native, flash, sage...); default: the library's."""
     prompt_cache_mb: float = Field(PROMPT_CACHE_MB, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    """The device memory (GiB) the memory plan checks a model against at load; default: the device's
+    free memory on CUDA, no check elsewhere."""
 
     @field_validator("device", "gguf_file", "attention")
     @classmethod

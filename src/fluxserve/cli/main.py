@@ -13,6 +13,7 @@ from fluxserve.cli import runtime_flags as flags
 from fluxserve.cli.generate import GenerateArgs, run_generate
 from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, revoke_key
 from fluxserve.cli.models import print_models, print_served
+from fluxserve.cli.plan import PlanArgs, run_plan
 from fluxserve.cli.serve import run_server
 from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
 from fluxserve.errors import FluxserveError, InvalidRequest
@@ -83,6 +84,7 @@ def generate(
     compile_blocks: flags.Compile = None,
     attention: flags.Attention = None,
     prompt_cache_mb: flags.PromptCacheMb = None,
+    memory_gb: flags.MemoryGb = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
@@ -101,6 +103,7 @@ def generate(
         compile=compile_blocks,
         attention=attention,
         prompt_cache_mb=prompt_cache_mb,
+        memory_gb=memory_gb,
     )
     args = GenerateArgs(
         prompt=prompt,
@@ -153,6 +156,7 @@ def serve(
     compile_blocks: flags.Compile = None,
     attention: flags.Attention = None,
     prompt_cache_mb: flags.PromptCacheMb = None,
+    memory_gb: flags.MemoryGb = None,
 ) -> None:
     """Run the HTTP server (OpenAI Images API) until interrupted.
 
@@ -169,6 +173,7 @@ def serve(
         compile=compile_blocks,
         attention=attention,
         prompt_cache_mb=prompt_cache_mb,
+        memory_gb=memory_gb,
     )
     overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir, **runtime}
     if offline:
@@ -262,6 +267,51 @@ def models(
         print_served(load_settings(config_file=config), as_json=as_json)
     else:
         print_models(as_json=as_json)
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Short name, Hugging Face repo id, or local folder.")
+    ] = DEFAULT_MODEL,
+    quantize_transformer: Annotated[
+        str, typer.Option(help="none, bnb-8bit, bnb-4bit, torchao-int8, torchao-fp8 or gguf.")
+    ] = "none",
+    quantize_text_encoder: Annotated[
+        str, typer.Option(help="none, bnb-8bit, bnb-4bit, torchao-int8 or torchao-fp8.")
+    ] = "none",
+    gguf_file: Annotated[
+        str | None, typer.Option(help="With --quantize-transformer gguf: the .gguf file (its size is used).")
+    ] = None,
+    offload: Annotated[str, typer.Option(help="none, model or sequential: CPU offload for small GPUs.")] = "none",
+    device: Annotated[str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: best available).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
+    memory_gb: Annotated[
+        float | None,
+        typer.Option("--memory-gb", help="Plan for a GPU with this much memory (GiB) instead of this machine's."),
+    ] = None,
+    size: Annotated[str, typer.Option("--size", help="The image size to plan for.", metavar="WxH")] = "1024x1024",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="FLUXSERVE_CACHE_DIR", help="Where tiny models are built. [default: ~/.cache/fluxserve]"),
+    ] = None,
+) -> None:
+    """Estimate a model's peak memory for one image, and which quantization and offload would fit."""
+    args = PlanArgs(
+        model=model,
+        quantize_transformer=quantize_transformer,
+        quantize_text_encoder=quantize_text_encoder,
+        gguf_file=gguf_file,
+        offload=offload,
+        device=device,
+        dtype=dtype,
+        memory_gb=memory_gb,
+        size=size,
+        as_json=as_json,
+        cache_dir=cache_dir or default_cache_dir(),
+    )
+    run_plan(args)
 
 
 def _fail(message: str, code: int) -> int:

@@ -89,6 +89,7 @@ _RUNTIME_COLUMNS = {
     "compile": "compile",
     "attention": "attention",
     "prompt_cache_mb": "prompt cache MiB",
+    "memory_gb": "memory budget GiB",
 }
 
 

@@ -62,6 +62,12 @@ Attention = Annotated[
 PromptCacheMb = Annotated[
     float | None, typer.Option("--prompt-cache-mb", help="MiB of prompt embeddings kept for reuse (0: off).")
 ]
+MemoryGb = Annotated[
+    float | None,
+    typer.Option(
+        "--memory-gb", help="Device memory (GiB) the load-time memory plan checks against (default: CUDA's free)."
+    ),
+]
 
 
 def _flag(field: str) -> str:

@@ -32,6 +32,7 @@ from fluxserve.engines.base import (
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
 from fluxserve.engines.loading import EngineOptions, import_diffusers, load_pipeline, locate_model
+from fluxserve.engines.memory_check import check_fits
 from fluxserve.engines.prompt_cache import EmbeddingCache, PromptEmbedder, reuse_reference_latents
 from fluxserve.engines.quantize import AppliedQuantization, applied_quantization
 from fluxserve.engines.runtime import EffectiveRuntime
@@ -94,7 +95,8 @@ class DiffusersEngine:
         pipeline = self._pipeline
         if pipeline is None:
             return None
-        return describe(pipeline, self._device, self.options.runtime, self._memory_bytes)
+        caching = self._speedups is not None and self._speedups.step_cache
+        return describe(pipeline, self._device, self.options.runtime, self._memory_bytes, step_cache=caching)
 
     @property
     def provider(self) -> str:
@@ -116,6 +118,7 @@ class DiffusersEngine:
             if self._pipeline is not None:
                 return
             location = locate_model(self.model, self.options)
+            check_fits(self.model, location.path, self.options)
             pipeline, device = load_pipeline(location, self.options)
             self._family = family_of_pipeline(
                 type(pipeline).__name__,

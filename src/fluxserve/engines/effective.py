@@ -14,8 +14,11 @@ from fluxserve.engines.quantize import quantization_of, text_encoder_name
 from fluxserve.engines.runtime import EffectiveRuntime, ModelRuntime
 
 
-def describe(pipeline: Any, device: str, runtime: ModelRuntime, memory_bytes: int) -> EffectiveRuntime:
-    """The runtime of ``pipeline`` loaded onto ``device`` as ``runtime`` asked."""
+def describe(
+    pipeline: Any, device: str, runtime: ModelRuntime, memory_bytes: int, *, step_cache: bool
+) -> EffectiveRuntime:
+    """The runtime of ``pipeline`` loaded onto ``device`` as ``runtime`` asked. ``step_cache``: the
+    engine sets the cache up on the transformer for each call (:class:`~fluxserve.engines.speed.Speedups`)."""
     transformer = pipeline.transformer
     return EffectiveRuntime(
         device=device,
@@ -23,7 +26,7 @@ def describe(pipeline: Any, device: str, runtime: ModelRuntime, memory_bytes: in
         offload=runtime.offload,
         quantize_transformer=quantization_of(transformer),
         quantize_text_encoder=quantization_of(getattr(pipeline, text_encoder_name(pipeline), None)),
-        step_cache=runtime.step_cache if getattr(transformer, "is_cache_enabled", False) else "none",
+        step_cache=runtime.step_cache if step_cache else "none",
         compile=any(getattr(m, "_compiled_call_impl", None) is not None for m in transformer.modules()),
         attention=attention_backend(transformer),
         prompt_cache_mb=runtime.prompt_cache_mb,

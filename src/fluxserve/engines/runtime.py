@@ -12,6 +12,7 @@ Each served model has its own :class:`ModelRuntime`; the server-wide settings gi
 - ``attention``: a diffusers attention backend name (``native``, ``flash``, ``sage``...);
   ``None`` keeps the library's default.
 - ``prompt_cache_mb``: bytes of prompt embeddings kept for reuse (0 turns the cache off).
+- ``memory_gb``: the memory budget the load-time memory plan checks against.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ModelRuntime:
     compile: bool = False
     attention: str | None = None
     prompt_cache_mb: float = PROMPT_CACHE_MB
+    memory_gb: float | None = None
+    """Device memory (GiB) the model may use; ``None``: the device's free memory at load (see memory_check)."""
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,11 @@ class Speedups:
         self._cache_steps: int | None = None
         self._needs_context = type(pipeline).__name__ in _NO_CACHE_CONTEXT
 
+    @property
+    def step_cache(self) -> bool:
+        """Whether each call runs with a step cache on the transformer."""
+        return self._cache_config is not None
+
     @contextlib.contextmanager
     def run(self, steps: int) -> Iterator[None]:
         """Around one pipeline call of ``steps`` steps: a fresh cache state, in a cache context."""
