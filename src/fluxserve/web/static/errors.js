@@ -16,6 +16,8 @@ const FIELDS = {
   n: { error: "n-error", controls: ["n"] },
   format: { error: "format-error", controls: ["output-format"] },
   refs: { error: "refs-error", controls: ["refs-drop"] },
+  mask: { error: "mask-error", controls: ["mask-canvas"] },
+  strength: { error: "mask-error", controls: ["strength"] },
 };
 
 /** The studio field an API error's `param` names, or null. */

@@ -87,6 +87,7 @@ function applyModel({ keepSettings = false } = {}) {
   $("n-info").textContent = `1-${caps.max_images}.`;
 
   state.refs.setLimit(caps.max_reference_images || 0);
+  state.mask?.update();
   renderPresets();
   const width = Number($("width").value);
   const height = Number($("height").value);

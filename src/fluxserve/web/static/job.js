@@ -2,7 +2,7 @@
 
 import { ApiError, jobs, watchJob } from "./api.js";
 import { $ } from "./dom.js";
-import { clearErrors, showError } from "./errors.js";
+import { clearErrors, showError, showFieldError } from "./errors.js";
 import { asForm, buildBody, seedInfo } from "./form.js";
 import { addToHistory } from "./history.js";
 import { showResults } from "./results.js";
@@ -62,6 +62,20 @@ async function generate(event) {
   saveSettings(body, { locked: $("seed-lock").checked });
   const files = state.refs.files;
   const payload = files.length ? asForm(body, files) : body;
+  if (files.length && state.mask?.painted()) { // a masked edit keeps image 1's size: no width/height
+    let strength;
+    try {
+      strength = state.mask.strength();
+    } catch (error) {
+      showFieldError("strength", error.message);
+      $("strength").focus();
+      return;
+    }
+    payload.delete("width");
+    payload.delete("height");
+    payload.append("mask", await state.mask.blob(), "mask.png");
+    if (strength !== null) payload.append("strength", String(strength));
+  }
   const abort = new AbortController();
   state.job = { id: null, abort, body, references: files.length };
   setBusy(true);

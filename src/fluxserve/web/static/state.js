@@ -7,6 +7,7 @@ export const state = {
   caps: null, // the chosen model's capabilities
   sizes: null, // its sizes (sizes.js)
   refs: null, // the reference images (refs.js)
+  mask: null, // the mask painted over reference image 1 (mask.js)
   jsonMode: false,
   buffers: { text: "", json: "" },
   job: null, // {id, abort, body, references}

@@ -12,6 +12,7 @@ import { loadHistory, setupHistory } from "./history.js";
 import { setupJob } from "./job.js";
 import { setupKey } from "./key.js";
 import { setupPrompt } from "./prompt.js";
+import { MaskPainter } from "./mask.js";
 import { References } from "./refs.js";
 import { state } from "./state.js";
 
@@ -23,8 +24,9 @@ async function reload() {
 async function main() {
   state.refs = new References({
     list: $("refs"), input: $("refs-input"), drop: $("refs-drop"), error: $("refs-error"),
-    limitLabel: $("refs-limit"), hint: $("refs-formats"),
+    limitLabel: $("refs-limit"), hint: $("refs-formats"), onChange: () => state.mask?.update(),
   });
+  state.mask = new MaskPainter();
   setupKey(reload);
   setupPrompt();
   setupForm();

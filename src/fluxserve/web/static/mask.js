@@ -1,0 +1,137 @@
+// The mask painter: paint over reference image 1 where it may change (brush, eraser, size, clear).
+// The mask sent is OpenAI's form: a PNG the size of image 1, opaque where it is kept and
+// transparent where it was painted. Shown for models whose capabilities have masks.
+//
+// The canvas holds the mask at image 1's own pixel size and is laid exactly over the image (the
+// stage shrinks to the image, see studio.css), so a pointer position maps to an image pixel by the
+// ratio of the canvas's pixel size to its size on screen.
+
+import { $ } from "./dom.js";
+import { state } from "./state.js";
+
+const PAINT = "rgba(60, 190, 255, 1)";
+
+export class MaskPainter {
+  constructor() {
+    this.field = $("mask-field");
+    this.image = $("mask-image");
+    this.canvas = $("mask-canvas");
+    this.context = this.canvas.getContext("2d", { willReadFrequently: true });
+    this.url = null;
+    this.last = null; // the previous point of the stroke in progress, in canvas pixels; null when none
+    this.canvas.width = 0;
+    this.canvas.height = 0;
+    this.canvas.addEventListener("pointerdown", (event) => this.start(event));
+    this.canvas.addEventListener("pointermove", (event) => this.stroke(event));
+    for (const end of ["pointerup", "pointercancel", "lostpointercapture"]) {
+      this.canvas.addEventListener(end, () => { this.last = null; });
+    }
+    $("mask-clear").addEventListener("click", () => this.clear());
+  }
+
+  /** Follow the model and reference image 1: shown only when both allow a mask. */
+  update() {
+    const first = state.refs?.items[0];
+    const usable = Boolean(state.caps?.masks && first);
+    this.field.hidden = !usable;
+    if (!usable || this.url === first.url) return;
+    this.url = first.url;
+    this.canvas.width = 0; // nothing to paint on until the new image 1 is loaded
+    this.canvas.height = 0;
+    this.image.onload = () => {
+      if (this.image.src !== this.url) return; // a later image 1 replaced this one
+      this.canvas.width = this.image.naturalWidth;
+      this.canvas.height = this.image.naturalHeight;
+      this.clear();
+    };
+    this.image.src = first.url;
+  }
+
+  clear() {
+    this.last = null;
+    this.context.clearRect(0, 0, this.canvas.width, this.canvas.height);
+  }
+
+  /** Canvas pixels per screen pixel, or null while the canvas is not laid out (hidden, not loaded). */
+  scale() {
+    const box = this.canvas.getBoundingClientRect();
+    return box.width > 0 && box.height > 0 && this.canvas.width > 0 ? [box, this.canvas.width / box.width, this.canvas.height / box.height] : null;
+  }
+
+  point(event) {
+    const [box, sx, sy] = this.scale();
+    return [(event.clientX - box.left) * sx, (event.clientY - box.top) * sy];
+  }
+
+  start(event) {
+    if (event.button !== 0 || !this.scale()) return;
+    event.preventDefault(); // no text selection or image drag while painting
+    try {
+      this.canvas.setPointerCapture(event.pointerId); // keep the stroke when the pointer leaves the canvas
+    } catch {
+      // a pointer that is no longer active: the stroke still paints while over the canvas
+    }
+    this.last = this.point(event);
+    this.paint(this.last, this.last);
+  }
+
+  stroke(event) {
+    if (this.last === null || !this.scale()) return;
+    const next = this.point(event);
+    this.paint(this.last, next);
+    this.last = next;
+  }
+
+  /** A round-ended line from `from` to `to` (a dot when they are the same), painted or erased. */
+  paint(from, to) {
+    const context = this.context;
+    const eraser = document.querySelector("input[name=mask-tool]:checked")?.value === "eraser";
+    const width = Math.max(1, Number($("mask-size").value) || 1) * this.scale()[1];
+    context.globalCompositeOperation = eraser ? "destination-out" : "source-over";
+    context.strokeStyle = PAINT;
+    context.fillStyle = PAINT;
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    context.lineWidth = width;
+    context.beginPath();
+    if (from[0] === to[0] && from[1] === to[1]) {
+      context.arc(from[0], from[1], width / 2, 0, 2 * Math.PI);
+      context.fill();
+    } else {
+      context.moveTo(...from);
+      context.lineTo(...to);
+      context.stroke();
+    }
+    context.globalCompositeOperation = "source-over";
+  }
+
+  /** Whether a mask is to be sent: the field is in use and something is painted. */
+  painted() {
+    if (this.field.hidden || !this.canvas.width) return false;
+    const { data } = this.context.getImageData(0, 0, this.canvas.width, this.canvas.height);
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
+    return false;
+  }
+
+  /** The mask as a PNG blob the size of image 1: opaque black, transparent where painted. */
+  async blob() {
+    const out = document.createElement("canvas");
+    out.width = this.canvas.width;
+    out.height = this.canvas.height;
+    const context = out.getContext("2d");
+    context.fillStyle = "#000";
+    context.fillRect(0, 0, out.width, out.height);
+    context.globalCompositeOperation = "destination-out";
+    context.drawImage(this.canvas, 0, 0);
+    return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+  }
+
+  /** The strength typed in (0-1), null when left empty; throws a message when it is out of range. */
+  strength() {
+    const text = $("strength").value.trim();
+    if (text === "") return null;
+    const value = Number(text);
+    if (!(value >= 0 && value <= 1)) throw new Error("Strength is a number from 0 to 1.");
+    return value;
+  }
+}
