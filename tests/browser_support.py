@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Playwright, Route
+from playwright.sync_api import Browser, Page, Playwright, Route, expect
+
+from tests.helpers import TEST_TIMEOUT
 
 CHROMIUM = "/usr/bin/chromium"
 # As root in a sandbox: no sandbox, no GPU, and none of Chromium's own calls to Google's hosts.
@@ -28,6 +30,10 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 _LOOPBACK = re.compile(r"(https?://(127\.0\.0\.1|localhost)(:\d+)?/|data:|blob:|about:)")
+
+# Every expect(...) waits as long as the rest of the suite may (Playwright's own default is 5 s,
+# which a loaded machine outruns): one configurable timeout, FLUXSERVE_TEST_TIMEOUT.
+expect.set_options(timeout=TEST_TIMEOUT * 1000)
 
 
 def launch(playwright: Playwright) -> Browser:
