@@ -139,7 +139,7 @@ def test_klein_4b_fits_a_24_gb_card_as_is(capsys: pytest.CaptureFixture[str]) ->
 
 def test_plan_rejects_a_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "flux.2-dev", "--offload", "sometimes"]) == 2
-    assert "--offload must be one of" in capsys.readouterr().err
+    assert "--offload must be none, model or sequential" in capsys.readouterr().err
 
 
 def test_a_model_over_its_budget_is_refused_at_load(cache_dir: Path) -> None:
@@ -154,3 +154,18 @@ def test_a_model_within_its_budget_loads(cache_dir: Path) -> None:
     engine = DiffusersEngine("tiny-random", options)
     engine.load()
     assert engine.family.key == "flux.2-klein"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--quantize-transformer", "gguf"], "--quantize-transformer gguf needs --gguf-file"),
+        (["--memory-gb", "-1"], "--memory-gb: Input should be greater than 0"),
+        (["--quantize-text-encoder", "gguf"], "--quantize-text-encoder must be none, bnb-8bit"),
+    ],
+)
+def test_plan_checks_its_flags_as_generate_does(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--model", "flux.2-dev", *flags]) == 2
+    assert message in capsys.readouterr().err

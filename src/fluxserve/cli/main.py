@@ -295,18 +295,12 @@ def plan(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Short name, Hugging Face repo id, or local folder.")
     ] = DEFAULT_MODEL,
-    quantize_transformer: Annotated[
-        str, typer.Option(help="none, bnb-8bit, bnb-4bit, torchao-int8, torchao-fp8 or gguf.")
-    ] = "none",
-    quantize_text_encoder: Annotated[
-        str, typer.Option(help="none, bnb-8bit, bnb-4bit, torchao-int8 or torchao-fp8.")
-    ] = "none",
-    gguf_file: Annotated[
-        str | None, typer.Option(help="With --quantize-transformer gguf: the .gguf file (its size is used).")
-    ] = None,
-    offload: Annotated[str, typer.Option(help="none, model or sequential: CPU offload for small GPUs.")] = "none",
-    device: Annotated[str | None, typer.Option(help="cuda, cuda:1, mps or cpu (default: best available).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
+    quantize_transformer: flags.QuantizeTransformer = None,
+    quantize_text_encoder: flags.QuantizeTextEncoder = None,
+    gguf_file: flags.GgufFile = None,
+    offload: flags.Offload = None,
+    device: flags.Device = None,
+    dtype: flags.Dtype = None,
     memory_gb: Annotated[
         float | None,
         typer.Option("--memory-gb", help="Plan for a GPU with this much memory (GiB) instead of this machine's."),
@@ -321,13 +315,15 @@ def plan(
     """Estimate a model's peak memory for one image, and which quantization and offload would fit."""
     args = PlanArgs(
         model=model,
-        quantize_transformer=quantize_transformer,
-        quantize_text_encoder=quantize_text_encoder,
-        gguf_file=gguf_file,
-        offload=offload,
-        device=device,
-        dtype=dtype,
-        memory_gb=memory_gb,
+        runtime=flags.model_runtime(
+            quantize_transformer=quantize_transformer,
+            quantize_text_encoder=quantize_text_encoder,
+            gguf_file=gguf_file,
+            offload=offload,
+            device=device,
+            dtype=dtype,
+            memory_gb=memory_gb,
+        ),
         size=size,
         as_json=as_json,
         cache_dir=cache_dir or default_cache_dir(),
