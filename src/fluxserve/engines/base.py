@@ -103,6 +103,13 @@ class GenerationRequest:
     """LoRA adapters to apply, with scales; none: the model as loaded."""
 
 
+def warm_up_request(caps: Capabilities) -> GenerationRequest:
+    """The smallest honest job for a model: about 256x256 at its fewest steps, a fixed seed."""
+    size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
+    steps = caps.default_steps if caps.fixed_steps else caps.min_steps
+    return GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0)
+
+
 class Steps(IntEnum):
     PROVIDER_CHOOSES = 0
     """A hosted model that picks its own number of steps: none are sent, and usage counts none.

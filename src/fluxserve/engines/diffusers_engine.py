@@ -29,6 +29,7 @@ from fluxserve.engines.base import (
     Progress,
     ProgressCallback,
     ResolvedRequest,
+    warm_up_request,
 )
 from fluxserve.engines.catalog import Family, family_of_pipeline
 from fluxserve.engines.effective import describe, resident_bytes
@@ -146,10 +147,7 @@ class DiffusersEngine:
 
     def _warm_up_compile(self) -> None:
         """Compile the transformer's blocks now (the first call compiles), so readiness waits for it."""
-        caps = self.capabilities
-        size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
-        steps = caps.default_steps if caps.fixed_steps else caps.min_steps
-        self.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
+        self.generate(warm_up_request(self.capabilities))
 
     @property
     def adapters(self) -> LoadedAdapters:

@@ -17,7 +17,14 @@ from dataclasses import replace
 
 from PIL import Image
 
-from fluxserve.engines.base import Engine, GenerationRequest, GenerationResult, Progress, ProgressCallback
+from fluxserve.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    Progress,
+    ProgressCallback,
+    warm_up_request,
+)
 from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled
@@ -154,10 +161,7 @@ class ModelWorker:
             self._process(job_id)
 
     def _warm_up(self) -> None:
-        caps = self.engine.capabilities
-        size = max(caps.min_side, 256 // caps.size_multiple * caps.size_multiple)
-        steps = caps.default_steps if caps.fixed_steps else caps.min_steps
-        self.engine.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
+        self.engine.generate(warm_up_request(self.engine.capabilities))
 
     def _next(self) -> str | None:
         with self._wakeup:
