@@ -100,7 +100,7 @@ def make_sender(tmp_path: Path, store: JobStore) -> Iterator[Callable[..., Webho
 
 def succeeded_job(store: JobStore, url: str, events: tuple[str, ...] = ("started", "completed")) -> Job:
     job = store.create(new_job_id(), SPEC, webhook=WebhookTarget(url, events, "http://fluxserve.test"))
-    assert store.mark_running(job.id)
+    assert store.claim(SPEC.model, "test-worker", time.time() + 60) is not None
     assert store.mark_succeeded(job.id, [OutputImage(0, 7, 123)], Usage(0.0, 0.004, 2, 1))
     finished = store.get(job.id)
     assert finished is not None

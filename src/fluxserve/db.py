@@ -113,6 +113,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE api_keys ADD COLUMN loras TEXT;
     """,
+    # Workers claim queued jobs and hold them on a lease they renew; a cancel may come from any process.
+    """
+    ALTER TABLE jobs ADD COLUMN worker TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_queue ON jobs (model, status, created_at);
+    CREATE INDEX jobs_by_lease ON jobs (lease_until) WHERE status = 'running';
+    """,
 )
 
 

@@ -135,6 +135,11 @@ class Settings(RuntimeFields):
     """Finished jobs and their images are deleted this long after they finish."""
     cleanup_interval_seconds: float = Field(600, gt=0)
     """How often the retention clean-up runs."""
+    lease_seconds: float = Field(30, gt=0)
+    """A worker holds a running job for this long and renews the hold while it works; a job whose
+    worker died goes back to the queue once its lease runs out."""
+    queue_poll_seconds: float = Field(1, gt=0)
+    """How often an idle worker looks in the store for jobs another process queued."""
     preview_every: int = Field(0, ge=0)
     """A preview image in the progress event every this many steps (0: none)."""
     sse_keepalive_seconds: float = Field(15, gt=0)

@@ -99,6 +99,7 @@ class JobService:
         self._admission = threading.Lock()
         self._stopping = threading.Event()
         self._janitor = threading.Thread(target=self._clean_up_periodically, name="retention", daemon=True)
+        self._lease_watch = threading.Thread(target=self._requeue_periodically, name="leases", daemon=True)
         self._encoder = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self.workers = {
             name: ModelWorker(
@@ -110,6 +111,8 @@ class JobService:
                 encoder=self._encoder,
                 warmup=settings.warmup and not engine.remote,  # a remote warm-up would be billed
                 preview_every=settings.preview_every,
+                lease_seconds=settings.lease_seconds,
+                poll_seconds=settings.queue_poll_seconds,
             )
             for name, engine in engines.items()
         }
@@ -119,29 +122,21 @@ class JobService:
         return next(iter(self.workers))
 
     def start(self) -> None:
-        """Queue again every job a previous process accepted but did not finish, then start.
-
-        A hosted job that had started is not sent again: the provider may have done (and billed)
-        the work already, so it fails and says so.
+        """Start the workers over the store's queue. Where this process owns the store, every job a
+        previous process left running goes back to the queue first; elsewhere such a job waits for
+        its lease to run out. A hosted job that had started is not sent again: the provider may have
+        done (and billed) the work already, so its worker fails it and says so.
         """
-        for job in self.store.requeue_unfinished():
-            worker = self.workers.get(job.spec.model)
-            if worker is None:
-                self._fail_at_start(job, ErrorCode.MODEL_NOT_FOUND, f"model {job.spec.model} is no longer served")
-            elif worker.engine.remote and job.attempts > 0:
-                self._fail_at_start(
-                    job,
-                    ErrorCode.INTERRUPTED,
-                    f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
-                    "since the provider may already have billed it: submit it again if you still want it",
-                )
-            else:
-                worker.enqueue(job.id)
+        if self.store.exclusive:
+            for job in self.store.requeue_unfinished():
+                if job.spec.model not in self.workers:
+                    self._fail_at_start(job, ErrorCode.MODEL_NOT_FOUND, f"model {job.spec.model} is no longer served")
         for worker in self.workers.values():
             worker.start()
         if self.webhooks is not None:
             self.webhooks.start()
         self._janitor.start()
+        self._lease_watch.start()
 
     def _fail_at_start(self, job: Job, error_type: ErrorCode, message: str) -> None:
         self.store.mark_failed(job.id, error_type, message)
@@ -154,8 +149,9 @@ class JobService:
         self._encoder.shutdown(wait=True)
         if self.webhooks is not None:
             self.webhooks.stop()
-        if self._janitor.is_alive():
-            self._janitor.join()
+        for thread in (self._janitor, self._lease_watch):
+            if thread.is_alive():
+                thread.join()
 
     def _notify_webhooks(self, event: JobEvent) -> None:
         if self.webhooks is not None and event.job is not None and event.type in WEBHOOK_EVENTS:
@@ -249,7 +245,7 @@ class JobService:
                 job = self.store.create(
                     job_id, spec, webhook=webhook, idempotency=idempotency, owner=caller.owner, charged_at=now
                 )
-                worker.enqueue(job_id)
+                worker.wake()
                 if caller.key is not None:
                     if not rate_counted:
                         self.admission.record(caller.key, now)
@@ -274,8 +270,7 @@ class JobService:
         return job
 
     def position(self, job: Job) -> int | None:
-        worker = self.workers.get(job.spec.model)
-        return None if worker is None else worker.position(job.id)
+        return self.store.position(job.id)
 
     def progress(self, job_id: str) -> Progress | None:
         event = self.bus.latest(job_id, JobEventType.PROGRESS)
@@ -334,9 +329,10 @@ class JobService:
         job = self.owned(job_id, owner)
         if job.status.finished:
             raise JobFinished(f"job {job_id} has already {job.status.value}; there is nothing to cancel")
-        worker = self.workers.get(job.spec.model)
-        if not self.cancel_if_queued(job_id) and worker is not None:
-            worker.cancel(job_id)
+        if not self.cancel_if_queued(job_id) and self.store.request_cancel(job_id):
+            worker = self.workers.get(job.spec.model)
+            if worker is not None:  # this process may hold it: stop it now, not at the next lease renewal
+                worker.cancel(job_id)
         return self.get(job_id)
 
     def delete(self, job_id: str, owner: str | None) -> None:
@@ -369,6 +365,24 @@ class JobService:
                 self.clean_up()
             except Exception:
                 log.exception("retention clean-up failed; it will run again")
+
+    def requeue_expired(self, now: float | None = None) -> int:
+        """Put the jobs whose worker stopped renewing their lease (it died) back in the queue."""
+        jobs = self.store.requeue_expired(time.time() if now is None else now)
+        for job in jobs:
+            log.warning("job %s: its worker stopped renewing its lease; it goes back to the queue", job.id)
+            if (worker := self.workers.get(job.spec.model)) is not None:
+                worker.wake()
+            if self.bus.watched(job.id):
+                self.bus.publish(JobEvent(job.id, JobEventType.QUEUED, job=job, position=self.position(job)))
+        return len(jobs)
+
+    def _requeue_periodically(self) -> None:
+        while not self._stopping.wait(self.settings.lease_seconds / 2):
+            try:
+                self.requeue_expired()
+            except Exception:
+                log.exception("could not look for jobs with expired leases; will look again")
 
     def cancel_if_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; a running or finished job is left to finish."""

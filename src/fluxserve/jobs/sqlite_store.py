@@ -27,6 +27,9 @@ log = logging.getLogger("fluxserve.jobs")
 
 
 class SqliteJobStore:
+    exclusive = True
+    """One server process owns the SQLite file: at its start, no other process can hold a job."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -149,21 +152,95 @@ class SqliteJobStore:
         )
         return removed == 1
 
-    def mark_running(self, job_id: str) -> bool:
-        """Queued to running; False when the job is no longer queued (canceled meanwhile)."""
-        return (
-            self._db.execute(
-                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE id = ? AND status = ?",
-                (JobStatus.RUNNING, time.time(), job_id, JobStatus.QUEUED),
-            )
-            == 1
-        )
+    def claim(self, model: str, worker: str, lease_until: float) -> Job | None:
+        """Take ``model``'s oldest queued job for ``worker``, held until ``lease_until``; None when none waits.
 
-    def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool:
-        """Running to succeeded; the job's usage is billed as it really was."""
+        One statement picks and takes the job, so two workers never take the same one.
+        """
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, worker = ?, lease_until = ? "
+                "WHERE id = (SELECT id FROM jobs WHERE model = ? AND status = ? ORDER BY created_at, rowid LIMIT 1) "
+                "RETURNING *",
+                (JobStatus.RUNNING, time.time(), worker, lease_until, model, JobStatus.QUEUED),
+            ).fetchall()  # every row read, so the statement is done before the commit
+        return _job(rows[0]) if rows else None
+
+    def renew(self, job_ids: list[str], worker: str, lease_until: float) -> set[str]:
+        """Extend ``worker``'s lease on its running jobs. Returns the ones it should stop: a cancel
+        was asked for (from any process), or the job is no longer its own (its lease ran out)."""
+        if not job_ids:
+            return set()
+        marks = ", ".join("?" for _ in job_ids)
+        with self._db.transaction() as db:
+            db.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE worker = ? AND status = ? AND id IN ({marks})",
+                (lease_until, worker, JobStatus.RUNNING, *job_ids),
+            )
+            rows = db.execute(
+                f"SELECT id FROM jobs WHERE worker = ? AND status = ? AND cancel_requested = 0 AND id IN ({marks})",
+                (worker, JobStatus.RUNNING, *job_ids),
+            ).fetchall()
+        return set(job_ids) - {row["id"] for row in rows}
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker running the job, in whichever process, to stop it; False if it is not running."""
+        changed = self._db.execute(
+            "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = ?", (job_id, JobStatus.RUNNING)
+        )
+        return changed == 1
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """Put ``worker``'s running job back in the queue (its worker is shutting down)."""
+        changed = self._db.execute(
+            "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL "
+            "WHERE id = ? AND worker = ? AND status = ?",
+            (JobStatus.QUEUED, job_id, worker, JobStatus.RUNNING),
+        )
+        return changed == 1
+
+    def requeue_expired(self, now: float) -> list[Job]:
+        """Running jobs whose lease ran out before ``now`` (their worker died) go back to the queue."""
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL "
+                "WHERE status = ? AND lease_until < ? RETURNING *",
+                (JobStatus.QUEUED, JobStatus.RUNNING, now),
+            ).fetchall()
+        return _readable(rows)
+
+    def queued(self, model: str) -> list[str]:
+        """The ids of ``model``'s queued jobs, next first."""
+        rows = self._db.fetch_all(
+            "SELECT id FROM jobs WHERE model = ? AND status = ? ORDER BY created_at, rowid", (model, JobStatus.QUEUED)
+        )
+        return [row["id"] for row in rows]
+
+    def queued_count(self, model: str) -> int:
+        row = self._db.fetch_one("SELECT count(*) FROM jobs WHERE model = ? AND status = ?", (model, JobStatus.QUEUED))
+        return 0 if row is None else int(row[0])
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job of its model to run; None when the job is not queued."""
+        row = self._db.fetch_one(
+            "SELECT count(*) FROM jobs AS other, jobs AS job WHERE job.id = ? AND job.status = ? "
+            "AND other.model = job.model AND other.status = ? "
+            "AND (other.created_at < job.created_at "
+            "OR (other.created_at = job.created_at AND other.rowid <= job.rowid))",
+            (job_id, JobStatus.QUEUED, JobStatus.QUEUED),
+        )
+        count = 0 if row is None else int(row[0])
+        return count or None
+
+    def mark_succeeded(
+        self, job_id: str, outputs: list[OutputImage], usage: Usage, *, worker: str | None = None
+    ) -> bool:
+        """Running to succeeded (only if ``worker``, when given, still holds it); the job's usage is
+        billed as it really was."""
         with self._db.transaction() as db:
             changed = db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ? WHERE id = ? AND status = ?",
+                "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ?, lease_until = NULL "
+                "WHERE id = ? AND status = ? AND (? IS NULL OR worker = ?)",
                 (
                     JobStatus.SUCCEEDED,
                     time.time(),
@@ -171,6 +248,8 @@ class SqliteJobStore:
                     json.dumps(usage.to_json()),
                     job_id,
                     JobStatus.RUNNING,
+                    worker,
+                    worker,
                 ),
             ).rowcount
             if changed:
@@ -180,13 +259,23 @@ class SqliteJobStore:
                 usage_rows.bill(db, job_id, used)
         return changed == 1
 
-    def mark_failed(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
+    def mark_failed(
+        self,
+        job_id: str,
+        error_type: ErrorCode,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        worker: str | None = None,
+    ) -> None:
         """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
-        failure said the same request may succeed (a busy provider)."""
+        failure said the same request may succeed (a busy provider). With ``worker``, only a job
+        that worker still holds fails."""
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
-                "error_retry_after = ? WHERE id = ? AND status IN (?, ?)",
+                "error_retry_after = ?, lease_until = NULL "
+                "WHERE id = ? AND ((? IS NULL AND status IN (?, ?)) OR (status = ? AND worker = ?))",
                 (
                     JobStatus.FAILED,
                     time.time(),
@@ -194,23 +283,38 @@ class SqliteJobStore:
                     message,
                     retry_after,
                     job_id,
+                    worker,
                     JobStatus.QUEUED,
                     JobStatus.RUNNING,
+                    JobStatus.RUNNING,
+                    worker,
                 ),
             ).rowcount
             if changed:
                 usage_rows.release(db, job_id)
 
-    def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool:
-        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on.
+    def mark_canceled(
+        self, job_id: str, *, only_if: JobStatus, note: str | None = None, worker: str | None = None
+    ) -> bool:
+        """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on, or
+        when ``worker`` is given and no longer holds it.
 
         ``note`` says what the cancel could not undo; the job shows it as its error (type ``ErrorCode.CANCELED``).
         """
         with self._db.transaction() as db:
             changed = db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
-                "WHERE id = ? AND status = ?",
-                (JobStatus.CANCELED, time.time(), None if note is None else ErrorCode.CANCELED, note, job_id, only_if),
+                "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, lease_until = NULL "
+                "WHERE id = ? AND status = ? AND (? IS NULL OR worker = ?)",
+                (
+                    JobStatus.CANCELED,
+                    time.time(),
+                    None if note is None else ErrorCode.CANCELED,
+                    note,
+                    job_id,
+                    only_if,
+                    worker,
+                    worker,
+                ),
             ).rowcount
             if changed:
                 usage_rows.release(db, job_id)
@@ -219,7 +323,8 @@ class SqliteJobStore:
     def requeue_unfinished(self) -> list[Job]:
         """After a restart: every queued or running job is queued again, oldest first."""
         self._db.execute(
-            "UPDATE jobs SET status = ?, started_at = NULL WHERE status = ?", (JobStatus.QUEUED, JobStatus.RUNNING)
+            "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL WHERE status = ?",
+            (JobStatus.QUEUED, JobStatus.RUNNING),
         )
         rows = self._db.fetch_all("SELECT * FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.QUEUED,))
         return _readable(rows)

@@ -28,7 +28,13 @@ class Page:
 
 
 class JobStore(Protocol):
-    """Jobs kept durably: a job the store has accepted survives a crash."""
+    """Jobs kept durably: a job the store has accepted survives a crash.
+
+    The store is the queue: workers in any process claim jobs from it and hold them on a lease.
+    """
+
+    exclusive: bool
+    """True when one process owns the store, so at its start every running job is an orphan."""
 
     def create(
         self,
@@ -73,15 +79,53 @@ class JobStore(Protocol):
         """Remove a finished job (False if it has not finished)."""
         ...
 
-    def mark_running(self, job_id: str) -> bool: ...
+    def claim(self, model: str, worker: str, lease_until: float) -> Job | None:
+        """Take ``model``'s oldest queued job for ``worker`` until ``lease_until``; never the same job twice."""
+        ...
 
-    def mark_succeeded(self, job_id: str, outputs: list[OutputImage], usage: Usage) -> bool: ...
+    def renew(self, job_ids: list[str], worker: str, lease_until: float) -> set[str]:
+        """Extend ``worker``'s leases; return the jobs it should stop (canceled, or no longer its own)."""
+        ...
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask whichever worker runs the job to stop it; False if it is not running."""
+        ...
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """Put ``worker``'s running job back in the queue."""
+        ...
+
+    def requeue_expired(self, now: float) -> list[Job]:
+        """Running jobs whose lease ran out before ``now`` go back to the queue; returns them."""
+        ...
+
+    def queued(self, model: str) -> list[str]:
+        """``model``'s queued job ids, next first."""
+        ...
+
+    def queued_count(self, model: str) -> int: ...
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job of its model; None when the job is not queued."""
+        ...
+
+    def mark_succeeded(
+        self, job_id: str, outputs: list[OutputImage], usage: Usage, *, worker: str | None = None
+    ) -> bool: ...
 
     def mark_failed(
-        self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None
+        self,
+        job_id: str,
+        error_type: ErrorCode,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        worker: str | None = None,
     ) -> None: ...
 
-    def mark_canceled(self, job_id: str, *, only_if: JobStatus, note: str | None = None) -> bool: ...
+    def mark_canceled(
+        self, job_id: str, *, only_if: JobStatus, note: str | None = None, worker: str | None = None
+    ) -> bool: ...
 
     def requeue_unfinished(self) -> list[Job]:
         """After a restart: every queued or running job is queued again, oldest first."""

@@ -1,5 +1,10 @@
 """One worker per model: it owns the engine and runs that model's jobs in order.
 
+The queue is the job store: a worker claims the oldest queued job of its model and holds it on a
+lease that a thread renews while the job runs, so workers in several processes share one queue
+and a job whose worker died goes back to it. A submit in this process wakes the worker at once;
+jobs queued by other processes are found by looking again every ``poll_seconds``.
+
 A local pipeline runs one job at a time on one thread; a hosted engine, whose work happens at the
 provider, runs ``engine.concurrency`` jobs at once on that many threads. Encoding and writing the
 images happen on a shared thread pool, so a thread starts the next job while the last one is
@@ -9,9 +14,11 @@ still being encoded.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import replace
 
@@ -54,6 +61,8 @@ class ModelWorker:
         encoder: Executor,
         warmup: bool,
         preview_every: int = 0,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -62,16 +71,25 @@ class ModelWorker:
         """Why the model failed to load, for the operator: it may name local paths, so clients never see it."""
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
-        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
+        self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
+        """Who holds a claimed job in the store: unique to this worker in this process."""
         self._wakeup = threading.Condition()
+        self._nudged = False
         self._running: dict[str, threading.Event] = {}
+        """The jobs this worker holds, from claim until their images are written, with their cancel events."""
         self._stopping = False
+        self._stopped = threading.Event()
         self._seconds_per_job = 1.0
-        self._threads = [threading.Thread(target=self._main, name=f"worker-{name}", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._main, name=f"worker-{name}", daemon=True),
+            threading.Thread(target=self._keep_leases, name=f"leases-{name}", daemon=True),
+        ]
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
-        self._threads[0].start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._wakeup:
@@ -79,20 +97,22 @@ class ModelWorker:
             for cancel in self._running.values():
                 cancel.set()
             self._wakeup.notify_all()
+        self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in list(self._threads):
             if thread.is_alive() or thread.ident is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
-    def enqueue(self, job_id: str) -> None:
+    def wake(self) -> None:
+        """A job was queued for this model: look in the store now rather than at the next poll."""
         with self._wakeup:
-            self._pending[job_id] = None
-            self._wakeup.notify()
+            self._nudged = True
+            self._wakeup.notify_all()
 
     @property
     def queued(self) -> int:
-        with self._wakeup:
-            return len(self._pending)
+        """Jobs waiting for this model, queued by any process."""
+        return self._store.queued_count(self.name)
 
     @property
     def running_job(self) -> str | None:
@@ -102,11 +122,7 @@ class ModelWorker:
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when not waiting."""
-        with self._wakeup:
-            for position, pending in enumerate(self._pending, start=1):
-                if pending == job_id:
-                    return position
-        return None
+        return self._store.position(job_id)
 
     def status(self) -> ModelStatus:
         """Where this model stands, for the API."""
@@ -127,13 +143,13 @@ class ModelWorker:
         return max(1, round(self._seconds_per_job * (self.queued + 1) / self.engine.concurrency))
 
     def cancel(self, job_id: str) -> None:
-        """Drop a queued job, or stop a running one at its next step."""
+        """Stop a job this worker runs at its next step; for a queued job (canceled in the store), tell
+        the jobs behind it that they moved up."""
         with self._wakeup:
-            was_waiting = job_id in self._pending
-            self._pending.pop(job_id, None)
-            if job_id in self._running:
-                self._running[job_id].set()
-        if was_waiting:
+            cancel = self._running.get(job_id)
+        if cancel is not None:
+            cancel.set()
+        else:
             self._announce_positions()
 
     # -- the worker thread -----------------------------------------------------------------
@@ -157,69 +173,106 @@ class ModelWorker:
         self._run_jobs()
 
     def _run_jobs(self) -> None:
-        while (job_id := self._next()) is not None:
-            self._process(job_id)
+        while (job := self._next()) is not None:
+            self._process(job)
 
     def _warm_up(self) -> None:
         self.engine.generate(warm_up_request(self.engine.capabilities))
 
-    def _next(self) -> str | None:
-        with self._wakeup:
-            while not self._pending and not self._stopping:
-                self._wakeup.wait()
-            if self._stopping:
-                return None
-            job_id, _ = self._pending.popitem(last=False)
-            self._running[job_id] = threading.Event()
-            return job_id
+    def _next(self) -> Job | None:
+        """Claim the next job, waiting for one; None once the worker stops."""
+        while True:
+            with self._wakeup:
+                if self._stopping:
+                    return None
+                self._nudged = False
+            try:
+                job = self._store.claim(self.name, self.id, time.time() + self._lease_seconds)
+            except Exception:
+                log.exception("model %s: could not claim a job; trying again", self.name)
+                job = None
+            with self._wakeup:
+                if job is not None:
+                    self._running[job.id] = threading.Event()
+                    return job
+                if not self._nudged and not self._stopping:
+                    self._wakeup.wait(self._poll_seconds)
+
+    def _keep_leases(self) -> None:
+        """Renew the leases of the jobs this worker holds; stop those canceled elsewhere or lost."""
+        while not self._stopped.wait(self._lease_seconds / 3):
+            with self._wakeup:
+                held = list(self._running)
+            try:
+                lost = self._store.renew(held, self.id, time.time() + self._lease_seconds)
+            except Exception:
+                log.exception("model %s: could not renew its jobs' leases; trying again", self.name)
+                continue
+            with self._wakeup:
+                for job_id in lost:
+                    if (cancel := self._running.get(job_id)) is not None:
+                        cancel.set()
 
     def _announce_positions(self) -> None:
         """Tell the watchers of each waiting job where it now stands in the queue."""
-        with self._wakeup:
-            waiting = list(self._pending)
+        waiting = self._store.queued(self.name)
         for position, job_id in enumerate(waiting, start=1):
             if self._bus.watched(job_id):
                 self._bus.publish(JobEvent(job_id, JobEventType.QUEUED, position=position))
 
     def _fail_waiting(self) -> None:
         """Fail the jobs that waited for a model that did not load; why is in the server log only."""
-        with self._wakeup:
-            waiting, self._pending = list(self._pending), OrderedDict()
-        for job_id in waiting:
-            self._fail(
-                job_id, ErrorCode.MODEL_UNAVAILABLE, f"model {self.name} could not be loaded; the server's log says why"
-            )
+        for job_id in self._store.queued(self.name):
+            message = f"model {self.name} could not be loaded; the server's log says why"
+            self._fail(job_id, ErrorCode.MODEL_UNAVAILABLE, message, held=False)
 
-    def _process(self, job_id: str) -> None:
+    def _process(self, job: Job) -> None:
+        job_id = job.id
+        handed_over = False
         with self._wakeup:
             cancel = self._running[job_id]
         try:
-            if not self._store.mark_running(job_id):
-                return  # canceled while it waited
-            job = self._store.get(job_id)
-            assert job is not None
+            if self.engine.remote and job.attempts > 1:
+                self._fail(
+                    job_id,
+                    ErrorCode.INTERRUPTED,
+                    f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
+                    "since the provider may already have billed it: submit it again if you still want it",
+                )
+                return
             self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
             self._encoder.submit(self._finish, job, result)
+            handed_over = True
         except GenerationCancelled as canceled:
-            if self._stopping:  # shutting down: the job stays "running" and resumes at the next start
-                log.info("job %s interrupted by shutdown; it will run again at the next start", job_id)
-                return
-            # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
-            note = None if canceled.message == GenerationCancelled().message else canceled.message
-            if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note):
-                self._bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=self._store.get(job_id)))
+            self._canceled(job_id, canceled)
         except FluxserveError as error:
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
             log.exception("job %s failed", job_id)
             self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
         finally:
-            with self._wakeup:
-                self._running.pop(job_id, None)
+            if not handed_over:
+                self._let_go(job_id)
+
+    def _canceled(self, job_id: str, canceled: GenerationCancelled) -> None:
+        if self._stopping:  # shutting down: the job goes back to the queue, for this server's next start or another's
+            self._store.release(job_id, self.id)
+            log.info("job %s interrupted by shutdown; it goes back to the queue", job_id)
+            return
+        # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
+        note = None if canceled.message == GenerationCancelled().message else canceled.message
+        if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note, worker=self.id):
+            self._bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=self._store.get(job_id)))
+        else:
+            log.warning("job %s: stopped; its lease had run out, so another worker may run it", job_id)
+
+    def _let_go(self, job_id: str) -> None:
+        with self._wakeup:
+            self._running.pop(job_id, None)
 
     def _request(self, job: Job) -> GenerationRequest:
         spec = job.spec
@@ -279,14 +332,20 @@ class ModelWorker:
             for index, image in enumerate(encoded):
                 self._files.write_output(job.id, index, fmt.extension, image.data)
                 outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
-            if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result)):
+            if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=self.id):
                 self._bus.publish(JobEvent(job.id, JobEventType.COMPLETED, job=self._store.get(job.id)))
         except Exception:
             log.exception("job %s: encoding or writing failed", job.id)
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
+        finally:
+            self._let_go(job.id)
 
-    def _fail(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
-        self._store.mark_failed(job_id, error_type, message, retry_after=retry_after)
+    def _fail(
+        self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True
+    ) -> None:
+        """Fail a job this worker holds (``held``), or a queued one."""
+        worker = self.id if held else None
+        self._store.mark_failed(job_id, error_type, message, retry_after=retry_after, worker=worker)
         self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._store.get(job_id)))
 
 
