@@ -9,6 +9,7 @@ import { clearFieldError, showFieldError } from "./errors.js";
 import { state } from "./state.js";
 
 const familyName = (family) => family.replace("flux", "FLUX");
+const UNKNOWN_FAMILY = "Its file does not say which models it is for: the model checks it when used.";
 const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 
 /** "style 0.8, ink -0.5": the adapters and scales a request used ("" for none). */
@@ -96,9 +97,9 @@ export class Loras {
     const all = this.listing?.data || [];
     const fitting = all.filter((card) => this.fits(card));
     const offered = fitting.filter((card) => !this.picks.some((pick) => pick.name === card.id));
-    this.choice.replaceChildren(...offered.map((card) => el("option", card.family
-      ? { value: card.id, textContent: card.id }
-      : { value: card.id, textContent: `${card.id} (family not known)`, title: "Its file does not say which models it is for: the model checks it when used." })));
+    this.choice.replaceChildren(...offered.map((card) => (card.family
+      ? el("option", { value: card.id, textContent: card.id })
+      : el("option", { value: card.id, textContent: `${card.id} (family not known)`, title: UNKNOWN_FAMILY }))));
     const full = this.picks.length >= this.max;
     this.choice.disabled = offered.length === 0 || full;
     this.addButton.disabled = this.choice.disabled;
