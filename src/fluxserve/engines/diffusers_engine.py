@@ -6,9 +6,10 @@ reported seed. (Batching several images into one call is barely faster on a busy
 changes the pixels slightly.)
 
 Masked edits and edits with ``strength`` (image to image) run the family's inpainting pipeline
-(``Flux2KleinInpaintPipeline`` for klein), built once from the loaded pipeline's own modules: no
-weights are loaded or copied twice. Outside the mask the result keeps the input's exact pixels
-(the pipeline itself keeps only their latents, which its VAE does not give back exactly).
+(``Flux2KleinInpaintPipeline`` for klein, ``FluxInpaintPipeline`` for FLUX.1), built once from the
+loaded pipeline's own modules with ``from_pipe``: no weights are loaded or copied twice. Outside
+the mask the result keeps the input's exact pixels (the pipeline itself keeps only their latents,
+which its VAE does not give back exactly).
 """
 
 from __future__ import annotations
@@ -283,7 +284,7 @@ class DiffusersEngine:
     def _run(self, request: ResolvedRequest, seed: int, callback: Any, *, cached_prompts: bool = True) -> Any:
         if request.strength is not None:
             first = request.references[0]
-            if request.strength == 0:  # nothing may move: no step runs
+            if denoising_steps(request.steps, request.strength) == 0:  # nothing may move: no step runs
                 return first.copy()
             pipeline = self.image_to_image_pipeline()
             generated = self._call(pipeline, request, seed, callback, cached_prompts=cached_prompts)
@@ -296,7 +297,7 @@ class DiffusersEngine:
         if self._prompts is not None and cached_prompts:  # not while an adapter changes the text encoder
             arguments = self._prompts.replace_prompt(arguments)
         steps = denoising_steps(request.steps, request.strength)
-        speedups = self._speedups.run(steps) if self._speedups is not None else contextlib.nullcontext()
+        speedups = self._speedups.run(steps, pipeline) if self._speedups is not None else contextlib.nullcontext()
         try:
             with speedups:
                 output = pipeline(**arguments, callback_on_step_end=callback)
