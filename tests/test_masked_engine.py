@@ -105,6 +105,26 @@ def test_strength_sets_how_many_steps_run(editor: DiffusersEngine) -> None:
     assert denoising_steps(4, None) == 4
 
 
+@pytest.mark.parametrize("strength", [0.3, 0.5, 0.75])
+def test_progress_counts_the_steps_the_pipeline_runs(editor: DiffusersEngine, strength: float) -> None:
+    """Progress goes 1..total over the transformer calls actually made, for two images in a row."""
+    steps = 4 if editor.capabilities.fixed_steps else min(10, editor.capabilities.max_steps)
+    calls: list[int] = []
+    hook = editor._pipeline.transformer.register_forward_hook(lambda *_: calls.append(1))
+    seen: list[Progress] = []
+    request = GenerationRequest(
+        "a red ball", references=[photo(*SIZE)], mask=rgba_mask(), strength=strength, steps=steps, seed=3, n=2
+    )
+    try:
+        editor.generate(request, progress=seen.append)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * denoising_steps(steps, strength) < 2 * steps
+    assert [p.step for p in seen] == list(range(1, len(calls) + 1))
+    assert {p.total_steps for p in seen} == {len(calls)}
+    assert [p.image_index for p in seen] == [0] * (len(calls) // 2) + [1] * (len(calls) // 2)
+
+
 def test_a_strength_too_small_for_one_step_returns_the_image(editor: DiffusersEngine) -> None:
     """4 steps at strength 1e-17: diffusers' own rounding leaves no step to run (its pipelines raise)."""
     assert denoising_steps(4, 1e-17) == 0
