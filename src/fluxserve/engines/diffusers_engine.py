@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from fluxserve.engines.adapters import LoadedAdapters
+from fluxserve.engines.adapters import Adapters, LoadedAdapters, SlotAdapters
 from fluxserve.engines.base import (
     Capabilities,
     GeneratedImage,
@@ -69,7 +69,7 @@ class DiffusersEngine:
         """The inpainting pipeline over ``_pipeline``'s modules, built at the first masked edit."""
         self._speedups: Speedups | None = None
         self._prompts: PromptEmbedder | None = None
-        self._adapters: LoadedAdapters | None = None
+        self._adapters: Adapters | None = None
         self._family: Family | None = None
         self._device = "cpu"
         self._memory_bytes = 0
@@ -133,7 +133,9 @@ class DiffusersEngine:
             self._speedups = self._apply_speed_options(pipeline)
             cache_bytes = int(self.options.runtime.prompt_cache_mb * 2**20)
             self._prompts = PromptEmbedder(pipeline, EmbeddingCache(cache_bytes)) if cache_bytes > 0 else None
-            self._adapters = LoadedAdapters(
+            # With compile on, adapters are hot-swapped into fixed slots so that switching never recompiles.
+            holder = SlotAdapters if self.options.runtime.compile else LoadedAdapters
+            self._adapters = holder(
                 pipeline, LoraCatalog(self.options.loras), lora_family(self._family.key), self.model
             )
             self._pipeline, self._device = pipeline, device
@@ -153,7 +155,7 @@ class DiffusersEngine:
         self.generate(GenerationRequest("warm-up", width=size, height=size, steps=steps, seed=0))
 
     @property
-    def adapters(self) -> LoadedAdapters:
+    def adapters(self) -> Adapters:
         """The LoRA adapters the loaded pipeline holds."""
         if self._adapters is None:
             raise EngineNotReady(f"model {self.model!r} is not loaded yet")
