@@ -28,8 +28,22 @@ TARGETS = {
 }
 
 
-def make_lora(model: str, cache_dir: Path, target: Path, *, seed: int, rank: int = 4) -> Path:
-    """Write a LoRA for tiny model ``model`` to ``target`` (a ``.safetensors`` path) and return it."""
+def make_lora(
+    model: str,
+    cache_dir: Path,
+    target: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    alpha: int | None = None,
+    targets: list[str] | None = None,
+    text_encoder: bool = False,
+) -> Path:
+    """Write a LoRA for tiny model ``model`` to ``target`` (a ``.safetensors`` path) and return it.
+
+    ``alpha`` (default: the rank) is written into the file's metadata, as trainers do, so that the
+    loader reads it back; ``targets``: the transformer layers it adapts (default ``TARGETS``);
+    ``text_encoder`` (FLUX.1): it adapts the CLIP text encoder's attention too."""
     import torch
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -38,11 +52,21 @@ def make_lora(model: str, cache_dir: Path, target: Path, *, seed: int, rank: int
     pipeline_class = getattr(diffusers, PIPELINES[model])
     pipeline = pipeline_class.from_pretrained(tiny_model_path(model, cache_dir))
     torch.manual_seed(seed)
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS[PIPELINES[model]], init_lora_weights=False)
+    layers = targets or TARGETS[PIPELINES[model]]
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=layers, init_lora_weights=False)
     pipeline.transformer.add_adapter(config)
-    layers = get_peft_model_state_dict(pipeline.transformer)
+    extra: dict[str, object] = {}
+    if alpha is not None:
+        extra["transformer_lora_adapter_metadata"] = {"r": rank, "lora_alpha": alpha, "target_modules": layers}
+    if text_encoder:
+        encoder_config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj"])
+        pipeline.text_encoder.add_adapter(encoder_config)
+        extra["text_encoder_lora_layers"] = get_peft_model_state_dict(pipeline.text_encoder)
+    transformer_layers = get_peft_model_state_dict(pipeline.transformer)
     target.parent.mkdir(parents=True, exist_ok=True)
-    pipeline_class.save_lora_weights(target.parent, transformer_lora_layers=layers, weight_name=target.name)
+    pipeline_class.save_lora_weights(
+        target.parent, transformer_lora_layers=transformer_layers, weight_name=target.name, **extra
+    )
     return target
 
 

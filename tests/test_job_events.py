@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 from PIL import Image
 
-from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, unsigned, wait_for
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, unsigned, wait_for
 from tests.jobs_support import QUICK, SLOW, LiveServer, sse_lines
 
 
@@ -184,6 +184,29 @@ def test_stream_true_sends_partial_images_then_the_completed_image(server: LiveS
     assert completed["usage"]["steps"] == 8
     job = server.job(response.headers["x-job-id"])
     assert job["status"] == "succeeded"
+
+
+def test_partial_images_of_an_edit_with_strength_spread_over_the_steps_it_runs(server: LiveServer) -> None:
+    """Strength 0.5 of 8 steps runs 4: three partial images after steps 1, 2 and 3 (spread over the
+    nominal 8 they fell after steps 2 and 4, the last: two partial images, one of them the final one)."""
+    source = base64.b64encode(png_bytes(photo(128, 128))).decode()
+    body = {**QUICK, "images": [source], "strength": 0.5, "steps": 8, "stream": True, "partial_images": 3}
+    del body["size"]  # an edit with strength keeps the image's size
+    response = server.http.post("/v1/images/edits", json=body)
+    assert response.status_code == 200, response.text
+    events = sse_lines(response)
+    assert [kind for kind, _ in events] == ["image_edit.partial_image"] * 3 + ["image_edit.completed"]
+    assert [data["partial_image_index"] for _, data in events[:3]] == [0, 1, 2]
+    assert events[-1][1]["size"] == "128x128"
+
+
+def test_progress_of_an_edit_with_strength_counts_the_steps_it_runs(server: LiveServer) -> None:
+    source = base64.b64encode(png_bytes(photo(128, 128))).decode()
+    job = server.submit({**QUICK, "images": [source], "strength": 0.5, "steps": 8, "size": "128x128"})
+    received = events_of(server, job)
+    steps = [event.json() for event in received if event.event == "progress"]
+    assert [(s["step"], s["total"]) for s in steps] == [(step, 4) for step in range(1, 5)]
+    assert received[-1].json()["status"] == "succeeded"
 
 
 def test_a_stream_whose_job_is_canceled_ends_with_an_error_event(server: LiveServer) -> None:

@@ -57,7 +57,7 @@ def pixels(b64: str | None) -> np.ndarray:
 def base_url(
     tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, engines: dict[str, DiffusersEngine]
 ) -> Iterator[str]:
-    models = ["tiny-random", "tiny-random-dev"]
+    models = ["tiny-random", "tiny-random-dev", "tiny-random-flux1"]
     settings = Settings(data_dir=tmp_path_factory.mktemp("masks"), cache_dir=cache_dir, models=models, warmup=False)
     with serve_in_thread(create_app(settings, {m: engines[m] for m in models})) as url:
         yield url
@@ -69,9 +69,14 @@ def client(base_url: str) -> Iterator[openai.OpenAI]:
         yield opened
 
 
-def test_openai_client_masked_edit(client: openai.OpenAI) -> None:
+MASK_MODELS = ["tiny-random", "tiny-random-flux1"]
+"""Served models with masked editing: FLUX.2 [klein] and FLUX.1 [dev]."""
+
+
+@pytest.mark.parametrize("model", MASK_MODELS)
+def test_openai_client_masked_edit(client: openai.OpenAI, model: str) -> None:
     result = client.images.edit(
-        model="tiny-random",
+        model=model,
         image=("photo.png", SOURCE, "image/png"),
         mask=("mask.png", mask_png(), "image/png"),
         prompt="a red ball",
@@ -88,9 +93,10 @@ def test_openai_client_masked_edit(client: openai.OpenAI) -> None:
     assert parameters["mask"] is True
 
 
-def test_strength_zero_returns_the_image_unchanged(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("model", MASK_MODELS)
+def test_strength_zero_returns_the_image_unchanged(client: openai.OpenAI, model: str) -> None:
     result = client.images.edit(
-        model="tiny-random",
+        model=model,
         image=("photo.png", SOURCE, "image/png"),
         mask=("mask.png", mask_png(), "image/png"),
         prompt="anything",
@@ -130,7 +136,26 @@ def test_a_plain_edit_is_unchanged(base_url: str) -> None:
 def test_models_say_which_take_masks(client: openai.OpenAI, base_url: str) -> None:
     cards = {card["id"]: card for card in httpx.get(f"{base_url}/v1/models").json()["data"]}
     assert cards["tiny-random"]["capabilities"]["masks"] is True
+    assert cards["tiny-random-flux1"]["capabilities"]["masks"] is True
     assert cards["tiny-random-dev"]["capabilities"]["masks"] is False
+
+
+def test_flux1_edits_one_image_only_with_a_mask_or_strength(client: openai.OpenAI) -> None:
+    """FLUX.1 takes no reference images: an image is the one it edits, so it needs a mask or strength."""
+    plain = edit_refusal(client, model="tiny-random-flux1", mask=openai.NOT_GIVEN)
+    assert param_of(plain) == "image"
+    assert "send a mask or strength" in plain.message
+    two = edit_refusal(client, model="tiny-random-flux1", image=[("a.png", SOURCE, "image/png")] * 2)
+    assert param_of(two) == "image"
+    assert "edits one image" in two.message
+    whole = client.images.edit(
+        model="tiny-random-flux1",
+        image=("photo.png", SOURCE, "image/png"),
+        prompt="a red ball",
+        extra_body={"strength": 0.5, "seed": 2, "steps": 4},
+    )
+    assert whole.data is not None
+    assert whole.size == "96x64"
 
 
 def edit_refusal(client: openai.OpenAI, **overrides: Any) -> openai.BadRequestError:

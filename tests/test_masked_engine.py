@@ -1,12 +1,16 @@
-"""Masked edits and strength in the local engine: klein's inpainting pipeline over the loaded modules.
+"""Masked edits and strength in the local engine: the family's inpainting pipeline over the loaded
+modules (``Flux2KleinInpaintPipeline`` for klein, ``FluxInpaintPipeline`` for FLUX.1).
 
-What is guaranteed, and tested here: outside the mask the output holds the first image's exact pixels
-(at every strength; the pipeline itself keeps only the latents there, and the VAE does not give
-those back exactly, so the engine puts the input's pixels back); strength 0 returns the first image
-unchanged; the inpainting pipeline shares every module with the text-to-image one.
+What is guaranteed, and tested here for both families: outside the mask the output holds the first
+image's exact pixels (at every strength; the pipeline itself keeps only the latents there, and the
+VAE does not give those back exactly, so the engine puts the input's pixels back); strength 0
+returns the first image unchanged; the inpainting pipeline shares every module with the
+text-to-image one.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,11 +18,19 @@ from PIL import Image
 
 from fluxserve.engines.base import GenerationRequest, Progress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
+from fluxserve.engines.loading import EngineOptions
+from fluxserve.engines.runtime import ModelRuntime, StepCache
 from fluxserve.engines.validation import denoising_steps, validate
 from fluxserve.errors import InvalidImage, InvalidRequest
 from tests.helpers import photo
 
 SIZE = (96, 64)  # multiples of 16: the output is exactly the first image's size
+EDITORS = {
+    "tiny-random": "Flux2KleinInpaintPipeline",
+    "tiny-random-flux1": "FluxInpaintPipeline",
+    "tiny-random-schnell": "FluxInpaintPipeline",
+}
+"""Tiny models of each family with masked editing, and the pipeline that runs their edits."""
 
 
 def rgba_mask(size: tuple[int, int] = SIZE, box: tuple[int, int, int, int] = (16, 16, 48, 48)) -> Image.Image:
@@ -34,26 +46,44 @@ def changed(box: tuple[int, int, int, int] = (16, 16, 48, 48)) -> np.ndarray:
 
 
 def masked_edit(engine: DiffusersEngine, strength: float | None, **extra: object) -> Image.Image:
-    request = GenerationRequest("a red ball", references=[photo(*SIZE)], mask=rgba_mask(), strength=strength, seed=3)
+    request = GenerationRequest(
+        "a red ball", references=[photo(*SIZE)], mask=rgba_mask(), strength=strength, steps=4, seed=3
+    )
     return engine.generate(request, **extra).images[0].image  # type: ignore[arg-type]
 
 
-def test_the_inpainting_pipeline_shares_every_module(klein: DiffusersEngine) -> None:
-    inpaint = klein.image_to_image_pipeline()
-    loaded = klein._pipeline
-    assert type(inpaint).__name__ == "Flux2KleinInpaintPipeline"
-    for name in ("transformer", "vae", "text_encoder", "tokenizer"):
-        assert getattr(inpaint, name) is getattr(loaded, name)
-    parameters = {id(p) for name in ("transformer", "vae", "text_encoder") for p in getattr(inpaint, name).parameters()}
+@pytest.fixture(params=list(EDITORS))
+def editor(request: pytest.FixtureRequest, engines: dict[str, DiffusersEngine]) -> DiffusersEngine:
+    """Each tiny model with masked editing: klein, FLUX.1 [dev] and FLUX.1 [schnell]."""
+    return engines[request.param]
+
+
+def test_the_inpainting_pipeline_shares_every_module(editor: DiffusersEngine) -> None:
+    inpaint = editor.image_to_image_pipeline()
+    loaded = editor._pipeline
+    assert type(inpaint).__name__ == EDITORS[editor.model]
+    assert inpaint.transformer is loaded.transformer
+    shared = [name for name, module in inpaint.components.items() if name != "scheduler" and module is not None]
+    assert {"transformer", "vae", "text_encoder", "tokenizer"} <= set(shared)
+    for name in shared:
+        assert getattr(inpaint, name) is getattr(loaded, name), name
+    parameters = {id(p) for c in inpaint.components.values() if hasattr(c, "parameters") for p in c.parameters()}
     loaded_parameters = {id(p) for c in loaded.components.values() if hasattr(c, "parameters") for p in c.parameters()}
     assert parameters <= loaded_parameters  # not one parameter of its own
     assert inpaint.scheduler is not loaded.scheduler  # per-call state stays apart
-    assert klein.image_to_image_pipeline() is inpaint  # built once
+    assert editor.image_to_image_pipeline() is inpaint  # built once
+
+
+def test_flux1_inpainting_shares_both_text_encoders(engines: dict[str, DiffusersEngine]) -> None:
+    flux1 = engines["tiny-random-flux1"]
+    inpaint = flux1.image_to_image_pipeline()
+    for name in ("text_encoder_2", "tokenizer_2"):
+        assert getattr(inpaint, name) is getattr(flux1._pipeline, name)
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.3, 1.0])
-def test_outside_the_mask_the_first_image_is_kept_exactly(klein: DiffusersEngine, strength: float) -> None:
-    out = np.asarray(masked_edit(klein, strength))
+def test_outside_the_mask_the_first_image_is_kept_exactly(editor: DiffusersEngine, strength: float) -> None:
+    out = np.asarray(masked_edit(editor, strength))
     source = np.asarray(photo(*SIZE))
     inside = changed()
     assert out.shape == source.shape
@@ -64,9 +94,9 @@ def test_outside_the_mask_the_first_image_is_kept_exactly(klein: DiffusersEngine
         assert (out[inside] != source[inside]).any()
 
 
-def test_strength_sets_how_many_steps_run(klein: DiffusersEngine) -> None:
+def test_strength_sets_how_many_steps_run(editor: DiffusersEngine) -> None:
     seen: list[Progress] = []
-    masked_edit(klein, 0.5, progress=seen.append)
+    masked_edit(editor, 0.5, progress=seen.append)
     assert [p.step for p in seen] == [1, 2]
     assert {p.total_steps for p in seen} == {2}
     assert denoising_steps(4, 0.5) == 2
@@ -75,12 +105,53 @@ def test_strength_sets_how_many_steps_run(klein: DiffusersEngine) -> None:
     assert denoising_steps(4, None) == 4
 
 
-def test_a_masked_edit_reproduces_and_leaves_text_to_image_unchanged(klein: DiffusersEngine) -> None:
-    plain = GenerationRequest("a lighthouse", width=64, height=64, seed=1)
-    before = klein.generate(plain).images[0].image.tobytes()
-    first = masked_edit(klein, 0.8).tobytes()
-    assert masked_edit(klein, 0.8).tobytes() == first
-    assert klein.generate(plain).images[0].image.tobytes() == before
+@pytest.mark.parametrize("strength", [0.3, 0.5, 0.75])
+def test_progress_counts_the_steps_the_pipeline_runs(editor: DiffusersEngine, strength: float) -> None:
+    """Progress goes 1..total over the transformer calls actually made, for two images in a row."""
+    steps = 4 if editor.capabilities.fixed_steps else min(10, editor.capabilities.max_steps)
+    calls: list[int] = []
+    hook = editor._pipeline.transformer.register_forward_hook(lambda *_: calls.append(1))
+    seen: list[Progress] = []
+    request = GenerationRequest(
+        "a red ball", references=[photo(*SIZE)], mask=rgba_mask(), strength=strength, steps=steps, seed=3, n=2
+    )
+    try:
+        editor.generate(request, progress=seen.append)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * denoising_steps(steps, strength) < 2 * steps
+    assert [p.step for p in seen] == list(range(1, len(calls) + 1))
+    assert {p.total_steps for p in seen} == {len(calls)}
+    assert [p.image_index for p in seen] == [0] * (len(calls) // 2) + [1] * (len(calls) // 2)
+
+
+def test_a_strength_too_small_for_one_step_returns_the_image(editor: DiffusersEngine) -> None:
+    """4 steps at strength 1e-17: diffusers' own rounding leaves no step to run (its pipelines raise)."""
+    assert denoising_steps(4, 1e-17) == 0
+    seen: list[Progress] = []
+    out = masked_edit(editor, 1e-17, progress=seen.append)
+    assert out.tobytes() == photo(*SIZE).tobytes()
+    assert seen == []
+
+
+def test_a_masked_edit_reproduces_and_leaves_text_to_image_unchanged(editor: DiffusersEngine) -> None:
+    plain = GenerationRequest("a lighthouse", width=64, height=64, steps=4, seed=1)
+    before = editor.generate(plain).images[0].image.tobytes()
+    first = masked_edit(editor, 0.8).tobytes()
+    assert masked_edit(editor, 0.8).tobytes() == first
+    assert editor.generate(plain).images[0].image.tobytes() == before
+
+
+def test_flux1_takes_one_image_to_edit_and_no_references(engines: dict[str, DiffusersEngine]) -> None:
+    caps = engines["tiny-random-flux1"].capabilities
+    image = photo(*SIZE)
+    with pytest.raises(InvalidRequest, match="or send a mask or strength") as plain:
+        validate(GenerationRequest("a", references=[image]), caps)
+    assert plain.value.param == "image"
+    with pytest.raises(InvalidRequest, match="edits one image and takes no reference images") as two:
+        validate(GenerationRequest("a", references=[image, image], mask=rgba_mask()), caps)
+    assert two.value.param == "image"
+    assert validate(GenerationRequest("a", references=[image], strength=0.5), caps).references[0].size == SIZE
 
 
 def test_strength_without_a_mask_edits_the_whole_image_at_its_size(klein: DiffusersEngine) -> None:
@@ -115,13 +186,13 @@ def test_validation_refusals(klein: DiffusersEngine, engines: dict[str, Diffuser
         with pytest.raises((InvalidRequest, InvalidImage), match=words) as caught:
             validate(request, caps)
         assert caught.value.param == param
-    for name in ("tiny-random-dev", "tiny-random-flux1"):
-        other = engines[name].capabilities
-        assert not other.masks
-        with pytest.raises(InvalidRequest, match="takes no mask") as refused:
-            validate(GenerationRequest("a", references=[image], mask=rgba_mask()), other)
-        assert refused.value.param == "mask"
-    assert engines["tiny-random-base"].capabilities.masks
+    other = engines["tiny-random-dev"].capabilities
+    assert not other.masks
+    with pytest.raises(InvalidRequest, match="takes no mask") as refused:
+        validate(GenerationRequest("a", references=[image], mask=rgba_mask()), other)
+    assert refused.value.param == "mask"
+    for name in ("tiny-random-base", "tiny-random-flux1", "tiny-random-schnell"):
+        assert engines[name].capabilities.masks
 
 
 def test_a_resolved_masked_request_validates_again_unchanged(klein: DiffusersEngine) -> None:
@@ -135,3 +206,16 @@ def test_a_resolved_masked_request_validates_again_unchanged(klein: DiffusersEng
     assert again.mask is not None
     assert again.mask.tobytes() == resolved.mask.tobytes()
     assert again.references[0].tobytes() == resolved.references[0].tobytes()
+
+
+@pytest.mark.parametrize("cache", ["first-block", "taylorseer"])
+def test_a_flux1_masked_edit_runs_with_a_step_cache(options: EngineOptions, cache: StepCache) -> None:
+    """FluxInpaintPipeline calls the transformer outside a cache context: the engine opens one."""
+    runtime = ModelRuntime(step_cache=cache, prompt_cache_mb=0)
+    engine = DiffusersEngine("tiny-random-flux1", replace(options, runtime=runtime))
+    engine.load()
+    out = np.asarray(masked_edit(engine, 0.8))
+    source = np.asarray(photo(*SIZE))
+    assert (out[~changed()] == source[~changed()]).all()
+    assert (out[changed()] != source[changed()]).any()
+    assert (np.asarray(masked_edit(engine, 0.8)) == out).all()

@@ -62,5 +62,7 @@ MAX_LORAS_PER_REQUEST = 3
 """Adapters one request may combine."""
 LORA_CACHE_SIZE = 4
 """Adapters each local model keeps loaded (least recently used first out)."""
+LORA_HOTSWAP_RANK = 64
+"""With compile on: the highest adapter rank a model hot-swaps (every slot is padded to it)."""
 LORA_SCALE_RANGE = (-2.0, 2.0)
 """The scales a request may give an adapter (0 leaves the model as without it)."""

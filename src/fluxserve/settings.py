@@ -28,6 +28,7 @@ from fluxserve.defaults import (
     CLOUDFLARE_CONCURRENCY,
     DEFAULT_MODEL,
     LORA_CACHE_SIZE,
+    LORA_HOTSWAP_RANK,
     MAX_LORAS_PER_REQUEST,
     PROMPT_CACHE_MB,
     PROVIDER_TIMEOUT_SECONDS,
@@ -191,6 +192,8 @@ class Settings(RuntimeFields):
     max_loras_per_request: int = Field(MAX_LORAS_PER_REQUEST, ge=1, le=16)
     lora_cache_size: int = Field(LORA_CACHE_SIZE, ge=1, le=64)
     """Adapters each local model keeps loaded; the least recently used is unloaded first."""
+    lora_hotswap_rank: int = Field(LORA_HOTSWAP_RANK, ge=1, le=1024)
+    """Models with compile on: the highest LoRA rank they hot-swap (their adapter slots are padded to it)."""
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod

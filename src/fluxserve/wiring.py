@@ -35,6 +35,7 @@ def lora_options(settings: Settings) -> LoraOptions:
         allow_download=settings.allow_download,
         max_per_request=settings.max_loras_per_request,
         cache_size=settings.lora_cache_size,
+        hotswap_rank=settings.lora_hotswap_rank,
     )
 
 

@@ -157,7 +157,7 @@ def _check_mask_model(request: ImageRequest, model: str, caps: Capabilities, mas
     elsewhere = (
         f"models here that take one: {', '.join(mask_models)}"
         if mask_models
-        else "no model served here takes one (FLUX.2 [klein] models do)"
+        else "no model served here takes one (FLUX.2 [klein] and FLUX.1 models do)"
     )
     raise InvalidRequest(f"{model} takes no {param}; {elsewhere}", param=param)
 
@@ -176,9 +176,11 @@ def _probe_mask(request: ImageRequest, first: PlannedReference | None, limits: D
     return PlannedReference(request.mask, info, first.size)
 
 
-def _probe(request: ImageRequest, caps: Capabilities, settings: Settings) -> list[PlannedReference]:
+def _probe(
+    request: ImageRequest, caps: Capabilities, settings: Settings, *, image_to_image: bool
+) -> list[PlannedReference]:
     """Each reference's header, checked: count first, then each size, then their sum (with the mask's)."""
-    check_reference_count(len(request.images), caps)
+    check_reference_count(len(request.images), caps, image_to_image=image_to_image)
     limits, planned = _limits(settings), []
     for index, raw in enumerate(request.images):
         info = probe_image(raw.data, param=raw.param, limits=limits)
@@ -231,7 +233,7 @@ def plan(
     if (width is None) != (height is None):
         raise InvalidRequest("send both width and height, or neither", param="width" if width is None else "height")
     strength = check_strength(fields.strength, masked=request.mask is not None, images=len(request.images), caps=caps)
-    references = _probe(request, caps, settings)
+    references = _probe(request, caps, settings, image_to_image=strength is not None)
     mask = _probe_mask(request, references[0] if references else None, _limits(settings))
     if strength is not None:  # image to image: the first image's size, as validate() will resolve it
         width, height = check_image_to_image_size(width, height, image_to_image_size(references[0].size, caps))

@@ -30,7 +30,7 @@ _FLUX2 = Capabilities(
     name="", family="", max_megapixels=4.0, max_side=4096, reference_max_megapixels=1.0, lora_family="flux.2"
 )
 _FLUX1 = Capabilities(
-    name="", family="", max_megapixels=2.0, max_side=2048, max_reference_images=0, lora_family="flux.1"
+    name="", family="", max_megapixels=2.0, max_side=2048, max_reference_images=0, masks=True, lora_family="flux.1"
 )
 
 FAMILIES: dict[str, Family] = {
@@ -78,6 +78,7 @@ FAMILIES: dict[str, Family] = {
             "FLUX.1 [dev], guidance-distilled",
             "FluxPipeline",
             replace(_FLUX1, family="flux.1-dev", default_steps=28, default_guidance=3.5),
+            inpaint_pipeline_class="FluxInpaintPipeline",
         ),
         Family(
             "flux.1-schnell",
@@ -93,6 +94,7 @@ FAMILIES: dict[str, Family] = {
                 default_guidance=None,
             ),
             max_sequence_length=256,
+            inpaint_pipeline_class="FluxInpaintPipeline",
         ),
     )
 }

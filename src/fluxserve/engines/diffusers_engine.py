@@ -6,9 +6,10 @@ reported seed. (Batching several images into one call is barely faster on a busy
 changes the pixels slightly.)
 
 Masked edits and edits with ``strength`` (image to image) run the family's inpainting pipeline
-(``Flux2KleinInpaintPipeline`` for klein), built once from the loaded pipeline's own modules: no
-weights are loaded or copied twice. Outside the mask the result keeps the input's exact pixels
-(the pipeline itself keeps only their latents, which its VAE does not give back exactly).
+(``Flux2KleinInpaintPipeline`` for klein, ``FluxInpaintPipeline`` for FLUX.1), built once from the
+loaded pipeline's own modules with ``from_pipe``: no weights are loaded or copied twice. Outside
+the mask the result keeps the input's exact pixels (the pipeline itself keeps only their latents,
+which its VAE does not give back exactly).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from fluxserve.engines.adapters import LoadedAdapters
+from fluxserve.engines.adapters import Adapters, LoadedAdapters, SlotAdapters
 from fluxserve.engines.base import (
     Capabilities,
     GeneratedImage,
@@ -69,7 +70,7 @@ class DiffusersEngine:
         """The inpainting pipeline over ``_pipeline``'s modules, built at the first masked edit."""
         self._speedups: Speedups | None = None
         self._prompts: PromptEmbedder | None = None
-        self._adapters: LoadedAdapters | None = None
+        self._adapters: Adapters | None = None
         self._family: Family | None = None
         self._device = "cpu"
         self._memory_bytes = 0
@@ -133,7 +134,9 @@ class DiffusersEngine:
             self._speedups = self._apply_speed_options(pipeline)
             cache_bytes = int(self.options.runtime.prompt_cache_mb * 2**20)
             self._prompts = PromptEmbedder(pipeline, EmbeddingCache(cache_bytes)) if cache_bytes > 0 else None
-            self._adapters = LoadedAdapters(
+            # With compile on, adapters are hot-swapped into fixed slots so that switching never recompiles.
+            holder = SlotAdapters if self.options.runtime.compile else LoadedAdapters
+            self._adapters = holder(
                 pipeline, LoraCatalog(self.options.loras), lora_family(self._family.key), self.model
             )
             self._pipeline, self._device = pipeline, device
@@ -150,7 +153,7 @@ class DiffusersEngine:
         self.generate(warm_up_request(self.capabilities))
 
     @property
-    def adapters(self) -> LoadedAdapters:
+    def adapters(self) -> Adapters:
         """The LoRA adapters the loaded pipeline holds."""
         if self._adapters is None:
             raise EngineNotReady(f"model {self.model!r} is not loaded yet")
@@ -281,7 +284,7 @@ class DiffusersEngine:
     def _run(self, request: ResolvedRequest, seed: int, callback: Any, *, cached_prompts: bool = True) -> Any:
         if request.strength is not None:
             first = request.references[0]
-            if request.strength == 0:  # nothing may move: no step runs
+            if denoising_steps(request.steps, request.strength) == 0:  # nothing may move: no step runs
                 return first.copy()
             pipeline = self.image_to_image_pipeline()
             generated = self._call(pipeline, request, seed, callback, cached_prompts=cached_prompts)
@@ -294,7 +297,7 @@ class DiffusersEngine:
         if self._prompts is not None and cached_prompts:  # not while an adapter changes the text encoder
             arguments = self._prompts.replace_prompt(arguments)
         steps = denoising_steps(request.steps, request.strength)
-        speedups = self._speedups.run(steps) if self._speedups is not None else contextlib.nullcontext()
+        speedups = self._speedups.run(steps, pipeline) if self._speedups is not None else contextlib.nullcontext()
         try:
             with speedups:
                 output = pipeline(**arguments, callback_on_step_end=callback)

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fluxserve.defaults import LORA_CACHE_SIZE, LORA_SCALE_RANGE, MAX_LORAS_PER_REQUEST
+from fluxserve.defaults import LORA_CACHE_SIZE, LORA_HOTSWAP_RANK, LORA_SCALE_RANGE, MAX_LORAS_PER_REQUEST
 from fluxserve.engines.base import LoraChoice
 from fluxserve.errors import InvalidRequest
 
@@ -65,6 +65,8 @@ class LoraOptions:
     """Whether a repo id may be downloaded; otherwise only the Hugging Face cache is read."""
     max_per_request: int = MAX_LORAS_PER_REQUEST
     cache_size: int = LORA_CACHE_SIZE
+    hotswap_rank: int = LORA_HOTSWAP_RANK
+    """With compile on: the highest rank an adapter may have (adapters are hot-swapped into slots of this rank)."""
     hub_cache_dir: Path | None = None
     """The Hugging Face cache to read repo ids from (None: the hub library's own)."""
 

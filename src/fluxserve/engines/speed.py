@@ -46,7 +46,7 @@ STEP_CACHES_BY_PIPELINE: dict[str, tuple[StepCache, ...]] = {
 }
 """The step caches that work with each pipeline's transformer in diffusers 0.42.1."""
 
-_NO_CACHE_CONTEXT = frozenset({"Flux2Pipeline"})
+_NO_CACHE_CONTEXT = frozenset({"Flux2Pipeline", "FluxInpaintPipeline"})
 """Pipelines whose ``__call__`` calls the transformer outside ``transformer.cache_context``."""
 
 _CALIBRATION_PROMPT = "a photograph of a lighthouse on a rocky coast at sunset, detailed, sharp focus"
@@ -98,7 +98,6 @@ class Speedups:
         self._pipeline = pipeline
         self._cache_config = cache_config
         self._cache_steps: int | None = None
-        self._needs_context = type(pipeline).__name__ in _NO_CACHE_CONTEXT
 
     @property
     def step_cache(self) -> bool:
@@ -106,8 +105,9 @@ class Speedups:
         return self._cache_config is not None
 
     @contextlib.contextmanager
-    def run(self, steps: int) -> Iterator[None]:
-        """Around one pipeline call of ``steps`` steps: a fresh cache state, in a cache context."""
+    def run(self, steps: int, pipeline: Any = None) -> Iterator[None]:
+        """Around one call of ``pipeline`` (default: the loaded one; an inpainting pipeline over its
+        modules shares the transformer) that runs ``steps`` steps: a fresh cache state, in a cache context."""
         if self._cache_config is None:
             yield
             return
@@ -115,7 +115,9 @@ class Speedups:
         if transformer.is_cache_enabled:
             transformer.disable_cache()  # drops any state a canceled call left behind
         transformer.enable_cache(self._cache_config(steps))
-        context = transformer.cache_context("cond") if self._needs_context else contextlib.nullcontext()
+        called = self._pipeline if pipeline is None else pipeline
+        needs_context = type(called).__name__ in _NO_CACHE_CONTEXT
+        context = transformer.cache_context("cond") if needs_context else contextlib.nullcontext()
         with context:
             yield
 

@@ -214,17 +214,25 @@ def fit_reference(image: Image.Image, caps: Capabilities, param: str) -> Image.I
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def check_reference_count(count: int, caps: Capabilities) -> None:
-    if count > caps.max_reference_images:
-        if caps.max_reference_images == 0:
-            message = f"{caps.name} takes no reference images; use a FLUX.2 model to edit or combine images"
-        else:
-            message = f"{count} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
-        raise InvalidRequest(message, param="image")
+def check_reference_count(count: int, caps: Capabilities, *, image_to_image: bool = False) -> None:
+    """At most ``caps.max_reference_images`` images; an image-to-image edit (a mask or a strength)
+    always takes the one image it edits, even on a model without reference images (FLUX.1)."""
+    limit = max(caps.max_reference_images, 1) if image_to_image else caps.max_reference_images
+    if count <= limit:
+        return
+    if limit == 0:
+        message = f"{caps.name} takes no reference images; use a FLUX.2 model to edit or combine images"
+        if caps.masks:
+            message += f", or send a mask or strength to edit one image with {caps.name}"
+    elif caps.max_reference_images == 0:
+        message = f"{count} images sent; {caps.name} edits one image and takes no reference images besides it"
+    else:
+        message = f"{count} reference images sent; {caps.name} takes at most {caps.max_reference_images}"
+    raise InvalidRequest(message, param="image")
 
 
-def _check_references(references: list[Image.Image], caps: Capabilities) -> list[Image.Image]:
-    check_reference_count(len(references), caps)
+def _check_references(references: list[Image.Image], caps: Capabilities, *, image_to_image: bool) -> list[Image.Image]:
+    check_reference_count(len(references), caps, image_to_image=image_to_image)
     return [fit_reference(image, caps, f"image[{i}]") for i, image in enumerate(references)]
 
 
@@ -308,7 +316,7 @@ def validate(request: GenerationRequest | ResolvedRequest, caps: Capabilities) -
         raise InvalidRequest(f"n {n} is outside 1-{caps.max_images}", param="n")
     masked = request.mask is not None
     strength = check_strength(request.strength, masked=masked, images=len(request.references), caps=caps)
-    references = _check_references(list(request.references), caps)
+    references = _check_references(list(request.references), caps, image_to_image=strength is not None)
     if (request.width is None) != (request.height is None):
         raise InvalidRequest("send both width and height, or neither", param="width")
     mask = None

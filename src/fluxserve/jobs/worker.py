@@ -293,12 +293,13 @@ class ModelWorker:
         )
 
     def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:
-        partial_at = partial_image_steps(spec.partial_images, spec.steps * spec.n)
         partial_format = ImageFormat(spec.output_format)
 
         def report(progress: Progress) -> None:
             preview = partial = None
             if progress.preview is not None:
+                # Spread over the steps the engine says it runs: an edit with strength runs fewer than spec.steps.
+                partial_at = partial_image_steps(spec.partial_images, progress.total_steps)
                 wants_preview = self._preview_every > 0 and progress.step % self._preview_every == 0
                 wants_partial = progress.step in partial_at
                 image = self._preview(progress) if wants_preview or wants_partial else None
@@ -350,7 +351,8 @@ class ModelWorker:
 
 
 def partial_image_steps(count: int, total_steps: int) -> list[int]:
-    """The steps after which a streamed job sends its ``count`` partial images, evenly spread.
+    """The steps after which a streamed job sends its ``count`` partial images, evenly spread over the
+    ``total_steps`` the engine reports (those that run: fewer than asked for an edit with strength).
 
     Never the last step (the final image follows it); fewer when the job has too few steps.
     """

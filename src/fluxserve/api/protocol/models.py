@@ -31,6 +31,11 @@ class ModelCapabilities(BaseModel):
     masks: bool = Field(
         default=False, description="Whether the model takes mask (masked edits) and strength (image to image)."
     )
+    lora_family: str | None = Field(
+        default=None,
+        description="The LoRA adapters the model takes: those of this family in GET /v1/loras (flux.2 or flux.1); "
+        "null: it takes none (hosted models).",
+    )
 
 
 class ModelRuntimeInfo(BaseModel):

@@ -38,6 +38,7 @@ def capabilities_of(caps: Capabilities) -> ModelCapabilities:
         safety_tolerance=caps.safety_tolerance,
         max_prompt_chars=caps.max_prompt_chars,
         masks=caps.masks,
+        lora_family=caps.lora_family,
     )
 
 

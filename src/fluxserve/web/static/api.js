@@ -159,6 +159,9 @@ export const jobs = {
 
 export const models = () => api("/v1/models");
 
+/** The LoRA adapters this key may name, each with its family, and how many and what scales a request may use. */
+export const loras = () => api("/v1/loras");
+
 /** The rules every request is checked against: limits and the structured prompt's JSON Schema. */
 export const rules = () => api("/v1/rules");
 

@@ -18,6 +18,7 @@ const FIELDS = {
   refs: { error: "refs-error", controls: ["refs-drop"] },
   mask: { error: "mask-error", controls: ["mask-canvas"] },
   strength: { error: "mask-error", controls: ["strength"] },
+  loras: { error: "loras-error", controls: ["lora-choice"] },
 };
 
 /** The studio field an API error's `param` names, or null. */
@@ -26,6 +27,7 @@ function fieldOf(param) {
   const name = String(param);
   if (name === "prompt" || name === "input" || name.startsWith("prompt.") || name.startsWith("prompt[")) return "prompt";
   if (/^(image|images|input_image)/.test(name)) return "refs";
+  if (/^loras\b/.test(name)) return "loras";
   if (name === "output_format" || name === "output_compression") return "format";
   if (name === "quality") return "steps";
   return FIELDS[name] ? name : null;

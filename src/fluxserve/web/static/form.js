@@ -24,7 +24,7 @@ function applyRules(published) {
 export async function loadModels() {
   let list;
   try {
-    [list] = await Promise.all([models(), rules().then(applyRules)]);
+    [list] = await Promise.all([models(), rules().then(applyRules), state.loras.load()]);
   } catch (error) {
     showError(error, { focus: false });
     if (!keyProblem(error)) showFieldError("model", `Could not list the models: ${describe(error)}`);
@@ -86,8 +86,10 @@ function applyModel({ keepSettings = false } = {}) {
   if (!inRange(n.value, 1, caps.max_images)) n.value = 1;
   $("n-info").textContent = `1-${caps.max_images}.`;
 
-  state.refs.setLimit(caps.max_reference_images || 0);
+  // A model that takes no references but masks (FLUX.1) still takes image 1: the one it edits.
+  state.refs.setLimit(Math.max(caps.max_reference_images || 0, caps.masks ? 1 : 0));
   state.mask?.update();
+  state.loras.update();
   renderPresets();
   const width = Number($("width").value);
   const height = Number($("height").value);
@@ -222,6 +224,9 @@ export function buildBody() {
   if (body.seed === null || body.n === null) ok = false;
   body.output_format = $("output-format").value;
   body.response_format = "url";
+  const loras = state.loras.body();
+  if (loras === null) ok = false;
+  else if (loras.length) body.loras = loras;
   if (refs.items.length > refs.limit) {
     refs.say(`This model takes at most ${refs.limit} reference images.`);
     ok = false;
@@ -249,6 +254,7 @@ export function restoreSettings() {
   if (saved.guidance !== undefined && state.caps.guidance) $("guidance").value = saved.guidance;
   if (saved.n) $("n").value = saved.n;
   if (saved.output_format) $("output-format").value = saved.output_format;
+  state.loras.set(saved.loras);
   if (saved.locked) {
     $("seed").value = saved.seed;
     $("seed-lock").checked = true;
@@ -280,6 +286,7 @@ export function fillForm(job) {
   }
   if (request.n) $("n").value = request.n;
   if (request.output_format) $("output-format").value = request.output_format;
+  state.loras.set(request.loras);
   if (request.references) {
     say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.`, "info");
   }

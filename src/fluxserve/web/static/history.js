@@ -4,6 +4,7 @@ import { describe, jobs, keyProblem, localUrl } from "./api.js";
 import { $, el } from "./dom.js";
 import { clearErrors, showError, showKeyProblem } from "./errors.js";
 import { fillForm } from "./form.js";
+import { loraSummary } from "./loras.js";
 import { showResults } from "./results.js";
 import { state } from "./state.js";
 
@@ -16,11 +17,13 @@ function historyItem(job) {
   if (first) thumb.addEventListener("error", () => thumb.replaceWith(el("span", { className: "thumb-placeholder", textContent: "link expired" })));
   const prompt = typeof request.prompt === "string" ? request.prompt : JSON.stringify(request.prompt ?? "");
   const when = new Date((job.created_at || job.created) * 1000);
+  const loras = loraSummary(request.loras);
   const button = el("button", { type: "button", className: "history-item", title: prompt },
     thumb,
     el("span", { className: "history-text" },
       el("span", { className: "history-prompt", textContent: prompt }),
-      el("span", { className: "history-meta", textContent: `${job.status} · ${job.model} · ${request.width}×${request.height} · ${when.toLocaleString()}` })));
+      el("span", { className: "history-meta", textContent: `${job.status} · ${job.model} · ${request.width}×${request.height} · ${when.toLocaleString()}` }),
+      loras ? el("span", { className: "history-meta history-loras", textContent: `LoRA ${loras}` }) : null));
   button.setAttribute("aria-label", `Reopen ${job.status} job: ${prompt.slice(0, 80)}`);
   button.addEventListener("click", () => openJob(job.id));
   return el("li", {}, button);

@@ -3,6 +3,7 @@
 import { localUrl } from "./api.js";
 import { $, el } from "./dom.js";
 import { fillForm, randomSeed } from "./form.js";
+import { loraSummary } from "./loras.js";
 import { curl, python } from "./snippets.js";
 import { state } from "./state.js";
 
@@ -13,6 +14,7 @@ function requestBodyOf(job) {
   if (request.steps !== undefined && request.steps !== null) body.steps = request.steps;
   if (request.guidance !== undefined && request.guidance !== null) body.guidance = request.guidance;
   Object.assign(body, { seed: request.seed, n: request.n, output_format: request.output_format, response_format: "url" });
+  if (request.loras?.length) body.loras = request.loras;
   return body;
 }
 
@@ -67,6 +69,7 @@ export function showResults(job, { body = null, references = null } = {}) {
   if (request.steps) details.push(`${request.steps} steps`);
   if (request.guidance !== undefined && request.guidance !== null) details.push(`guidance ${request.guidance}`);
   if (refCount) details.push(`${refCount} reference${refCount === 1 ? "" : "s"}`);
+  const loras = loraSummary(request.loras);
   const curlText = curl(sent, location.origin, refCount);
   const pythonText = python(sent, location.origin, refCount);
   const code = el("pre", { className: "code-block", tabIndex: 0 }, el("code", { textContent: curlText }));
@@ -76,7 +79,8 @@ export function showResults(job, { body = null, references = null } = {}) {
   const pythonButton = copyButton("Copy as Python", pythonText);
   pythonButton.addEventListener("click", () => showCode(pythonText));
   $("results").replaceChildren(
-    el("p", { className: "result-meta" }, el("span", { className: "result-prompt", textContent: promptText }), ` · ${details.join(" · ")}`),
+    el("p", { className: "result-meta" }, el("span", { className: "result-prompt", textContent: promptText }), ` · ${details.join(" · ")}`,
+      loras ? el("span", { className: "result-loras" }, " · LoRA ", el("output", { textContent: loras })) : null),
     el("div", { className: "result-grid" }, ...figures),
     el("details", { className: "code" }, el("summary", { textContent: "Settings as code" }),
       el("div", { className: "row wrap" }, curlButton, pythonButton), code),

@@ -49,13 +49,17 @@ export function python(body, origin, references = 0) {
     lines.push(`    image=[${files.join(", ")}],`);
   }
   const promptText = typeof prompt === "string" ? prompt : JSON.stringify(prompt);
+  // An edit is a multipart form, whose fields are text: a list (loras) goes as its JSON.
+  const fields = references
+    ? Object.fromEntries(Object.entries(extra).map(([key, value]) => [key, typeof value === "object" ? JSON.stringify(value) : value]))
+    : extra;
   lines.push(
     `    prompt=${pyValue(promptText)},`,
     `    size="${width}x${height}",`,
     `    n=${n},`,
     `    output_format=${pyValue(format)},`,
     `    response_format=${pyValue(responseFormat)},`,
-    `    extra_body=${pyValue(extra)},  # FLUX controls travel in extra_body`,
+    `    extra_body=${pyValue(fields)},  # FLUX controls travel in extra_body`,
     ")",
     "for item in result.data:",
     '    print(item.model_extra["seed"], item.url)',

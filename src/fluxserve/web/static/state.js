@@ -8,6 +8,7 @@ export const state = {
   sizes: null, // its sizes (sizes.js)
   refs: null, // the reference images (refs.js)
   mask: null, // the mask painted over reference image 1 (mask.js)
+  loras: null, // the LoRA adapters picked, with their scales (loras.js)
   jsonMode: false,
   buffers: { text: "", json: "" },
   job: null, // {id, abort, body, references}

@@ -3,7 +3,8 @@
 // client and the key), key.js (the key form), errors.js (messages by the controls), form.js
 // (the model, sizes, seed, and the request), prompt.js with structured.js (text and JSON
 // prompts), sizes.js (sizes), refs.js (reference images), job.js (generating), results.js,
-// history.js, snippets.js (curl / Python), sse.js (event streams), dom.js (element helpers).
+// history.js, snippets.js (curl / Python), sse.js (event streams), dom.js (element helpers),
+// mask.js (the mask painter), loras.js (LoRA adapters and their scales).
 // The rules input is checked against come from the server: GET /v1/rules and GET /v1/models.
 
 import { $ } from "./dom.js";
@@ -12,6 +13,7 @@ import { loadHistory, setupHistory } from "./history.js";
 import { setupJob } from "./job.js";
 import { setupKey } from "./key.js";
 import { setupPrompt } from "./prompt.js";
+import { Loras } from "./loras.js";
 import { MaskPainter } from "./mask.js";
 import { References } from "./refs.js";
 import { state } from "./state.js";
@@ -27,6 +29,7 @@ async function main() {
     limitLabel: $("refs-limit"), hint: $("refs-formats"), onChange: () => state.mask?.update(),
   });
   state.mask = new MaskPainter();
+  state.loras = new Loras();
   setupKey(reload);
   setupPrompt();
   setupForm();
