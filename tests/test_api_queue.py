@@ -139,7 +139,7 @@ def test_the_event_loop_stays_responsive_while_generating(server: Server) -> Non
     assert answered > 0
 
 
-def test_a_graceful_shutdown_leaves_the_running_job_to_resume(make_app: Callable[..., FastAPI]) -> None:
+def test_a_graceful_shutdown_puts_the_running_job_back_in_the_queue(make_app: Callable[..., FastAPI]) -> None:
     app = make_app(models=["tiny-random-base"])
     with serve_in_thread(app) as url:
         server = Server(app, url)
@@ -151,7 +151,7 @@ def test_a_graceful_shutdown_leaves_the_running_job_to_resume(make_app: Callable
     database = app.state.services.settings.data_dir / "jobs.sqlite3"
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         [(status,)] = connection.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchall()
-    assert status == "running"  # not canceled: it was accepted, so it must still happen
+    assert status == "queued"  # not canceled: it was accepted, so it goes back to the queue
     reopened = make_app(models=["tiny-random-base"])
     with serve_in_thread(reopened) as url:
         service = reopened.state.services.jobs

@@ -85,11 +85,13 @@ class ModelWorker:
             threading.Thread(target=self._main, name=f"worker-{name}", daemon=True),
             threading.Thread(target=self._keep_leases, name=f"leases-{name}", daemon=True),
         ]
+        """The main thread and the lease keeper; a hosted model's main thread adds one per job it runs at once."""
 
     # -- called from other threads -------------------------------------------------------
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        main, leases = self._threads[:2]
+        leases.start()
+        main.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._wakeup:
