@@ -156,6 +156,15 @@ def test_unknown_or_crafted_file_paths_are_404(make_app: Any, storage: dict[str,
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_a_link_whose_image_is_gone_from_the_store_is_404(make_app: Any, storage: dict[str, Any]) -> None:
+    with TestClient(make_app(**storage)) as client:
+        body = generate(client, response_format="url")
+        context(client).files.blobs.delete_prefix(f"outputs/{body['id']}/")  # removed behind the server's back
+        response = client.get(body["data"][0]["url"])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
 def test_reference_system_multipart_with_input_images(client: TestClient) -> None:
     files = [
         ("input_image_0", ("a.png", png_bytes(photo(128, 96, 1)), "image/png")),
