@@ -236,10 +236,10 @@ class JobService:
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
         job_id = new_job_id()
-        self.files.write_references(job_id, references)
-        if mask is not None:
-            self.files.write_mask(job_id, mask)
         try:
+            self.files.write_references(job_id, references)  # outside the lock: a bucket may take a while
+            if mask is not None:
+                self.files.write_mask(job_id, mask)
             with self._admission:  # check and enqueue as one step, so the bounds hold under concurrency
                 if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
                     self.files.delete_job(job_id)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from fluxserve.api.deps import FilesDep, JobsDep, SignerDep
 from fluxserve.api.openapi import error_responses
@@ -50,12 +51,25 @@ def open_output(jobs: JobService, files: FileStore, job_id: str, name: str) -> t
     return files.open_output(job_id, index, fmt), fmt
 
 
-async def _streamed(blob: Blob) -> AsyncIterator[bytes]:
-    try:
+class BlobResponse(StreamingResponse):
+    """A stored image streamed in chunks. The blob is closed here, without an ``await``, however the
+    response ends: finished, its client gone, its task cancelled or dropped with the server's event
+    loop at shutdown (when an ``await`` in a generator's ``finally`` may never run)."""
+
+    def __init__(self, blob: Blob, media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(self._chunks(blob), media_type=media_type, headers=headers)
+        self.blob = blob
+
+    @staticmethod
+    async def _chunks(blob: Blob) -> AsyncIterator[bytes]:
         while chunk := await asyncio.to_thread(blob.reader.read, CHUNK_BYTES):
             yield chunk
-    finally:
-        await asyncio.to_thread(blob.close)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.blob.close()
 
 
 @router.get(
@@ -79,8 +93,8 @@ async def image_file(
     signer: SignerDep,
     expires: str | None = None,
     signature: str | None = None,
-) -> StreamingResponse:
+) -> BlobResponse:
     signer.verify(f"/v1/images/files/{job_id}/{name}", expires, signature)
     blob, fmt = await asyncio.to_thread(open_output, jobs, files, job_id, name)
     headers = {"cache-control": CACHE_CONTROL, "x-content-type-options": "nosniff", "content-length": str(blob.size)}
-    return StreamingResponse(_streamed(blob), media_type=fmt.media_type, headers=headers)
+    return BlobResponse(blob, fmt.media_type, headers)
