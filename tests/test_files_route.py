@@ -59,7 +59,7 @@ class SlowFile:
 
 
 def test_a_client_that_leaves_mid_image_leaves_no_open_file(tmp_path: Path) -> None:
-    """The server sees the disconnect while a chunk is being read: the stream is cancelled there."""
+    """The server sees the disconnect while a chunk is being read: the stream is canceled there."""
     path = tmp_path / "image.png"
     path.write_bytes(b"x" * CHUNK_BYTES * 3)
     reader = SlowFile(path)

@@ -53,7 +53,7 @@ def open_output(jobs: JobService, files: FileStore, job_id: str, name: str) -> t
 
 class BlobResponse(StreamingResponse):
     """A stored image streamed in chunks. The blob is closed here, without an ``await``, however the
-    response ends: finished, its client gone, its task cancelled or dropped with the server's event
+    response ends: finished, its client gone, its task canceled or dropped with the server's event
     loop at shutdown (when an ``await`` in a generator's ``finally`` may never run)."""
 
     def __init__(self, blob: Blob, media_type: str, headers: dict[str, str]) -> None:
