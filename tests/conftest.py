@@ -124,3 +124,25 @@ def browser() -> Iterator[Any]:
         launched = launch(playwright)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    """A real S3-compatible server (moto's) on loopback, shared by the session: each test makes its own
+    bucket. A test that takes a server down starts its own (see tests/object_store.py)."""
+    from tests.object_store import MotoS3
+
+    server = MotoS3()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["folder", "s3"])
+def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings that keep images in the data directory, then (a second run) in a fresh bucket."""
+    if request.param == "folder":
+        return {}
+    server = request.getfixturevalue("s3")
+    return server.settings(server.new_bucket(), prefix="images")  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fluxserve.api.deps import Services
-from fluxserve.imaging.encode import read_parameters
+from fluxserve.imaging.encode import ImageFormat, read_parameters
 from fluxserve.jobs.models import JobStatus
 from fluxserve.storage.signing import UrlSigner
 from tests.helpers import photo, png_bytes, wait_for
@@ -105,18 +105,28 @@ def test_output_formats(client: TestClient, fmt: str, media: str) -> None:
     assert image_of(body["data"][0]).format == media
 
 
-def test_url_response_serves_the_file_with_type_and_caching(client: TestClient) -> None:
-    body = generate(client, response_format="url", output_format="webp", n=2)
-    urls = [item["url"] for item in body["data"]]
-    assert urlsplit(urls[0]).path == f"/v1/images/files/{body['id']}/0.webp"
-    for url in urls:
-        response = client.get(url)
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "image/webp"
-        assert "immutable" in response.headers["cache-control"]
-        assert response.headers["x-content-type-options"] == "nosniff"
-        assert Image.open(io.BytesIO(response.content)).size == (64, 64)
+def test_url_response_serves_the_file_with_type_and_caching(make_app: Any, storage: dict[str, Any]) -> None:
+    with TestClient(make_app(**storage)) as client:
+        body = generate(client, response_format="url", output_format="webp", n=2)
+        urls = [item["url"] for item in body["data"]]
+        assert urlsplit(urls[0]).path == f"/v1/images/files/{body['id']}/0.webp"
+        for index, url in enumerate(urls):
+            response = client.get(url)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "image/webp"
+            assert "immutable" in response.headers["cache-control"]
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["content-length"] == str(len(response.content))
+            assert Image.open(io.BytesIO(response.content)).size == (64, 64)
+            assert response.content == context(client).files.read_output(body["id"], index, ImageFormat.WEBP)
     assert "b64_json" not in body["data"][0]
+
+
+def test_b64_json_response_reads_the_stored_image(make_app: Any, storage: dict[str, Any]) -> None:
+    with TestClient(make_app(**storage)) as client:
+        body = generate(client, seed=8)
+        stored = context(client).files.read_output(body["id"], 0, ImageFormat.PNG)
+    assert base64.b64decode(body["data"][0]["b64_json"]) == stored
 
 
 def test_public_url_setting_prefixes_result_urls(make_app: Any) -> None:
@@ -136,13 +146,23 @@ def test_public_url_setting_prefixes_result_urls(make_app: Any) -> None:
         "/v1/images/files/{job}/0.png.tmp",
     ],
 )
-def test_unknown_or_crafted_file_paths_are_404(client: TestClient, path: str) -> None:
+def test_unknown_or_crafted_file_paths_are_404(make_app: Any, storage: dict[str, Any], path: str) -> None:
     """Even with a valid signature for the path (the server's own key signs it here)."""
-    job = generate(client, response_format="url")["id"]
-    signer: UrlSigner = client.app.state.services.signer  # type: ignore[attr-defined]
-    response = client.get(signer.sign(path.format(job=job)))
+    with TestClient(make_app(**storage)) as client:
+        job = generate(client, response_format="url")["id"]
+        signer: UrlSigner = client.app.state.services.signer  # type: ignore[attr-defined]
+        response = client.get(signer.sign(path.format(job=job)))
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_link_whose_image_is_gone_from_the_store_is_404(make_app: Any, storage: dict[str, Any]) -> None:
+    with TestClient(make_app(**storage)) as client:
+        body = generate(client, response_format="url")
+        context(client).files.blobs.delete_prefix(f"outputs/{body['id']}/")  # removed behind the server's back
+        response = client.get(body["data"][0]["url"])
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 def test_reference_system_multipart_with_input_images(client: TestClient) -> None:

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from fluxserve.api.deps import Services
+from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.models import Job, JobStatus
 from fluxserve.jobs.worker import ModelWorker
 from tests.helpers import TEST_TIMEOUT, wait_for
@@ -124,7 +125,7 @@ def test_a_failure_after_the_job_started_says_do_not_retry(server: Server) -> No
     assert response.headers["x-job-id"] == job_id
     assert response.json()["error"]["code"] == "cancelled"
     assert server.services.jobs.get(job_id).status is JobStatus.CANCELED
-    assert not server.services.jobs.files.output_path(job_id, 0, "png").exists()
+    assert not server.services.jobs.files.has_output(job_id, 0, ImageFormat.PNG)
 
 
 def test_the_event_loop_stays_responsive_while_generating(server: Server) -> None:

@@ -17,6 +17,7 @@ from fluxserve.api.app import create_app
 from fluxserve.engines.base import GenerationRequest, GenerationResult, Progress, ProgressCallback
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
+from fluxserve.imaging.encode import ImageFormat
 from fluxserve.settings import Settings
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
@@ -129,7 +130,7 @@ def test_cancel_while_running_stops_between_steps_and_keeps_no_image(server: Liv
     body = response.json()
     assert body["status"] == "canceled"
     assert "images" not in body
-    assert not (server.service.files.root / "outputs" / job["id"]).exists()
+    assert not server.service.files.has_output(job["id"], 0, ImageFormat.PNG)
     assert server.service.progress(job["id"]).step < 100  # type: ignore[union-attr]
     # the worker goes on with the next job
     assert server.submit(QUICK, headers=PREFER_WAIT)["status"] == "succeeded"
@@ -143,16 +144,19 @@ def test_cancel_of_a_finished_job_is_409(server: LiveServer) -> None:
     assert server.job(job["id"])["status"] == "succeeded"
 
 
-def test_delete_removes_a_finished_job_and_its_files(server: LiveServer) -> None:
+def test_delete_removes_a_finished_job_and_its_files(
+    make_server: Callable[..., LiveServer], storage: dict[str, Any]
+) -> None:
+    server = make_server(**storage)
     job = server.submit(QUICK, headers=PREFER_WAIT)
-    folder = server.service.files.root / "outputs" / job["id"]
-    assert folder.exists()
+    assert server.service.files.has_output(job["id"], 0, ImageFormat.PNG)
     image_url = job["images"][0]["url"]
+    assert httpx.get(image_url, timeout=TEST_TIMEOUT).status_code == 200
 
     assert server.http.delete(job["urls"]["get"]).status_code == 204
     assert server.http.get(job["urls"]["get"]).status_code == 404
     assert httpx.get(image_url, timeout=TEST_TIMEOUT).status_code == 404
-    assert not folder.exists()
+    assert not server.service.files.has_output(job["id"], 0, ImageFormat.PNG)
     assert server.http.delete(job["urls"]["get"]).status_code == 404
 
 
@@ -216,13 +220,14 @@ def test_bad_history_queries_are_400(server: LiveServer, params: dict[str, Any],
     assert response.json()["error"]["param"] == param
 
 
-def test_finished_jobs_are_cleaned_up_after_the_retention_period(make_server: Callable[..., LiveServer]) -> None:
-    server = make_server(job_retention_hours=0.5 / 3600, cleanup_interval_seconds=0.1)
+def test_finished_jobs_are_cleaned_up_after_the_retention_period(
+    make_server: Callable[..., LiveServer], storage: dict[str, Any]
+) -> None:
+    server = make_server(job_retention_hours=0.5 / 3600, cleanup_interval_seconds=0.1, **storage)
     job = server.submit(QUICK, headers=PREFER_WAIT)
-    folder = server.service.files.root / "outputs" / job["id"]
-    assert folder.exists()
+    assert server.service.files.has_output(job["id"], 0, ImageFormat.PNG)
     wait_for(lambda: server.http.get(job["urls"]["get"]).status_code == 404, "the job deleted")
-    assert not folder.exists()
+    assert not server.service.files.has_output(job["id"], 0, ImageFormat.PNG)
 
 
 def test_retention_keeps_unfinished_and_recent_jobs(server: LiveServer) -> None:

@@ -57,3 +57,33 @@ def test_serve_with_a_bad_setting_exits_2_with_one_line(capsys: pytest.CaptureFi
     error = capsys.readouterr().err
     assert error.startswith("fluxserve: error: setting port")
     assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "param"),
+    [
+        ({"FLUXSERVE_OBJECT_STORE_URL": "bucket-without-scheme"}, "object_store_url"),
+        ({"FLUXSERVE_OBJECT_STORE_URL": "s3://Upper_Case"}, "object_store_url"),
+        ({"FLUXSERVE_OBJECT_STORE_URL": "gs://images"}, "object_store_url"),
+        ({"FLUXSERVE_OBJECT_STORE_ENDPOINT_URL": "127.0.0.1:9000"}, "object_store_endpoint_url"),
+        ({"FLUXSERVE_OBJECT_STORE_ACCESS_KEY_ID": "id-without-its-secret"}, "object_store_secret_access_key"),
+        ({"FLUXSERVE_OBJECT_STORE_TIMEOUT_SECONDS": "0"}, "object_store_timeout_seconds"),
+    ],
+)
+def test_a_bad_object_store_setting_names_itself(environ: dict[str, str], param: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        load_settings(environ=environ)
+    assert raised.value.param == param
+
+
+def test_object_store_settings_from_the_environment() -> None:
+    environ = {
+        "FLUXSERVE_OBJECT_STORE_URL": "s3://team-images/fluxserve",
+        "FLUXSERVE_OBJECT_STORE_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "FLUXSERVE_OBJECT_STORE_REGION": "eu-west-1",
+    }
+    settings = load_settings(environ=environ)
+    assert settings.object_store_url == "s3://team-images/fluxserve"
+    assert settings.object_store_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.object_store_region == "eu-west-1"
+    assert load_settings(environ={}).object_store_url is None  # the data directory keeps the images

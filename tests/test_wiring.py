@@ -10,7 +10,8 @@ from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
-from fluxserve.wiring import engine_options, engine_options_per_model, provider_options
+from fluxserve.storage.files import BucketOptions
+from fluxserve.wiring import bucket_options, engine_options, engine_options_per_model, provider_options
 
 
 def test_default_settings_give_the_default_provider_options(tmp_path: Path) -> None:
@@ -84,3 +85,25 @@ def test_each_model_gets_its_own_runtime(tmp_path: Path) -> None:
         dtype="bfloat16", step_cache="first-block", quantize_transformer="torchao-int8", prompt_cache_mb=0
     )
     assert {each.cache_dir for each in options.values()} == {tmp_path / "cache"}
+
+
+def test_the_bucket_options_come_from_the_object_store_settings(tmp_path: Path) -> None:
+    assert bucket_options(Settings(data_dir=tmp_path)) is None
+    settings = Settings(
+        data_dir=tmp_path,
+        object_store_url="s3://team-images/fluxserve/",
+        object_store_endpoint_url="http://127.0.0.1:9000",
+        object_store_region="eu-west-1",
+        object_store_access_key_id="id",
+        object_store_secret_access_key="secret",
+        object_store_timeout_seconds=3,
+    )
+    assert bucket_options(settings) == BucketOptions(
+        bucket="team-images",
+        prefix="fluxserve/",
+        endpoint_url="http://127.0.0.1:9000",
+        region="eu-west-1",
+        access_key_id="id",
+        secret_access_key="secret",
+        timeout_seconds=3,
+    )

@@ -42,6 +42,9 @@ from fluxserve.defaults import (
 )
 from fluxserve.errors import InvalidRequest
 
+# S3's bucket names: 3-63 lowercase letters, digits, dots and hyphens, a letter or digit at each end.
+_BUCKET_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?")
+
 # allow_inf_nan=False: "inf" would pass gt=0 and mean "no limit" by accident (max_wait_seconds=inf was a 500).
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -194,6 +197,18 @@ class Settings(RuntimeFields):
     """Adapters each local model keeps loaded; the least recently used is unloaded first."""
     lora_hotswap_rank: int = Field(LORA_HOTSWAP_RANK, ge=1, le=1024)
     """Models with compile on: the highest LoRA rank they hot-swap (their adapter slots are padded to it)."""
+    object_store_url: str | None = None
+    """Keep images in an S3-compatible bucket, ``s3://bucket`` or ``s3://bucket/prefix``, so that every
+    server naming it serves every image (the ``s3`` extra); default: the data directory."""
+    object_store_endpoint_url: str | None = None
+    """The S3 API's address for a server other than AWS (MinIO, Ceph, R2...); default: boto3's (AWS)."""
+    object_store_region: str | None = None
+    """Default: boto3's (``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``~/.aws/config``)."""
+    object_store_access_key_id: str | None = None
+    """With object_store_secret_access_key; default: boto3's credentials (``AWS_*`` variables, profile, role)."""
+    object_store_secret_access_key: str | None = None
+    object_store_timeout_seconds: float = Field(10, gt=0)
+    """The longest the bucket may take to connect or answer (each of 3 tries) before a request gets 503."""
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod
@@ -206,6 +221,20 @@ class Settings(RuntimeFields):
         for origin in value:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin such as https://studio.example.com (no path)")
+        return value
+
+    @field_validator("object_store_url")
+    @classmethod
+    def _bucket_url(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET_URL.fullmatch(value):
+            raise ValueError(f"{value!r} is not a bucket URL such as s3://my-bucket or s3://my-bucket/fluxserve")
+        return value
+
+    @field_validator("object_store_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise ValueError(f"{value!r} is not an address such as http://127.0.0.1:9000 (no path)")
         return value
 
     @field_validator("models")
@@ -242,6 +271,15 @@ class Settings(RuntimeFields):
                 in_table = bool({"quantize_transformer", "gguf_file"} & self._table_fields(model))
                 field = f"runtime.{model}.{mismatch[0]}" if in_table else mismatch[0]
                 raise _setting_error(field, mismatch[1] + ("" if in_table else f" (model {model})"))
+        return self
+
+    @model_validator(mode="after")
+    def _whole_credentials(self) -> Settings:
+        if (self.object_store_access_key_id is None) != (self.object_store_secret_access_key is None):
+            raise _setting_error(
+                "object_store_secret_access_key",
+                "set object_store_access_key_id and object_store_secret_access_key together, or neither",
+            )
         return self
 
     def _table_fields(self, model: str) -> set[str]:

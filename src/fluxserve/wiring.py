@@ -12,6 +12,7 @@ from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.runtime import ModelRuntime
 from fluxserve.settings import Settings
+from fluxserve.storage.files import BucketOptions
 
 
 def provider_options(settings: Settings) -> ProviderOptions:
@@ -36,6 +37,22 @@ def lora_options(settings: Settings) -> LoraOptions:
         max_per_request=settings.max_loras_per_request,
         cache_size=settings.lora_cache_size,
         hotswap_rank=settings.lora_hotswap_rank,
+    )
+
+
+def bucket_options(settings: Settings) -> BucketOptions | None:
+    """The bucket that keeps the images (``object_store_url``), or None: the data directory keeps them."""
+    if settings.object_store_url is None:
+        return None
+    bucket, prefix = BucketOptions.split_url(settings.object_store_url)
+    return BucketOptions(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=settings.object_store_endpoint_url,
+        region=settings.object_store_region,
+        access_key_id=settings.object_store_access_key_id,
+        secret_access_key=settings.object_store_secret_access_key,
+        timeout_seconds=settings.object_store_timeout_seconds,
     )
 
 

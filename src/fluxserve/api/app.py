@@ -34,12 +34,12 @@ from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.service import JobParts, JobService
 from fluxserve.jobs.sqlite_store import SqliteJobStore
 from fluxserve.settings import Settings
-from fluxserve.storage.files import FileStore
+from fluxserve.storage.files import open_file_store
 from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
-from fluxserve.wiring import engine_options_per_model, lora_options, provider_options
+from fluxserve.wiring import bucket_options, engine_options_per_model, lora_options, provider_options
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -81,7 +81,10 @@ def build_services(
     """Every part of the server, each built once and handed to what uses it. Nothing runs until
     :meth:`Services.start`; :meth:`Services.stop` closes them."""
     db = Database(settings.data_dir / DATABASE_FILE)  # makes the data dir, private, before any secret is kept there
+    file_store = None
     try:
+        file_store = open_file_store(settings.data_dir, bucket_options(settings))
+        file_store.check()  # a bucket that is missing or unreachable stops the server here, saying which
         store = SqliteJobStore(db)
         signer = UrlSigner(
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
@@ -89,7 +92,7 @@ def build_services(
         secret = load_or_create_secret(settings.data_dir, settings.webhook_secret)
         parts = JobParts(
             store=store,
-            files=FileStore(settings.data_dir),
+            files=file_store,
             bus=EventBus(db.next_boot(), settings.sse_max_pending_events),
             signer=signer,
             keys=KeyStore(db, clock),
@@ -98,6 +101,8 @@ def build_services(
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:
+        if file_store is not None:
+            file_store.close()
         db.close()
         raise
     return Services(
@@ -139,6 +144,7 @@ def create_app(
     try:
         check_access(settings, services.keys)
     except BaseException:
+        services.files.close()
         services.db.close()
         raise
 

@@ -50,10 +50,11 @@ class Services:
         self.jobs.start()
 
     def stop(self) -> None:
-        """Stop the workers and the webhook sender, then close the database."""
+        """Stop the workers and the webhook sender, then close the database and the file store."""
         try:
             self.jobs.stop()
         finally:
+            self.files.close()
             self.db.close()
 
 

@@ -27,6 +27,7 @@ from fluxserve.api.protocol.images import (
     PartialImageEvent,
     PartialImageType,
 )
+from fluxserve.errors import StorageUnavailable
 from fluxserve.imaging.encode import ImageFormat
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobStatus, Operation, PartialImage
@@ -68,10 +69,10 @@ def completed_events(job: Job, files: FileStore) -> list[bytes]:
     kind: CompletedImageType = "image_edit.completed" if edit else "image_generation.completed"
     events = []
     for output in job.outputs:
-        path = files.output_path(job.id, output.index, ImageFormat(job.spec.output_format).extension)
+        data = files.read_output(job.id, output.index, ImageFormat(job.spec.output_format))
         event = ImageCompletedEvent(
             type=kind,
-            b64_json=base64.b64encode(path.read_bytes()).decode("ascii"),
+            b64_json=base64.b64encode(data).decode("ascii"),
             usage=ImageUsage(**job.usage.to_json()),
             seed=output.seed,
             id=job.id,
@@ -115,7 +116,11 @@ async def image_stream(
                     job = await asyncio.to_thread(service.get, job.id)
         finished = True
         if job.status is JobStatus.SUCCEEDED:
-            for frame in await asyncio.to_thread(completed_events, job, files):
+            try:
+                frames = await asyncio.to_thread(completed_events, job, files)
+            except StorageUnavailable as error:  # the bucket is down: the stream ends with the 503's body
+                frames = [sse.frame("error", body_of(error))]
+            for frame in frames:
                 yield frame
         else:
             yield error_event(job)

@@ -206,8 +206,8 @@ def render_images_response(job: Job, files: FileStore, signer: UrlSigner, base_u
         if spec.response_format == "url":
             item.url = image_url(base_url, job, output.index, signer)
         else:
-            path = files.output_path(job.id, output.index, ImageFormat(spec.output_format).extension)
-            item.b64_json = base64.b64encode(path.read_bytes()).decode("ascii")
+            image = files.read_output(job.id, output.index, ImageFormat(spec.output_format))
+            item.b64_json = base64.b64encode(image).decode("ascii")
         data.append(item)
     body = ImagesResponse(
         id=job.id,

@@ -232,10 +232,10 @@ class JobService:
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
         job_id = new_job_id()
-        self.files.write_references(job_id, references)
-        if mask is not None:
-            self.files.write_mask(job_id, mask)
         try:
+            self.files.write_references(job_id, references)  # outside the lock: a bucket may take a while
+            if mask is not None:
+                self.files.write_mask(job_id, mask)
             with self._admission:  # check and enqueue as one step, so the bounds hold under concurrency
                 if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
                     self.files.delete_job(job_id)
@@ -352,10 +352,16 @@ class JobService:
         return removed
 
     def _remove(self, job_id: str) -> bool:
-        """Remove a finished job's record, files and kept events; False if it has not finished."""
-        if not self.store.delete(job_id):
+        """Remove a finished job's files, record and kept events; False if it has not finished.
+
+        Files first: when their store is down (StorageUnavailable, a 503), the record stays and the
+        delete can be tried again, rather than leaving images no record leads to."""
+        job = self.store.get(job_id)
+        if job is None or not job.status.finished:  # a finished job never changes again
             return False
         self.files.delete_job(job_id)
+        if not self.store.delete(job_id):
+            return False
         self.bus.forget(job_id)
         return True
 

@@ -34,7 +34,7 @@ from fluxserve.engines.base import (
 )
 from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled
+from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -333,10 +333,13 @@ class ModelWorker:
             encoded = encode_result(result, fmt, compression=job.spec.output_compression)
             outputs = []
             for index, image in enumerate(encoded):
-                self._files.write_output(job.id, index, fmt.extension, image.data)
+                self._files.write_output(job.id, index, fmt, image.data)
                 outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
             if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=self.id):
                 self._bus.publish(JobEvent(job.id, JobEventType.COMPLETED, job=self._store.get(job.id)))
+        except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
+            log.warning("job %s: %s", job.id, error)
+            self._fail(job.id, error.code, f"the images could not be saved: {error}")
         except Exception:
             log.exception("job %s: encoding or writing failed", job.id)
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")

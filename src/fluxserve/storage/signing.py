@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fluxserve.errors import ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.numbers import ascii_int
-from fluxserve.storage.files import write_atomically
+from fluxserve.storage.folder import write_atomically
 
 KEY_FILE = "url-signing-key"
 ROUNDING_SECONDS = 300

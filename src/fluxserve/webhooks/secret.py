@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from fluxserve.errors import InvalidRequest
-from fluxserve.storage.files import write_atomically
+from fluxserve.storage.folder import write_atomically
 
 SECRET_PREFIX = "whsec_"
 SECRET_FILE = "webhook-secret"
