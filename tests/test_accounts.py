@@ -17,7 +17,7 @@ from fluxserve.accounts.keys import KEY_FORMAT, KeyLimits, Period, Scope, hash_k
 from fluxserve.accounts.keystore import KeyStore, parse_expiry
 from fluxserve.accounts.periods import iso, period_bounds
 from fluxserve.accounts.ratelimit import RateLimiter
-from fluxserve.db import DATABASE_FILE, Database
+from fluxserve.db import DATABASE_FILE, Database, SqliteDatabase
 from fluxserve.errors import AuthenticationFailed, InvalidRequest, NotFound
 from tests.helpers import ManualClock
 
@@ -31,7 +31,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Database]:
-    opened = Database(tmp_path / DATABASE_FILE)
+    opened = SqliteDatabase(tmp_path / DATABASE_FILE)
     yield opened
     opened.close()
 
