@@ -54,7 +54,14 @@ def free_port() -> int:
 class ServerProcess:
     """``fluxserve serve`` as a child process, for tests that kill it."""
 
-    def __init__(self, data_dir: Path, cache_dir: Path, models: list[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        cache_dir: Path,
+        models: list[str],
+        port: int | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
@@ -63,6 +70,9 @@ class ServerProcess:
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
         env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
+        env.pop("FLUXSERVE_DATABASE_URL", None)
+        if database_url is not None:
+            env["FLUXSERVE_DATABASE_URL"] = database_url
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

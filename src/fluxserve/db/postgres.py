@@ -63,6 +63,15 @@ def where(url: str) -> str:
     return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"
 
 
+def _values(params: Sequence[Any]) -> tuple[Any, ...]:
+    """``params`` as psycopg takes them. Postgres text cannot hold NUL (SQLite's can): such a value is
+    the caller's to fix, a 400, never a 500 from the driver."""
+    values = tuple(params)
+    if any(isinstance(value, str) and "\x00" in value for value in values):
+        raise InvalidRequest("text with a NUL character (\\u0000) cannot be stored or looked up; leave it out")
+    return values
+
+
 class _Statements:
     """The statements of one connection."""
 
@@ -70,14 +79,14 @@ class _Statements:
         self._connection = connection
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._connection.execute(placeholders(sql), tuple(params)).rowcount
+        return self._connection.execute(placeholders(sql), _values(params)).rowcount
 
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        rows: list[Row] = list(self._connection.execute(placeholders(sql), tuple(params)).fetchall())
+        rows: list[Row] = list(self._connection.execute(placeholders(sql), _values(params)).fetchall())
         return rows
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        return self._connection.execute(placeholders(sql), tuple(params)).fetchone()
+        return self._connection.execute(placeholders(sql), _values(params)).fetchone()
 
 
 class PostgresDatabase:
