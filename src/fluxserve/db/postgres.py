@@ -1,4 +1,4 @@
-"""The Postgres database: one store for any number of fluxserve processes (psycopg 3 and its pool).
+"""The Postgres database (psycopg 3 and its pool): the store for deployments that outgrow one file.
 
 Each call takes a connection from the pool for one statement (autocommit), or for the whole
 ``with`` block of :meth:`PostgresDatabase.transaction` (a real transaction on one connection).
