@@ -3,7 +3,8 @@
 A local pipeline runs one job at a time on one thread; a hosted engine, whose work happens at the
 provider, runs ``engine.concurrency`` jobs at once on that many threads. Encoding and writing the
 images happen on a shared thread pool, so a thread starts the next job while the last one is
-still being encoded.
+still being encoded. A database outage (Postgres restarting) pauses a worker's writes, which are
+retried until the database answers: the job goes on, and no thread dies of it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
+from typing import TypeVar
 
 from PIL import Image
 
@@ -27,7 +30,7 @@ from fluxserve.engines.base import (
 )
 from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
+from fluxserve.errors import DatabaseUnavailable, ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -40,6 +43,10 @@ log = logging.getLogger("fluxserve.worker")
 
 PREVIEW_JPEG_LOSS = 30
 """Previews are JPEG at quality 70: small, and only a glimpse."""
+RETRY_SECONDS = (0.5, 10.0)
+"""A store call the database did not answer is tried again after the first, doubling up to the second."""
+
+T = TypeVar("T")
 
 
 class ModelWorker:
@@ -194,9 +201,9 @@ class ModelWorker:
         with self._wakeup:
             cancel = self._running[job_id]
         try:
-            if not self._store.mark_running(job_id):
+            if not self._durably(lambda: self._store.mark_running(job_id)):
                 return  # canceled while it waited
-            job = self._store.get(job_id)
+            job = self._durably(lambda: self._store.get(job_id))
             assert job is not None
             self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
@@ -210,8 +217,12 @@ class ModelWorker:
                 return
             # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
             note = None if canceled.message == GenerationCancelled().message else canceled.message
-            if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note):
-                self._bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=self._store.get(job_id)))
+            if self._durably(lambda: self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note)):
+                self._bus.publish(
+                    JobEvent(job_id, JobEventType.CANCELED, job=self._durably(lambda: self._store.get(job_id)))
+                )
+        except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and resumes at the next start
+            log.warning("job %s: the database could not be reached while the server stopped", job_id)
         except FluxserveError as error:
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
@@ -280,8 +291,10 @@ class ModelWorker:
             for index, image in enumerate(encoded):
                 self._files.write_output(job.id, index, fmt, image.data)
                 outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
-            if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result)):
-                self._bus.publish(JobEvent(job.id, JobEventType.COMPLETED, job=self._store.get(job.id)))
+            if self._durably(lambda: self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result))):
+                self._bus.publish(
+                    JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
+                )
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -290,8 +303,20 @@ class ModelWorker:
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
 
     def _fail(self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None) -> None:
-        self._store.mark_failed(job_id, error_type, message, retry_after=retry_after)
-        self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._store.get(job_id)))
+        self._durably(lambda: self._store.mark_failed(job_id, error_type, message, retry_after=retry_after))
+        self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._durably(lambda: self._store.get(job_id))))
+
+    def _durably(self, call: Callable[[], T]) -> T:
+        """``call`` (a store call), tried again while the database cannot be reached, until the worker stops."""
+        delay, longest = RETRY_SECONDS
+        while True:
+            try:
+                return call()
+            except DatabaseUnavailable:
+                with self._wakeup:
+                    if self._wakeup.wait_for(lambda: self._stopping, delay):
+                        raise
+                delay = min(delay * 2, longest)
 
 
 def partial_image_steps(count: int, total_steps: int) -> list[int]:

@@ -1,8 +1,10 @@
-"""The jobs table in SQLite: the :class:`~fluxserve.jobs.store.JobStore` the server runs on.
+"""The jobs table: the :class:`~fluxserve.jobs.store.JobStore` the server runs on, over SQLite or Postgres.
 
-It owns the jobs table's SQL and returns typed :class:`~fluxserve.jobs.models.Job` records. A job's
-usage row is written in the same transaction (reserved when queued, billed or released when it
-ends) through :mod:`fluxserve.accounts.usage`, which owns that table.
+It owns the jobs table's SQL, written once for both databases (:mod:`fluxserve.db.protocol`), and
+returns typed :class:`~fluxserve.jobs.models.Job` records. A job's usage row is written in the same
+transaction (reserved when queued, billed or released when it ends) through
+:mod:`fluxserve.accounts.usage`, which owns that table. ``rowid`` orders jobs made in the same
+instant: SQLite's own, a column of that name on Postgres.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ import base64
 import binascii
 import json
 import logging
-import sqlite3
 import time
 from typing import Any
 
 from fluxserve.accounts import usage as usage_rows
-from fluxserve.db import Database
+from fluxserve.db import Database, Row
 from fluxserve.errors import ErrorCode, InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jobs.store import Idempotency, Page
@@ -26,7 +27,7 @@ from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 log = logging.getLogger("fluxserve.jobs")
 
 
-class SqliteJobStore:
+class SqlJobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -86,9 +87,8 @@ class SqliteJobStore:
 
     def by_idempotency_key(self, key: str, owner: str | None = None) -> tuple[Job, str] | None:
         """The job ``owner`` made with ``key``, and the digest of the request that made it."""
-        row = self._db.fetch_one(
-            "SELECT * FROM jobs WHERE ifnull(owner, '') = ? AND idempotency_key = ?", (owner or "", key)
-        )
+        owned = self._db.dialect.or_empty("owner")  # as the unique index spells it, so the lookup uses it
+        row = self._db.fetch_one(f"SELECT * FROM jobs WHERE {owned} = ? AND idempotency_key = ?", (owner or "", key))
         return None if row is None else (_job(row), row["request_hash"])
 
     def recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
@@ -98,10 +98,10 @@ class SqliteJobStore:
     def unfinished(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or running."""
         row = self._db.fetch_one(
-            "SELECT count(*) FROM jobs WHERE owner = ? AND status IN (?, ?)",
+            "SELECT count(*) AS unfinished FROM jobs WHERE owner = ? AND status IN (?, ?)",
             (owner, JobStatus.QUEUED, JobStatus.RUNNING),
         )
-        return 0 if row is None else int(row[0])
+        return 0 if row is None else int(row["unfinished"])
 
     def page(
         self,
@@ -113,8 +113,8 @@ class SqliteJobStore:
         owner: str | None = None,
     ) -> Page:
         """``owner``'s jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
-        where: list[str] = ["owner IS ?"]
-        params: list[Any] = [owner]
+        where: list[str] = ["owner IS NULL" if owner is None else "owner = ?"]
+        params: list[Any] = [] if owner is None else [owner]
         if cursor is not None:
             created_at, rowid = _parse_cursor(cursor)
             where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
@@ -172,7 +172,7 @@ class SqliteJobStore:
                     job_id,
                     JobStatus.RUNNING,
                 ),
-            ).rowcount
+            )
             if changed:
                 used = usage_rows.Used(
                     usage.input_megapixels, usage.output_megapixels, usage.steps, usage.images, usage.cost_usd
@@ -197,7 +197,7 @@ class SqliteJobStore:
                     JobStatus.QUEUED,
                     JobStatus.RUNNING,
                 ),
-            ).rowcount
+            )
             if changed:
                 usage_rows.release(db, job_id)
 
@@ -211,7 +211,7 @@ class SqliteJobStore:
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ? "
                 "WHERE id = ? AND status = ?",
                 (JobStatus.CANCELED, time.time(), None if note is None else ErrorCode.CANCELED, note, job_id, only_if),
-            ).rowcount
+            )
             if changed:
                 usage_rows.release(db, job_id)
         return changed == 1
@@ -225,7 +225,7 @@ class SqliteJobStore:
         return _readable(rows)
 
 
-def _cursor(row: sqlite3.Row) -> str:
+def _cursor(row: Row) -> str:
     raw = f"{row['created_at']!r}:{row['row_number']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -244,7 +244,7 @@ def _parse_cursor(cursor: str) -> tuple[float, int]:
         raise InvalidRequest(message, param="cursor") from None
 
 
-def _readable(rows: list[sqlite3.Row]) -> list[Job]:
+def _readable(rows: list[Row]) -> list[Job]:
     """The jobs of ``rows``; a row that cannot be read is left out and logged, never failing the list."""
     jobs = []
     for row in rows:
@@ -261,7 +261,7 @@ def _text(value: str | None) -> str | None:
     return None if value is None else mend(value)
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Row) -> Job:
     """A row as a job. Text stored before invalid Unicode was refused is mended (U+FFFD) so it can be shown."""
     usage = json.loads(row["usage"]) if row["usage"] else None
     return Job(
