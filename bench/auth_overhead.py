@@ -45,7 +45,7 @@ from bench.common import fluxserve_server
 from fluxserve.accounts.keys import hash_key
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.accounts.policy import anonymous_allowed
-from fluxserve.db import Database
+from fluxserve.db import SqliteDatabase
 from fluxserve.settings import Settings
 
 MODEL = "tiny-random"
@@ -59,7 +59,7 @@ WARMUP = 50
 
 
 def create_key(data_dir: Path) -> str:
-    store = Database(data_dir / "jobs.sqlite3")
+    store = SqliteDatabase(data_dir / "jobs.sqlite3")
     try:
         _, secret = KeyStore(store).create("bench")
     finally:
@@ -220,8 +220,8 @@ def pieces(count: int) -> None:
         tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as keyed_dir,
     ):
         empty_store, keyed_store = (
-            Database(Path(empty_dir) / "jobs.sqlite3"),
-            Database(Path(keyed_dir) / "jobs.sqlite3"),
+            SqliteDatabase(Path(empty_dir) / "jobs.sqlite3"),
+            SqliteDatabase(Path(keyed_dir) / "jobs.sqlite3"),
         )
         try:
             empty_keys, keyed_keys = KeyStore(empty_store), KeyStore(keyed_store)

@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny random-weight pipelines, built once per test session."""
+"""Shared fixtures: tiny random-weight pipelines and a Postgres cluster, each made once per test session.
+
+Tests run on SQLite unless parametrised over both databases: ``pytestmark = BOTH_DATABASES`` (from
+tests.postgres_support) gives every server of a module's tests its own fresh Postgres database too;
+the ``database`` fixture is the store itself, opened as the server opens it, on each database.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fluxserve.api.app import create_app
+from fluxserve.db import Database, open_database
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.settings import Settings
 from tests.helpers import MAX_WAIT
 from tests.jobs_support import LiveServer
+from tests.postgres_support import DATABASES, Cluster, running_cluster
 from tests.servers import serve_in_thread
 
 TINY = ("tiny-random", "tiny-random-base", "tiny-random-dev", "tiny-random-flux1", "tiny-random-schnell")
@@ -56,13 +63,40 @@ def klein(engines: dict[str, DiffusersEngine]) -> DiffusersEngine:
     return engines["tiny-random"]
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One Postgres server for the session (a failure, not a skip, where Postgres is not installed)."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
-    """Settings for a test server: its own data folder, the session's tiny models, no warm-up."""
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the SQLite file in the data dir) unless parametrised with ``postgres``: then the URL of
+    a fresh database of the session's cluster."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database()
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The store on each database in turn, opened as the server opens it, migrated and empty."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_cluster").create_database()
+    opened = open_database(Settings(data_dir=tmp_path / "data", database_url=url))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, cache_dir: Path, database_url: str | None) -> Callable[..., Settings]:
+    """Settings for a test server: its own data folder and database, the session's tiny models, no warm-up."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
+            "database_url": database_url,
             "cache_dir": cache_dir,
             "models": ["tiny-random"],
             "warmup": False,

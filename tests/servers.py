@@ -61,6 +61,7 @@ class ServerProcess:
         models: list[str],
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> None:
         """``extra_env``: more environment variables (settings as ``FLUXSERVE_<NAME>``)."""
         self.port = port or free_port()
@@ -71,7 +72,10 @@ class ServerProcess:
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
         env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
+        env.pop("FLUXSERVE_DATABASE_URL", None)
         env.update(extra_env or {})
+        if database_url is not None:
+            env["FLUXSERVE_DATABASE_URL"] = database_url
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -29,6 +29,7 @@ from fluxserve.errors import InsecureConfiguration
 from fluxserve.settings import Settings
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, ManualClock, wait_for
 from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
+from tests.postgres_support import BOTH_DATABASES
 
 TINY_JOB = {**QUICK, "prompt": "a quiet harbour"}  # 64x64: 4096 pixels, 0.0039 megapixels
 TINY_MP = 64 * 64 / 1024**2
@@ -68,9 +69,9 @@ def server(start: Callable[..., Keyed]) -> Keyed:
 
 def job_count(server: Keyed) -> int:
     """Every job in the store, whoever made it."""
-    row = server.services.db.fetch_one("SELECT count(*) FROM jobs")
+    row = server.services.db.fetch_one("SELECT count(*) AS jobs FROM jobs")
     assert row is not None
-    return int(row[0])
+    return int(row["jobs"])
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def test_health_ready_and_the_openapi_document_stay_public(server: Keyed) -> Non
     assert server.http.get("/openapi.json").status_code == 200
 
 
+@BOTH_DATABASES
 def test_wrong_revoked_and_expired_keys_are_401_each_saying_which(server: Keyed) -> None:
     good = server.key("alice")
     revoked = server.key("bob")
@@ -160,6 +162,7 @@ def test_a_generate_key_cannot_use_the_admin_endpoints(server: Keyed) -> None:
 # -- keys made by the admin API and by the CLI --------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_the_admin_api_creates_lists_and_revokes_keys(server: Keyed) -> None:
     with server.as_(server.admin) as root:  # type: ignore[attr-defined]
         made = root.post(
@@ -243,6 +246,7 @@ def test_the_cli_sets_every_limit_and_refuses_bad_ones(tmp_path: Path, capsys: p
 # -- ownership --------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_one_key_cannot_read_cancel_delete_or_download_another_keys_job(server: Keyed) -> None:
     with server.as_(server.key("alice")) as alice, server.as_(server.key("bob")) as bob:
         done = alice.post(JOBS, json={**TINY_JOB, "response_format": "url"}, headers=PREFER_WAIT).json()
@@ -259,6 +263,7 @@ def test_one_key_cannot_read_cancel_delete_or_download_another_keys_job(server: 
         assert alice.post(f"{JOBS}/{running['id']}/cancel").status_code in (200, 202)
 
 
+@BOTH_DATABASES
 def test_idempotency_keys_belong_to_the_api_key(server: Keyed) -> None:
     with server.as_(server.key("alice")) as alice, server.as_(server.key("bob")) as bob:
         headers = {"idempotency-key": "order-1"}
@@ -327,6 +332,7 @@ def test_the_rate_limit_refuses_with_retry_after_and_counts_only_accepted_reques
         assert bob.post(JOBS, json=TINY_JOB).status_code == 202
 
 
+@BOTH_DATABASES
 def test_the_concurrency_limit_counts_queued_and_running_jobs(server: Keyed) -> None:
     with server.as_(server.key(concurrency=1)) as alice:
         running = alice.post(JOBS, json=SLOW).json()
@@ -338,6 +344,7 @@ def test_the_concurrency_limit_counts_queued_and_running_jobs(server: Keyed) -> 
         assert alice.post(JOBS, json=TINY_JOB).status_code == 202
 
 
+@BOTH_DATABASES
 def test_a_quota_holds_across_requests_says_when_it_resets_and_resets(server: Keyed) -> None:
     day_start = server.clock() - server.clock() % 86400
     server.clock.now = day_start + 86400 - 120  # two minutes before midnight UTC
@@ -369,6 +376,7 @@ def test_a_quota_holds_across_requests_says_when_it_resets_and_resets(server: Ke
         assert alice.post(JOBS, json={**TINY_JOB, "n": 3}).status_code == 202
 
 
+@BOTH_DATABASES
 def test_usage_is_recorded_per_job_and_reported_per_key_and_day(server: Keyed) -> None:
     with server.as_(server.key("alice")) as alice, server.as_(server.key("bob")) as bob:
         done = alice.post(JOBS, json={**TINY_JOB, "n": 2}, headers=PREFER_WAIT).json()

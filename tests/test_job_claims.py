@@ -1,6 +1,9 @@
 """The store is the queue: workers claim jobs on leases they renew, so several workers (in one
 process or several) share it, each job runs once, a cancel reaches whoever holds the job, and a
-job whose worker died goes back to the queue."""
+job whose worker died goes back to the queue. On SQLite and on Postgres (``FOR UPDATE SKIP LOCKED``).
+
+Two job services over one database stand for two processes: each has its own worker, event bus
+and connection; only the database joins them."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +22,10 @@ from fluxserve.engines.base import GenerationRequest, GenerationResult, Progress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.jobs.models import JobSpec, JobStatus, OutputImage, Usage, new_job_id
-from fluxserve.jobs.sqlite_store import SqliteJobStore
+from fluxserve.jobs.sql_store import SqlJobStore
 from fluxserve.settings import Settings
 from tests.helpers import wait_for
+from tests.postgres_support import BOTH_DATABASES
 
 MODEL = "tiny-random-base"
 
@@ -49,17 +52,16 @@ LATER = 10**10
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
-    db = Database(tmp_path / "jobs.sqlite3")
-    yield SqliteJobStore(db)
-    db.close()
+def store(database: Database) -> SqlJobStore:
+    """A store on each database in turn (see conftest's ``database``)."""
+    return SqlJobStore(database)
 
 
-def queue(store: SqliteJobStore, count: int, model: str = MODEL) -> list[str]:
+def queue(store: SqlJobStore, count: int, model: str = MODEL) -> list[str]:
     return [store.create(new_job_id(), spec(model=model)).id for _ in range(count)]
 
 
-def test_a_claim_takes_the_oldest_queued_job_of_its_model(store: SqliteJobStore) -> None:
+def test_a_claim_takes_the_oldest_queued_job_of_its_model(store: SqlJobStore) -> None:
     other = queue(store, 1, model="tiny-random")
     first, second = queue(store, 2)
     assert store.position(second) == 2
@@ -78,7 +80,7 @@ def test_a_claim_takes_the_oldest_queued_job_of_its_model(store: SqliteJobStore)
     assert store.queued("tiny-random") == other
 
 
-def test_many_workers_claiming_at_once_take_each_job_exactly_once(store: SqliteJobStore) -> None:
+def test_many_workers_claiming_at_once_take_each_job_exactly_once(store: SqlJobStore) -> None:
     ids = queue(store, 120)
     taken: dict[str, list[str]] = {f"w{n}": [] for n in range(6)}
 
@@ -96,7 +98,7 @@ def test_many_workers_claiming_at_once_take_each_job_exactly_once(store: SqliteJ
     assert {job.attempts for job_id in ids if (job := store.get(job_id))} == {1}
 
 
-def test_leases_renewed_cancels_seen_and_lost_jobs_reported(store: SqliteJobStore) -> None:
+def test_leases_renewed_cancels_seen_and_lost_jobs_reported(store: SqlJobStore) -> None:
     kept, canceled, lost = queue(store, 3)
     for _ in range(3):
         store.claim(MODEL, "w1", 100.0)
@@ -111,7 +113,7 @@ def test_leases_renewed_cancels_seen_and_lost_jobs_reported(store: SqliteJobStor
     assert store.renew([], "w1", 300.0) == set()
 
 
-def test_only_the_worker_holding_a_job_finishes_it(store: SqliteJobStore) -> None:
+def test_only_the_worker_holding_a_job_finishes_it(store: SqlJobStore) -> None:
     (job_id,) = queue(store, 1)
     store.claim(MODEL, "stale", 100.0)
     store.requeue_expired(now=101.0)
@@ -163,6 +165,7 @@ def pair(
     second.stop()
 
 
+@BOTH_DATABASES
 def test_two_services_share_a_burst_and_run_each_job_once(pair: tuple[Services, Services, Counter[str]]) -> None:
     first, second, runs = pair
     jobs = [first.jobs.submit(spec(f"job {n}"), []).job.id for n in range(4)]
@@ -172,6 +175,7 @@ def test_two_services_share_a_burst_and_run_each_job_once(pair: tuple[Services, 
     assert {first.jobs.get(job_id).attempts for job_id in jobs} == {1}
 
 
+@BOTH_DATABASES
 def test_a_cancel_sent_to_one_service_stops_the_job_the_other_runs(
     pair: tuple[Services, Services, Counter[str]],
 ) -> None:
@@ -185,6 +189,7 @@ def test_a_cancel_sent_to_one_service_stops_the_job_the_other_runs(
     assert holder.jobs.workers[MODEL].running_job is None
 
 
+@BOTH_DATABASES
 def test_a_job_whose_worker_died_runs_again_once_its_lease_runs_out(
     pair: tuple[Services, Services, Counter[str]],
 ) -> None:

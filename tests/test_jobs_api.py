@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +20,10 @@ from fluxserve.imaging.encode import ImageFormat
 from fluxserve.settings import Settings
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
+from tests.postgres_support import BOTH_DATABASES
 from tests.servers import serve_in_thread
+
+pytestmark = BOTH_DATABASES  # the whole jobs API on SQLite, then on Postgres
 
 
 def test_submit_answers_202_at_once_and_the_job_is_pollable_to_its_images(server: LiveServer) -> None:
@@ -335,11 +337,11 @@ class BreaksOnPrompt(DiffusersEngine):
 
 
 def test_an_engine_error_mid_run_fails_the_job_and_the_worker_goes_on(
-    tmp_path: Path, options: EngineOptions, engines: dict[str, DiffusersEngine]
+    make_settings: Callable[..., Settings], options: EngineOptions, engines: dict[str, DiffusersEngine]
 ) -> None:
     engine = BreaksOnPrompt("tiny-random-base", options)
     engine.load()
-    settings = Settings(data_dir=tmp_path / "data", models=["tiny-random-base"], warmup=False, allow_download=False)
+    settings = make_settings(models=["tiny-random-base"])
     app = create_app(settings, {"tiny-random-base": engine})
     with serve_in_thread(app) as url, LiveServer(app, url) as server:
         broken = server.submit({**QUICK, "prompt": "break", "steps": 5})

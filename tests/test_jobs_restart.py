@@ -13,7 +13,6 @@ Three server processes on one data folder and port, as an operator would run the
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -25,9 +24,10 @@ from httpx_sse import ServerSentEvent, connect_sse
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, unsigned, wait_for
+from tests.postgres_support import BOTH_DATABASES, stored_jobs
 from tests.servers import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_DATABASES]
 
 BASE, KLEIN = "tiny-random-base", "tiny-random"
 TIMEOUT = TEST_TIMEOUT * 3
@@ -42,14 +42,6 @@ QUICK = {"model": BASE, "prompt": "done before the kill", "size": "64x64", "step
 GONE = {"model": KLEIN, "prompt": "its model goes away", "size": "1024x1024", "n": 3}
 
 LIFECYCLE = {"queued": 0, "started": 1, "progress": 2, "completed": 3}
-
-
-def rows(db: Path) -> dict[str, dict[str, Any]]:
-    """Every job as stored, read straight from SQLite (read-only)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        connection.row_factory = sqlite3.Row
-        found = connection.execute("SELECT * FROM jobs").fetchall()
-    return {row["id"]: dict(row) for row in found}
 
 
 class Watcher(threading.Thread):
@@ -157,14 +149,20 @@ def wait_progress(http: httpx.Client, job_id: str) -> None:
     wait_for(stepped, f"{job_id} running, with progress", timeout=TIMEOUT)
 
 
-def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]) -> None:
+def test_kill_9_with_jobs_in_every_state(
+    tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine], database_url: str | None
+) -> None:
     data_dir = tmp_path / "data"
-    db = data_dir / "jobs.sqlite3"
+
+    def rows() -> dict[str, dict[str, Any]]:
+        """Every job as stored, read straight from the database."""
+        return stored_jobs(data_dir, database_url)
+
     outputs = data_dir / "outputs"
     servers: list[ServerProcess] = []
 
     def serve(*models: str, port: int | None = None) -> ServerProcess:
-        servers.append(ServerProcess(data_dir, cache_dir, list(models), port=port))
+        servers.append(ServerProcess(data_dir, cache_dir, list(models), port=port, database_url=database_url))
         return servers[-1]
 
     try:
@@ -183,7 +181,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         gone_watcher.finish()
         assert gone_watcher.broken is not None
         assert gone_watcher.last_id().startswith("1-")
-        assert {r["status"] for r in rows(db).values()} == {"running", "queued"}
+        assert {r["status"] for r in rows().values()} == {"running", "queued"}
 
         # 2. Restarted with tiny-random-base instead: the tiny-random jobs fail. Then jobs in every
         # state, and kill -9.
@@ -244,7 +242,7 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         ids_of(running_watcher.events + queued_watcher.events, boot=2)
 
         # As the kill left them, in the database.
-        before = rows(db)
+        before = rows()
         states = {job_id: (row["status"], row["attempts"]) for job_id, row in before.items()}
         expected_before = {
             gone_running: ("failed", 1),
@@ -265,11 +263,11 @@ def test_kill_9_with_jobs_in_every_state(tmp_path: Path, cache_dir: Path, engine
         queued_again = Watcher(f"{third.url}/v1/jobs/{queued[-1]}/events", queued_watcher.last_id())
         third.wait_ready()
         wait_for(
-            lambda: all(row["status"] == "succeeded" for row in rows(db).values() if row["id"] in unfinished),
+            lambda: all(row["status"] == "succeeded" for row in rows().values() if row["id"] in unfinished),
             "the interrupted and queued jobs succeeded",
             timeout=TIMEOUT,
         )
-        after = rows(db)
+        after = rows()
         assert set(after) == set(before)
         for job_id in finished:  # not touched, not run again
             assert after[job_id] == before[job_id]

@@ -19,7 +19,8 @@ from fluxserve.accounts.keys import MAX_KEY_LORAS, KeyLimits, Scope, hash_key, n
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.api.app import create_app
 from fluxserve.cli.main import main
-from fluxserve.db import DATABASE_FILE, MIGRATIONS, Database
+from fluxserve.db import DATABASE_FILE, SqliteDatabase
+from fluxserve.db.sqlite import MIGRATIONS
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraOptions
@@ -235,8 +236,8 @@ def test_a_key_made_before_the_limit_existed_may_use_every_adapter(
     data_dir = tmp_path / "data"
     added = next(index for index, script in enumerate(MIGRATIONS) if "api_keys ADD COLUMN loras" in script)
     with monkeypatch.context() as old_version:
-        old_version.setattr("fluxserve.db.MIGRATIONS", MIGRATIONS[:added])
-        old = Database(data_dir / DATABASE_FILE)
+        old_version.setattr("fluxserve.db.sqlite.MIGRATIONS", MIGRATIONS[:added])
+        old = SqliteDatabase(data_dir / DATABASE_FILE)
         secret = new_key()
         old.execute(  # the row as the version before wrote it: no loras column yet
             "INSERT INTO api_keys (id, prefix, hash, name, scope, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -255,7 +256,7 @@ def test_a_key_made_before_the_limit_existed_may_use_every_adapter(
 
 
 def test_the_store_keeps_a_keys_adapters(tmp_path: Path) -> None:
-    database = Database(tmp_path / DATABASE_FILE)
+    database = SqliteDatabase(tmp_path / DATABASE_FILE)
     try:
         keys = KeyStore(database)
         limited, _ = keys.create("limited", limits=KeyLimits(rpm=5, loras=("style", "org/repo:w.safetensors")))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fluxserve.api.app import build_services
-from fluxserve.db import DATABASE_FILE, Database
+from fluxserve.db import DATABASE_FILE, SqliteDatabase
 from fluxserve.settings import Settings
 from fluxserve.storage import private
 
@@ -33,7 +33,7 @@ def database_files(folder: Path) -> list[Path]:
 
 def test_a_fresh_store_makes_its_folder_and_database_files_private(tmp_path: Path) -> None:
     folder = tmp_path / "new" / "data"
-    store = Database(folder / DATABASE_FILE)
+    store = SqliteDatabase(folder / DATABASE_FILE)
     try:
         store.next_boot()  # a write: the -wal and -shm files exist while the store is open
         names = [path.name for path in database_files(folder)]
@@ -65,13 +65,13 @@ def test_a_fresh_server_keeps_its_data_dir_private(tmp_path: Path) -> None:
 
 def test_an_existing_folder_and_database_are_tightened_at_start(tmp_path: Path) -> None:
     folder = tmp_path / "data"
-    Database(folder / DATABASE_FILE).close()
+    SqliteDatabase(folder / DATABASE_FILE).close()
     folder.chmod(0o755)
     for path in [*database_files(folder), folder / (DATABASE_FILE + "-wal")]:
         path.touch()
         path.chmod(0o644)
 
-    Database(folder / DATABASE_FILE).close()
+    SqliteDatabase(folder / DATABASE_FILE).close()
 
     assert mode(folder) == 0o700
     assert {path.name: mode(path) for path in database_files(folder)} == {

@@ -1,10 +1,9 @@
-"""kill -9 with jobs queued and running: after a restart every accepted job finishes, once."""
+"""kill -9 with jobs queued and running: after a restart every accepted job finishes, once (SQLite and Postgres)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,12 @@ import pytest
 
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.postgres_support import BOTH_DATABASES, stored_jobs
 from tests.servers import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_DATABASES]
 
 SLOW = {"model": "tiny-random-base", "size": "256x256", "steps": 100, "response_format": "url"}
-
-
-def statuses(db: Path) -> dict[str, dict[str, Any]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        connection.row_factory = sqlite3.Row
-        rows = connection.execute("SELECT id, status, attempts, spec FROM jobs").fetchall()
-    return {row["id"]: dict(row) for row in rows}
 
 
 def post_in_background(url: str, body: dict[str, Any]) -> threading.Thread:
@@ -39,11 +32,14 @@ def post_in_background(url: str, body: dict[str, Any]) -> threading.Thread:
 
 
 def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
-    tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine]
+    tmp_path: Path, cache_dir: Path, engines: dict[str, DiffusersEngine], database_url: str | None
 ) -> None:
     data_dir = tmp_path / "data"
-    db = data_dir / "jobs.sqlite3"
-    server = ServerProcess(data_dir, cache_dir, ["tiny-random-base"])
+
+    def statuses() -> dict[str, dict[str, Any]]:
+        return stored_jobs(data_dir, database_url, "id, status, attempts, spec")
+
+    server = ServerProcess(data_dir, cache_dir, ["tiny-random-base"], database_url=database_url)
     try:
         server.wait_ready()
         done = httpx.post(
@@ -53,29 +49,29 @@ def test_kill_9_loses_no_accepted_job_and_repeats_no_finished_one(
         done_mtime = done_file.stat().st_mtime_ns
 
         threads = [post_in_background(server.url, {**SLOW, "prompt": f"job {i}", "seed": i}) for i in range(4)]
-        wait_for(lambda: len(statuses(db)) == 5, "all four accepted")
-        wait_for(lambda: any(job["status"] == "running" for job in statuses(db).values()), "one running")
+        wait_for(lambda: len(statuses()) == 5, "all four accepted")
+        wait_for(lambda: any(job["status"] == "running" for job in statuses().values()), "one running")
         server.kill()
         for thread in threads:
             thread.join(TEST_TIMEOUT)
     finally:
         server.stop()
 
-    before = statuses(db)
+    before = statuses()
     assert len(before) == 5
     interrupted = [job_id for job_id, job in before.items() if job["status"] == "running"]
     assert len(interrupted) == 1
     assert sum(job["status"] == "queued" for job in before.values()) >= 2
 
-    restarted = ServerProcess(data_dir, cache_dir, ["tiny-random-base"])
+    restarted = ServerProcess(data_dir, cache_dir, ["tiny-random-base"], database_url=database_url)
     try:
         restarted.wait_ready()
         wait_for(
-            lambda: all(job["status"] == "succeeded" for job in statuses(db).values()),
+            lambda: all(job["status"] == "succeeded" for job in statuses().values()),
             "every job succeeded",
             timeout=TEST_TIMEOUT * 2,  # four slow jobs, one after another
         )
-        after = statuses(db)
+        after = statuses()
         assert set(after) == set(before)
         assert after[done["id"]]["attempts"] == 1
         assert done_file.stat().st_mtime_ns == done_mtime  # a finished job is not run again

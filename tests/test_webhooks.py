@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from fluxserve.db import Database
 from fluxserve.errors import InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, OutputImage, Usage, WebhookTarget, new_job_id
-from fluxserve.jobs.sqlite_store import SqliteJobStore as JobStore
+from fluxserve.jobs.sql_store import SqlJobStore as JobStore
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
@@ -64,10 +64,9 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    db = Database(tmp_path / "jobs.sqlite3")
-    yield JobStore(db)
-    db.close()
+def store(database: Database) -> JobStore:
+    """On SQLite, then on Postgres (the ``database`` fixture)."""
+    return JobStore(database)
 
 
 @pytest.fixture

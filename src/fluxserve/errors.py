@@ -26,6 +26,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     ├── QuotaExceeded             a key's megapixels for the period are used; ``reset_at``
     ├── InsecureConfiguration     a server that would be open to a network by accident
     ├── StorageUnavailable        the image store (a bucket) cannot be reached or used; ``retry_after``
+    ├── DatabaseUnavailable       the database cannot be reached (Postgres down); ``retry_after``
     └── GenerationError           the engine failed while generating
         ├── GenerationCancelled   the caller canceled; no partial image is returned
         ├── JobFailed             a job ended in failure (``code`` is the job's error type)
@@ -104,6 +105,8 @@ class ErrorCode(StrEnum):
     FLUXSERVE_ERROR = "fluxserve_error"
     MISSING_EXTRA = "missing_extra"
     INSECURE_CONFIGURATION = "insecure_configuration"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    """The database (Postgres) cannot be reached for now; the request may be sent again."""
     GENERATION_FAILED = "generation_failed"
     SERVER_ERROR = "server_error"
     """A job that failed unexpectedly (the server log says why)."""
@@ -168,6 +171,7 @@ ERROR_STATUSES: Mapping[ErrorCode, ErrorStatus] = MappingProxyType(
         **_each(503, _T.SERVICE_UNAVAILABLE, _C.ENGINE_NOT_READY, _C.MODEL_UNAVAILABLE),
         **_each(503, _T.SERVICE_UNAVAILABLE, _C.PROVIDER_OUT_OF_CREDIT, _C.PROVIDER_BUSY),
         **_each(503, _T.SERVICE_UNAVAILABLE, _C.STORAGE_UNAVAILABLE),
+        **_each(503, _T.SERVICE_UNAVAILABLE, _C.DATABASE_UNAVAILABLE),
     }
 )
 """Each code's HTTP status and OpenAI error type: the one table every error response is built from."""
@@ -313,6 +317,12 @@ class StorageUnavailable(FluxserveError):
     """The image store cannot be used now: a bucket that is unreachable, missing or refuses the server."""
 
     code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class DatabaseUnavailable(FluxserveError):
+    """The database cannot be reached (Postgres down or restarting): nothing was done; try again."""
+
+    code = ErrorCode.DATABASE_UNAVAILABLE
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)

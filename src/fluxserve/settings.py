@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -112,6 +113,13 @@ class Settings(RuntimeFields):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """Where jobs, keys, usage and webhook deliveries are kept: ``postgresql://user:password@host/db``
+    for Postgres; default: the SQLite file in ``data_dir``."""
+    database_pool_size: int = Field(10, ge=1, le=1000)
+    """Postgres: the most connections the server opens."""
+    database_timeout_seconds: float = Field(5, gt=0)
+    """Postgres: how long a request waits for a connection before it is answered 503."""
     models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
     cache_dir: Path = Field(default_factory=default_cache_dir)
     runtime: dict[str, RuntimeFields] = Field(default_factory=dict)
@@ -237,6 +245,16 @@ class Settings(RuntimeFields):
             raise ValueError(f"{value!r} is not an address such as http://127.0.0.1:9000 (no path)")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = database_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("models")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
@@ -301,6 +319,22 @@ class Settings(RuntimeFields):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a ``database_url``, or None: a Postgres URL is all it may be."""
+    example = "postgresql://user:password@host:5432/fluxserve"
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme.lower() not in POSTGRES_SCHEMES:
+        return f"should be a Postgres URL such as {example} (leave it unset for the SQLite file in data_dir)"
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as error:
+        return f"{error}; write it as {example}"
+    return None
 
 
 def _setting_error(field: str, message: str) -> PydanticCustomError:

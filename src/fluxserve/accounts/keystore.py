@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +22,7 @@ from fluxserve.accounts.keys import (
     new_key_id,
     prefix_of,
 )
-from fluxserve.db import Database
+from fluxserve.db import Database, Row
 from fluxserve.errors import AuthenticationFailed, ErrorCode, InvalidRequest, NotFound
 
 _NAME = re.compile(r"[\w .@:/+-]{1,64}")
@@ -63,7 +62,7 @@ def _check(name: str, limits: KeyLimits, expires_at: float | None, now: float) -
         raise InvalidRequest("expires is in the past; give a later date", param="expires")
 
 
-def _limits(row: sqlite3.Row) -> KeyLimits:
+def _limits(row: Row) -> KeyLimits:
     quota, period = row["quota_megapixels"], row["quota_period"]
     if quota is not None and not math.isfinite(quota):
         # Before limits were checked, a quota of inf could be stored; it never limited anything.
@@ -82,7 +81,7 @@ def _lora_names(stored: str | None) -> tuple[str, ...] | None:
     return None if stored is None else tuple(json.loads(stored))
 
 
-def _key(row: sqlite3.Row) -> ApiKey:
+def _key(row: Row) -> ApiKey:
     return ApiKey(
         id=row["id"],
         prefix=row["prefix"],

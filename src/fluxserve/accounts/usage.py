@@ -8,12 +8,11 @@ jobs: deleting a job does not give its megapixels back.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fluxserve.db import Database
+from fluxserve.db import Database, Statements
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Used:
     cost_usd: float | None = None
 
 
-def reserve(db: sqlite3.Connection, job_id: str, key_id: str | None, model: str, at: float, used: Used) -> None:
+def reserve(db: Statements, job_id: str, key_id: str | None, model: str, at: float, used: Used) -> None:
     """A queued job's row, counted against its key's quota until it ends (call inside its transaction)."""
     db.execute(
         "INSERT INTO usage (job_id, key_id, model, at, input_megapixels, output_megapixels, steps, images, "
@@ -36,7 +35,7 @@ def reserve(db: sqlite3.Connection, job_id: str, key_id: str | None, model: str,
     )
 
 
-def bill(db: sqlite3.Connection, job_id: str, used: Used) -> None:
+def bill(db: Statements, job_id: str, used: Used) -> None:
     """A succeeded job's row, with what it really used."""
     db.execute(
         "UPDATE usage SET input_megapixels = ?, output_megapixels = ?, steps = ?, images = ?, "
@@ -45,7 +44,7 @@ def bill(db: sqlite3.Connection, job_id: str, used: Used) -> None:
     )
 
 
-def release(db: sqlite3.Connection, job_id: str) -> None:
+def release(db: Statements, job_id: str) -> None:
     """A failed or canceled job is not billed: its reservation no longer counts."""
     db.execute("UPDATE usage SET state = 'released' WHERE job_id = ?", (job_id,))
 
@@ -85,11 +84,11 @@ class DailyUsage:
 def megapixels_since(store: Database, key_id: str, since: float) -> float:
     """Input plus output megapixels ``key_id`` has used or reserved since ``since``."""
     row = store.fetch_one(
-        "SELECT total(input_megapixels + output_megapixels) FROM usage "
+        "SELECT coalesce(sum(input_megapixels + output_megapixels), 0) AS used FROM usage "
         "WHERE key_id = ? AND at >= ? AND state != 'released'",
         (key_id, since),
     )
-    return 0.0 if row is None else float(row[0])
+    return 0.0 if row is None else float(row["used"])
 
 
 def daily_usage(
@@ -101,14 +100,17 @@ def daily_usage(
     """
     where = "state = 'billed' AND at >= ?"
     params: list[Any] = [since]
-    if not every_key:
-        where += " AND key_id IS ?"
+    if not every_key and key_id is None:
+        where += " AND key_id IS NULL"
+    elif not every_key:
+        where += " AND key_id = ?"
         params.append(key_id)
+    day = store.dialect.utc_day("at")
     rows = store.fetch_all(
-        "SELECT key_id, date(at, 'unixepoch') AS day, model, count(*) AS jobs, sum(images) AS images, "
-        "sum(steps) AS steps, total(input_megapixels) AS input_mp, total(output_megapixels) AS output_mp, "
+        f"SELECT key_id, {day} AS day, model, count(*) AS jobs, sum(images) AS images, "
+        "sum(steps) AS steps, sum(input_megapixels) AS input_mp, sum(output_megapixels) AS output_mp, "
         "sum(cost_usd) AS cost_usd "
-        f"FROM usage WHERE {where} GROUP BY key_id, day, model ORDER BY day, key_id, model",
+        f"FROM usage WHERE {where} GROUP BY key_id, {day}, model ORDER BY day, key_id, model",
         tuple(params),
     )
     return [

@@ -26,15 +26,16 @@ from fluxserve.api import errors
 from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, loras, models, rules, usage
-from fluxserve.db import DATABASE_FILE, Database
+from fluxserve.db import open_database
 from fluxserve.engines.base import Engine
 from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.service import JobParts, JobService
-from fluxserve.jobs.sqlite_store import SqliteJobStore
+from fluxserve.jobs.sql_store import SqlJobStore
 from fluxserve.settings import Settings
 from fluxserve.storage.files import open_file_store
+from fluxserve.storage.private import private_dir
 from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
@@ -80,12 +81,13 @@ def build_services(
 ) -> Services:
     """Every part of the server, each built once and handed to what uses it. Nothing runs until
     :meth:`Services.start`; :meth:`Services.stop` closes them."""
-    db = Database(settings.data_dir / DATABASE_FILE)  # makes the data dir, private, before any secret is kept there
+    private_dir(settings.data_dir)  # before any secret is kept there
+    db = open_database(settings)
     file_store = None
     try:
         file_store = open_file_store(settings.data_dir, bucket_options(settings))
         file_store.check()  # a bucket that is missing or unreachable stops the server here, saying which
-        store = SqliteJobStore(db)
+        store = SqlJobStore(db)
         signer = UrlSigner(
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
         )

@@ -1,7 +1,7 @@
 """``fluxserve keys``: create, list and revoke API keys, and report usage, in a data directory.
 
-Works beside a running server (SQLite allows it): a key created or revoked here takes effect on
-the server's next request.
+Works beside a running server, on the database its settings name (the SQLite file in the data
+directory, or Postgres): a key created or revoked here takes effect on the server's next request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -21,8 +20,9 @@ from rich.table import Table
 from fluxserve.accounts.keys import ApiKey, KeyLimits, Period, Scope
 from fluxserve.accounts.keystore import KeyStore, parse_expiry
 from fluxserve.accounts.usage import daily_usage, start_of_day
-from fluxserve.db import DATABASE_FILE, Database
+from fluxserve.db import Database, open_database
 from fluxserve.errors import InvalidRequest
+from fluxserve.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class NewKeyArgs:
 
 
 @contextlib.contextmanager
-def open_keys(data_dir: Path) -> Iterator[tuple[KeyStore, Database]]:
-    store = Database(data_dir / DATABASE_FILE)
+def open_keys(settings: Settings) -> Iterator[tuple[KeyStore, Database]]:
+    store = open_database(settings)
     try:
         yield KeyStore(store), store
     finally:
@@ -54,7 +54,7 @@ def _choice(value: str, allowed: type[Scope] | type[Period], option: str) -> str
     return value
 
 
-def create_key(data_dir: Path, args: NewKeyArgs) -> None:
+def create_key(settings: Settings, args: NewKeyArgs) -> None:
     scope = Scope(_choice(args.scope, Scope, "--scope"))
     if (args.quota_mp is None) != (args.per is None):
         raise InvalidRequest("--quota-mp and --per go together, e.g. --quota-mp 500 --per day", param="--per")
@@ -67,7 +67,7 @@ def create_key(data_dir: Path, args: NewKeyArgs) -> None:
         loras=args.loras,
     )
     expires_at = None if args.expires is None else parse_expiry(args.expires, time.time())
-    with open_keys(data_dir) as (keys, _):
+    with open_keys(settings) as (keys, _):
         key, secret = keys.create(args.name, scope, limits, expires_at)
     typer.echo(secret)
     typer.echo(
@@ -93,8 +93,8 @@ def _limits(key: ApiKey) -> str:
     return ", ".join(parts) or "none"
 
 
-def list_keys(data_dir: Path, *, as_json: bool) -> None:
-    with open_keys(data_dir) as (keys, _):
+def list_keys(settings: Settings, *, as_json: bool) -> None:
+    with open_keys(settings) as (keys, _):
         found = keys.all()
     now = time.time()
     if as_json:
@@ -115,17 +115,17 @@ def list_keys(data_dir: Path, *, as_json: bool) -> None:
     Console(width=200).print(table)
 
 
-def revoke_key(data_dir: Path, reference: str) -> None:
-    with open_keys(data_dir) as (keys, _):
+def revoke_key(settings: Settings, reference: str) -> None:
+    with open_keys(settings) as (keys, _):
         key = keys.revoke(keys.find(reference).id)
     typer.echo(f"revoked {key.id} ({key.name}, {key.prefix}...)")
 
 
-def print_usage(data_dir: Path, *, reference: str | None, days: int, as_json: bool) -> None:
+def print_usage(settings: Settings, *, reference: str | None, days: int, as_json: bool) -> None:
     if not 1 <= days <= 366:
         raise InvalidRequest("--days must be 1 to 366", param="--days")
     since = start_of_day(days - 1, time.time())
-    with open_keys(data_dir) as (keys, store):
+    with open_keys(settings) as (keys, store):
         if reference is None:
             rows = daily_usage(store, since=since, every_key=True)
         else:

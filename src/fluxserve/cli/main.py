@@ -206,12 +206,14 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="The server's data directory (default: as `serve` uses).", metavar="DIR"),
 ]
 ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="The server's TOML settings, to find its data dir.", metavar="FILE")
+    Path | None,
+    typer.Option("--config", help="The server's TOML settings, to find its database.", metavar="FILE"),
 ]
 
 
-def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
-    return load_settings({"data_dir": data_dir}, config_file=config).data_dir
+def _settings(data_dir: Path | None, config: Path | None) -> Settings:
+    """The server's settings: they say where its database is (database_url, else the data dir)."""
+    return load_settings({"data_dir": data_dir}, config_file=config)
 
 
 @keys_app.command("create")
@@ -238,7 +240,7 @@ def keys_create(
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
     args = NewKeyArgs(name, scope, rpm, quota_mp, per, concurrency, expires, None if lora is None else tuple(lora))
-    create_key(_data_dir(data_dir, config), args)
+    create_key(_settings(data_dir, config), args)
 
 
 @keys_app.command("list")
@@ -248,7 +250,7 @@ def keys_list(
     config: ConfigFile = None,
 ) -> None:
     """List the keys (never the keys themselves: their prefixes)."""
-    list_keys(_data_dir(data_dir, config), as_json=as_json)
+    list_keys(_settings(data_dir, config), as_json=as_json)
 
 
 @keys_app.command("revoke")
@@ -258,7 +260,7 @@ def keys_revoke(
     config: ConfigFile = None,
 ) -> None:
     """Revoke a key; the server refuses it from its next request."""
-    revoke_key(_data_dir(data_dir, config), key)
+    revoke_key(_settings(data_dir, config), key)
 
 
 @keys_app.command("usage")
@@ -270,7 +272,7 @@ def keys_usage(
     config: ConfigFile = None,
 ) -> None:
     """Usage per day (UTC), key and model: jobs, images, steps and megapixels of succeeded jobs."""
-    print_usage(_data_dir(data_dir, config), reference=key, days=days, as_json=as_json)
+    print_usage(_settings(data_dir, config), reference=key, days=days, as_json=as_json)
 
 
 @app.command()

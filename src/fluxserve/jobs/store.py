@@ -1,7 +1,8 @@
 """What the jobs layer needs of a durable job store: :class:`JobStore`, a protocol.
 
-The server runs on :class:`~fluxserve.jobs.sqlite_store.SqliteJobStore`; another database (Postgres,
-for several servers) fills the same protocol.
+The server runs on :class:`~fluxserve.jobs.sql_store.SqlJobStore`, over SQLite or Postgres alike.
+Work is handed to workers in memory today; claiming jobs across processes (a ``claim(model, worker,
+lease)`` that is ``SELECT ... FOR UPDATE SKIP LOCKED`` on Postgres) would be one more method here.
 """
 
 from __future__ import annotations

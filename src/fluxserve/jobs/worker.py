@@ -8,7 +8,8 @@ jobs queued by other processes are found by looking again every ``poll_seconds``
 A local pipeline runs one job at a time on one thread; a hosted engine, whose work happens at the
 provider, runs ``engine.concurrency`` jobs at once on that many threads. Encoding and writing the
 images happen on a shared thread pool, so a thread starts the next job while the last one is
-still being encoded.
+still being encoded. A database outage (Postgres restarting) pauses a worker's writes, which are
+retried until the database answers: the job goes on, and no thread dies of it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
+from typing import TypeVar
 
 from PIL import Image
 
@@ -34,7 +37,7 @@ from fluxserve.engines.base import (
 )
 from fluxserve.engines.outputs import encode_result
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
+from fluxserve.errors import DatabaseUnavailable, ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -47,6 +50,10 @@ log = logging.getLogger("fluxserve.worker")
 
 PREVIEW_JPEG_LOSS = 30
 """Previews are JPEG at quality 70: small, and only a glimpse."""
+RETRY_SECONDS = (0.5, 10.0)
+"""A store call the database did not answer is tried again after the first, doubling up to the second."""
+
+T = TypeVar("T")
 
 
 class ModelWorker:
@@ -190,6 +197,8 @@ class ModelWorker:
                 self._nudged = False
             try:
                 job = self._store.claim(self.name, self.id, time.time() + self._lease_seconds)
+            except DatabaseUnavailable:  # said once by the API's 503s and the pool's log; look again later
+                job = None
             except Exception:
                 log.exception("model %s: could not claim a job; trying again", self.name)
                 job = None
@@ -207,6 +216,11 @@ class ModelWorker:
                 held = list(self._running)
             try:
                 lost = self._store.renew(held, self.id, time.time() + self._lease_seconds)
+            except DatabaseUnavailable:
+                log.warning(
+                    "model %s: could not renew its jobs' leases (the database is down); trying again", self.name
+                )
+                continue
             except Exception:
                 log.exception("model %s: could not renew its jobs' leases; trying again", self.name)
                 continue
@@ -229,8 +243,18 @@ class ModelWorker:
             self._fail(job_id, ErrorCode.MODEL_UNAVAILABLE, message, held=False)
 
     def _process(self, job: Job) -> None:
-        job_id = job.id
         handed_over = False
+        try:
+            handed_over = self._attempt(job)
+        except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
+            log.warning("job %s: the database could not be reached while the server stopped", job.id)
+        finally:
+            if not handed_over:
+                self._let_go(job.id)
+
+    def _attempt(self, job: Job) -> bool:
+        """Run a claimed job; True when its images went to the encoder, which finishes it."""
+        job_id = job.id
         with self._wakeup:
             cancel = self._running[job_id]
         try:
@@ -241,14 +265,14 @@ class ModelWorker:
                     f"the server stopped while {job.spec.model} was working on this job; it is not sent again, "
                     "since the provider may already have billed it: submit it again if you still want it",
                 )
-                return
+                return False
             self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
             result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
             self._encoder.submit(self._finish, job, result)
-            handed_over = True
+            return True
         except GenerationCancelled as canceled:
             self._canceled(job_id, canceled)
         except FluxserveError as error:
@@ -256,19 +280,20 @@ class ModelWorker:
         except Exception:
             log.exception("job %s failed", job_id)
             self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
-        finally:
-            if not handed_over:
-                self._let_go(job_id)
+        return False
 
     def _canceled(self, job_id: str, canceled: GenerationCancelled) -> None:
         if self._stopping:  # shutting down: the job goes back to the queue, for this server's next start or another's
-            self._store.release(job_id, self.id)
+            self._durably(lambda: self._store.release(job_id, self.id))
             log.info("job %s interrupted by shutdown; it goes back to the queue", job_id)
             return
         # A hosted engine says what the cancel could not undo (the provider may still bill): keep it.
         note = None if canceled.message == GenerationCancelled().message else canceled.message
-        if self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note, worker=self.id):
-            self._bus.publish(JobEvent(job_id, JobEventType.CANCELED, job=self._store.get(job_id)))
+        held = self.id
+        if self._durably(lambda: self._store.mark_canceled(job_id, only_if=JobStatus.RUNNING, note=note, worker=held)):
+            self._bus.publish(
+                JobEvent(job_id, JobEventType.CANCELED, job=self._durably(lambda: self._store.get(job_id)))
+            )
         else:
             log.warning("job %s: stopped; its lease had run out, so another worker may run it", job_id)
 
@@ -335,8 +360,13 @@ class ModelWorker:
             for index, image in enumerate(encoded):
                 self._files.write_output(job.id, index, fmt, image.data)
                 outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
-            if self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=self.id):
-                self._bus.publish(JobEvent(job.id, JobEventType.COMPLETED, job=self._store.get(job.id)))
+            held = self.id
+            if self._durably(
+                lambda: self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=held)
+            ):
+                self._bus.publish(
+                    JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
+                )
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -351,8 +381,22 @@ class ModelWorker:
     ) -> None:
         """Fail a job this worker holds (``held``), or a queued one."""
         worker = self.id if held else None
-        self._store.mark_failed(job_id, error_type, message, retry_after=retry_after, worker=worker)
-        self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._store.get(job_id)))
+        self._durably(
+            lambda: self._store.mark_failed(job_id, error_type, message, retry_after=retry_after, worker=worker)
+        )
+        self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._durably(lambda: self._store.get(job_id))))
+
+    def _durably(self, call: Callable[[], T]) -> T:
+        """``call`` (a store call), tried again while the database cannot be reached, until the worker stops."""
+        delay, longest = RETRY_SECONDS
+        while True:
+            try:
+                return call()
+            except DatabaseUnavailable:
+                with self._wakeup:
+                    if self._wakeup.wait_for(lambda: self._stopping, delay):
+                        raise
+                delay = min(delay * 2, longest)
 
 
 def partial_image_steps(count: int, total_steps: int) -> list[int]:

@@ -1,28 +1,19 @@
 """The ``webhook_deliveries`` table: one row per event to post, kept from before its first attempt.
 
 A row is ``pending`` until an attempt is answered 2xx (``delivered``) or the retries are over
-(``failed``); pending rows are what a restarted sender resumes. The table is made by the job
-store's migrations and shares its database, which this module reaches through :class:`Database`.
+(``failed``); pending rows are what a restarted sender resumes. The table is made by the
+database's migrations (a job's deliveries are deleted with it) and shares the database.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from dataclasses import dataclass
-from typing import Any, Protocol
 
+from fluxserve.db import Statements
 from fluxserve.jobs.models import DeliveryStatus
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.webhooks.retries import Step
-
-
-class Database(Protocol):
-    """The statements this table needs (:class:`~fluxserve.db.Database` has them)."""
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ...) -> int: ...
-    def fetch_all(self, sql: str, params: tuple[Any, ...] = ...) -> list[sqlite3.Row]: ...
-    def fetch_one(self, sql: str, params: tuple[Any, ...] = ...) -> sqlite3.Row | None: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +31,7 @@ def new_delivery_id() -> str:
 
 
 class Deliveries:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Statements) -> None:
         self._db = db
 
     def add(self, job_id: str, event: str, url: str, payload: str, at: float) -> str:

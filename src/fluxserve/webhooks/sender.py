@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from fluxserve.db import Statements
 from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.settings import Settings
@@ -31,7 +32,7 @@ from fluxserve.storage.signing import UrlSigner
 from fluxserve.webhooks.addresses import Resolver, resolve
 from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
-from fluxserve.webhooks.deliveries import Database, Deliveries
+from fluxserve.webhooks.deliveries import Deliveries
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs, origin
 from fluxserve.webhooks.payload import event_body
 from fluxserve.webhooks.retries import next_step
@@ -69,7 +70,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: Database,
+        store: Statements,
         settings: Settings,
         secret: str,
         signer: UrlSigner,

@@ -1,21 +1,22 @@
-"""The database: one SQLite file in the data directory, its connection, transactions and migrations.
+"""The SQLite database: one file in the data directory, its connection, transactions and migrations.
 
-One connection guarded by a lock serves every thread; each call is a short transaction.
-``synchronous=FULL`` with WAL: what the database has accepted survives a kill -9 or a power cut.
-The file and its folder are the owner's alone. Each table group has its own repository that owns
-its SQL and returns typed records: jobs (``jobs/sqlite_store.py``), API keys
-(``accounts/keystore.py``), usage (``accounts/usage.py``) and webhook deliveries.
+The default database, with nothing to run. One connection guarded by a lock serves every thread;
+each call is a short transaction. ``synchronous=FULL`` with WAL: what the database has accepted
+survives a kill -9 or a power cut. The file and its folder are the owner's alone. The schema
+version is SQLite's ``user_version``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fluxserve.db.dialects import SQLITE, Dialect
+from fluxserve.db.protocol import Row, count_boot
 from fluxserve.storage.private import private_dir, private_file, tighten
 
 # Each entry moves the schema one version forward. Never edit one that has shipped: add another.
@@ -130,7 +131,24 @@ SIDECARS = ("-wal", "-shm", "-journal")
 """Files SQLite keeps beside the database, named after it."""
 
 
-class Database:
+class _Connection:
+    """The statements of one connection, used under the database's lock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, params).rowcount
+
+    def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._db.execute(sql, params).fetchall()
+
+    def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+
+class SqliteDatabase:
     """One SQLite connection for the whole server, guarded by a lock; each call is a short transaction."""
 
     def __init__(self, path: Path) -> None:
@@ -140,11 +158,16 @@ class Database:
             tighten(path.with_name(path.name + suffix))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._statements = _Connection(self._db)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+
+    @property
+    def dialect(self) -> Dialect:
+        return SQLITE
 
     @property
     def schema_version(self) -> int:
@@ -159,38 +182,32 @@ class Database:
         with self._lock:
             self._db.close()
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return how many rows it changed."""
         with self._lock:
-            return self._db.execute(sql, params).rowcount
+            return self._statements.execute(sql, params)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_Connection]:
         """Several statements as one: all of them happen, or none."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield self._statements
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            return self._statements.fetch_all(sql, params)
 
-    def fetch_one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+    def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
-            return row
+            return self._statements.fetch_one(sql, params)
 
     def next_boot(self) -> int:
         """Count this process's start: event ids begin with it, so a restart never reuses one."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
-            boot = 1 if row is None else int(row[0]) + 1
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (str(boot),))
-            self._db.execute("COMMIT")
-            return boot
+        with self.transaction() as statements:
+            return count_boot(statements)

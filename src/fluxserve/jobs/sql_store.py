@@ -1,8 +1,10 @@
-"""The jobs table in SQLite: the :class:`~fluxserve.jobs.store.JobStore` the server runs on.
+"""The jobs table: the :class:`~fluxserve.jobs.store.JobStore` the server runs on, over SQLite or Postgres.
 
-It owns the jobs table's SQL and returns typed :class:`~fluxserve.jobs.models.Job` records. A job's
-usage row is written in the same transaction (reserved when queued, billed or released when it
-ends) through :mod:`fluxserve.accounts.usage`, which owns that table.
+It owns the jobs table's SQL, written once for both databases (:mod:`fluxserve.db.protocol`), and
+returns typed :class:`~fluxserve.jobs.models.Job` records. A job's usage row is written in the same
+transaction (reserved when queued, billed or released when it ends) through
+:mod:`fluxserve.accounts.usage`, which owns that table. ``rowid`` orders jobs made in the same
+instant: SQLite's own, a column of that name on Postgres.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ import base64
 import binascii
 import json
 import logging
-import sqlite3
 import time
 from typing import Any
 
 from fluxserve.accounts import usage as usage_rows
-from fluxserve.db import Database
+from fluxserve.db import Database, Row
 from fluxserve.errors import ErrorCode, InvalidRequest
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jobs.store import Idempotency, Page
@@ -26,12 +27,14 @@ from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 log = logging.getLogger("fluxserve.jobs")
 
 
-class SqliteJobStore:
-    exclusive = True
-    """One server process owns the SQLite file: at its start, no other process can hold a job."""
+class SqlJobStore:
+    """Jobs in either database; the queue workers claim from, on leases."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.exclusive = db.dialect.exclusive
+        """One server process owns a SQLite file, so at its start every running job is an orphan;
+        on Postgres, other processes' jobs run on until their leases run out."""
 
     @property
     def db(self) -> Database:
@@ -89,9 +92,8 @@ class SqliteJobStore:
 
     def by_idempotency_key(self, key: str, owner: str | None = None) -> tuple[Job, str] | None:
         """The job ``owner`` made with ``key``, and the digest of the request that made it."""
-        row = self._db.fetch_one(
-            "SELECT * FROM jobs WHERE ifnull(owner, '') = ? AND idempotency_key = ?", (owner or "", key)
-        )
+        owned = self._db.dialect.or_empty("owner")  # as the unique index spells it, so the lookup uses it
+        row = self._db.fetch_one(f"SELECT * FROM jobs WHERE {owned} = ? AND idempotency_key = ?", (owner or "", key))
         return None if row is None else (_job(row), row["request_hash"])
 
     def recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
@@ -101,10 +103,10 @@ class SqliteJobStore:
     def unfinished(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or running."""
         row = self._db.fetch_one(
-            "SELECT count(*) FROM jobs WHERE owner = ? AND status IN (?, ?)",
+            "SELECT count(*) AS unfinished FROM jobs WHERE owner = ? AND status IN (?, ?)",
             (owner, JobStatus.QUEUED, JobStatus.RUNNING),
         )
-        return 0 if row is None else int(row[0])
+        return 0 if row is None else int(row["unfinished"])
 
     def page(
         self,
@@ -116,8 +118,8 @@ class SqliteJobStore:
         owner: str | None = None,
     ) -> Page:
         """``owner``'s jobs newest first, ``limit`` at a time; ``cursor`` is the previous page's ``next_cursor``."""
-        where: list[str] = ["owner IS ?"]
-        params: list[Any] = [owner]
+        where: list[str] = ["owner IS NULL" if owner is None else "owner = ?"]
+        params: list[Any] = [] if owner is None else [owner]
         if cursor is not None:
             created_at, rowid = _parse_cursor(cursor)
             where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
@@ -157,13 +159,12 @@ class SqliteJobStore:
 
         One statement picks and takes the job, so two workers never take the same one.
         """
-        with self._db.transaction() as db:
-            rows = db.execute(
-                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, worker = ?, lease_until = ? "
-                "WHERE id = (SELECT id FROM jobs WHERE model = ? AND status = ? ORDER BY created_at, rowid LIMIT 1) "
-                "RETURNING *",
-                (JobStatus.RUNNING, time.time(), worker, lease_until, model, JobStatus.QUEUED),
-            ).fetchall()  # every row read, so the statement is done before the commit
+        rows = self._db.fetch_all(
+            "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, worker = ?, lease_until = ? "
+            "WHERE id = (SELECT id FROM jobs WHERE model = ? AND status = ? ORDER BY created_at, rowid LIMIT 1"
+            f"{self._db.dialect.skip_locked}) RETURNING *",
+            (JobStatus.RUNNING, time.time(), worker, lease_until, model, JobStatus.QUEUED),
+        )
         return _job(rows[0]) if rows else None
 
     def renew(self, job_ids: list[str], worker: str, lease_until: float) -> set[str]:
@@ -177,10 +178,10 @@ class SqliteJobStore:
                 f"UPDATE jobs SET lease_until = ? WHERE worker = ? AND status = ? AND id IN ({marks})",
                 (lease_until, worker, JobStatus.RUNNING, *job_ids),
             )
-            rows = db.execute(
+            rows = db.fetch_all(
                 f"SELECT id FROM jobs WHERE worker = ? AND status = ? AND cancel_requested = 0 AND id IN ({marks})",
                 (worker, JobStatus.RUNNING, *job_ids),
-            ).fetchall()
+            )
         return set(job_ids) - {row["id"] for row in rows}
 
     def request_cancel(self, job_id: str) -> bool:
@@ -201,13 +202,12 @@ class SqliteJobStore:
 
     def requeue_expired(self, now: float) -> list[Job]:
         """Running jobs whose lease ran out before ``now`` (their worker died) go back to the queue."""
-        with self._db.transaction() as db:
-            rows = db.execute(
-                "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL "
-                "WHERE status = ? AND lease_until < ? RETURNING *",
-                (JobStatus.QUEUED, JobStatus.RUNNING, now),
-            ).fetchall()
-        return _readable(rows)
+        rows = self._db.fetch_all(
+            "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL "
+            "WHERE status = ? AND lease_until < ? RETURNING *",
+            (JobStatus.QUEUED, JobStatus.RUNNING, now),
+        )
+        return sorted(_readable(rows), key=lambda job: job.created_at)
 
     def queued(self, model: str) -> list[str]:
         """The ids of ``model``'s queued jobs, next first."""
@@ -217,19 +217,21 @@ class SqliteJobStore:
         return [row["id"] for row in rows]
 
     def queued_count(self, model: str) -> int:
-        row = self._db.fetch_one("SELECT count(*) FROM jobs WHERE model = ? AND status = ?", (model, JobStatus.QUEUED))
-        return 0 if row is None else int(row[0])
+        row = self._db.fetch_one(
+            "SELECT count(*) AS waiting FROM jobs WHERE model = ? AND status = ?", (model, JobStatus.QUEUED)
+        )
+        return 0 if row is None else int(row["waiting"])
 
     def position(self, job_id: str) -> int | None:
         """1 for the next job of its model to run; None when the job is not queued."""
         row = self._db.fetch_one(
-            "SELECT count(*) FROM jobs AS other, jobs AS job WHERE job.id = ? AND job.status = ? "
+            "SELECT count(*) AS ahead FROM jobs AS other, jobs AS job WHERE job.id = ? AND job.status = ? "
             "AND other.model = job.model AND other.status = ? "
             "AND (other.created_at < job.created_at "
             "OR (other.created_at = job.created_at AND other.rowid <= job.rowid))",
             (job_id, JobStatus.QUEUED, JobStatus.QUEUED),
         )
-        count = 0 if row is None else int(row[0])
+        count = 0 if row is None else int(row["ahead"])
         return count or None
 
     def mark_succeeded(
@@ -240,7 +242,7 @@ class SqliteJobStore:
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ?, lease_until = NULL "
-                "WHERE id = ? AND status = ? AND (? IS NULL OR worker = ?)",
+                "WHERE id = ? AND status = ? AND (CAST(? AS TEXT) IS NULL OR worker = ?)",
                 (
                     JobStatus.SUCCEEDED,
                     time.time(),
@@ -251,7 +253,7 @@ class SqliteJobStore:
                     worker,
                     worker,
                 ),
-            ).rowcount
+            )
             if changed:
                 used = usage_rows.Used(
                     usage.input_megapixels, usage.output_megapixels, usage.steps, usage.images, usage.cost_usd
@@ -275,7 +277,7 @@ class SqliteJobStore:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
                 "error_retry_after = ?, lease_until = NULL "
-                "WHERE id = ? AND ((? IS NULL AND status IN (?, ?)) OR (status = ? AND worker = ?))",
+                "WHERE id = ? AND ((CAST(? AS TEXT) IS NULL AND status IN (?, ?)) OR (status = ? AND worker = ?))",
                 (
                     JobStatus.FAILED,
                     time.time(),
@@ -289,7 +291,7 @@ class SqliteJobStore:
                     JobStatus.RUNNING,
                     worker,
                 ),
-            ).rowcount
+            )
             if changed:
                 usage_rows.release(db, job_id)
 
@@ -304,7 +306,7 @@ class SqliteJobStore:
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, lease_until = NULL "
-                "WHERE id = ? AND status = ? AND (? IS NULL OR worker = ?)",
+                "WHERE id = ? AND status = ? AND (CAST(? AS TEXT) IS NULL OR worker = ?)",
                 (
                     JobStatus.CANCELED,
                     time.time(),
@@ -315,7 +317,7 @@ class SqliteJobStore:
                     worker,
                     worker,
                 ),
-            ).rowcount
+            )
             if changed:
                 usage_rows.release(db, job_id)
         return changed == 1
@@ -330,7 +332,7 @@ class SqliteJobStore:
         return _readable(rows)
 
 
-def _cursor(row: sqlite3.Row) -> str:
+def _cursor(row: Row) -> str:
     raw = f"{row['created_at']!r}:{row['row_number']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -349,7 +351,7 @@ def _parse_cursor(cursor: str) -> tuple[float, int]:
         raise InvalidRequest(message, param="cursor") from None
 
 
-def _readable(rows: list[sqlite3.Row]) -> list[Job]:
+def _readable(rows: list[Row]) -> list[Job]:
     """The jobs of ``rows``; a row that cannot be read is left out and logged, never failing the list."""
     jobs = []
     for row in rows:
@@ -366,7 +368,7 @@ def _text(value: str | None) -> str | None:
     return None if value is None else mend(value)
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Row) -> Job:
     """A row as a job. Text stored before invalid Unicode was refused is mended (U+FFFD) so it can be shown."""
     usage = json.loads(row["usage"]) if row["usage"] else None
     return Job(
