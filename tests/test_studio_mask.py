@@ -189,26 +189,3 @@ def test_mask_painter_shows_only_for_models_that_take_masks(
     page.get_by_label("Model").select_option("tiny-random")
     expect(page.locator("#mask-field")).to_be_visible()  # back, with the same image 1 and its mask
     assert painted_count(page) > 0
-
-
-def test_a_flux1_model_takes_one_image_to_edit_with_a_mask(
-    make_server: Callable[..., LiveServer], open_studio: Callable[..., StudioPage]
-) -> None:
-    server = make_server(models=["tiny-random-flux1"])
-    page = open_studio(server).page
-    expect(page.locator("#refs-field")).to_be_visible()  # no reference images, but masks: image 1 is edited
-    expect(page.locator("#refs-limit")).to_have_text("(up to 1)")
-    page.locator("#refs-input").set_input_files(
-        [FilePayload(name="red.png", mimeType="image/png", buffer=png(WIDTH, HEIGHT, RED))]
-    )
-    expect(page.locator("#mask-field")).to_be_visible()
-    page.get_by_label("Brush size").fill("20")
-    drag(page, 0.4, 0.5, 0.6, 0.5)
-    page.get_by_label("Prompt", exact=True).fill("a blue ball")
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#results img")).to_have_count(1, timeout=TIMEOUT)
-    job: dict[str, Any] = server.http.get("/v1/jobs?limit=1").json()["data"][0]
-    assert (job["status"], job["model"], job["request"]["mask"]) == ("succeeded", "tiny-random-flux1", True)
-    result = np.asarray(Image.open(io.BytesIO(server.http.get(job["images"][0]["url"]).content)).convert("RGB"))
-    assert (result[UNTOUCHED[1], UNTOUCHED[0]] == RED).all()  # outside the mask: image 1's pixels
-    assert (result[PAINTED[1], PAINTED[0]] != RED).any()

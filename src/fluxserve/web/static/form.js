@@ -86,8 +86,7 @@ function applyModel({ keepSettings = false } = {}) {
   if (!inRange(n.value, 1, caps.max_images)) n.value = 1;
   $("n-info").textContent = `1-${caps.max_images}.`;
 
-  // A model that takes no references but masks (FLUX.1) still takes image 1: the one it edits.
-  state.refs.setLimit(Math.max(caps.max_reference_images || 0, caps.masks ? 1 : 0));
+  state.refs.setLimit(caps.max_reference_images || 0);
   state.mask?.update();
   state.loras.update();
   renderPresets();
