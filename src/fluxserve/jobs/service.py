@@ -26,6 +26,7 @@ from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
+    DatabaseUnavailable,
     EngineNotReady,
     ErrorCode,
     IdempotencyKeyReused,
@@ -402,16 +403,28 @@ class JobService:
         return True
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then."""
+        """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then.
+
+        Its terminal event ends the wait at once; the job is also read again from the store every
+        ``queue_poll_seconds``, so a job that a worker in another process runs is seen to finish
+        whether or not its events reach this process."""
         with self.bus.watch(job_id, terminal_only) as events:  # progress events would only pile up here
             job = await asyncio.to_thread(self.get, job_id)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     while not job.status.finished:
                         with contextlib.suppress(FellBehind):  # only after a terminal event: the job has ended
-                            await events.next()
-                        job = await asyncio.to_thread(self.get, job_id)
+                            await events.next(self.settings.queue_poll_seconds)
+                        job = await self._read_again(job)
         return job
+
+    async def _read_again(self, job: Job) -> Job:
+        """``job`` as the store has it now; as it was while the database cannot be reached (it is read
+        again at the next look, and the caller's wait ends at its timeout)."""
+        try:
+            return await asyncio.to_thread(self.get, job.id)
+        except DatabaseUnavailable:
+            return job
 
 
 @dataclass(frozen=True)
