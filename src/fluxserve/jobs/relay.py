@@ -176,7 +176,7 @@ class EventRelay:
         values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in numbered)
         params: list[Any] = []
         for number, out in numbered:
-            params += [out.event.job_id, out.event.type.value, self.origin, number, _data(out.event), now]
+            params += [out.event.job_id, JobEventType(out.event.type).value, self.origin, number, _data(out.event), now]
         try:
             with self._db.transaction() as db:
                 db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
