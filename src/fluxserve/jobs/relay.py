@@ -112,6 +112,8 @@ class EventRelay:
             self._writer.join()
         self._listening.clear()
         if self._listener.ident is not None:
+            with contextlib.suppress(DatabaseUnavailable):  # wakes the listener now rather than after its wait
+                self._db.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(self._last)))
             self._listener.join()
             with contextlib.suppress(DatabaseUnavailable):  # then they are delivered below, without ids
                 self._catch_up()  # the rows the writer wrote last
