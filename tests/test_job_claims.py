@@ -156,7 +156,9 @@ def pair(
 ) -> Iterator[tuple[Services, Services, Counter[str]]]:
     """Two services on one data folder, each with its own worker for the model, counting runs."""
     runs: Counter[str] = Counter()
-    settings = make_settings(models=[MODEL], lease_seconds=0.6, queue_poll_seconds=0.05)
+    # Leases long enough that no busy machine lets a running job's lease lapse (the dead worker's is
+    # short: see below); expired ones are looked for every lease_seconds / 2.
+    settings = make_settings(models=[MODEL], lease_seconds=TEST_TIMEOUT / 10, queue_poll_seconds=0.05)
     first = build_services(settings, {MODEL: CountingEngine(MODEL, options, runs)})
     second = build_services(settings, {MODEL: CountingEngine(MODEL, options, runs)})
     first.start()
@@ -182,9 +184,14 @@ def test_a_cancel_sent_to_one_service_stops_the_job_the_other_runs(
 ) -> None:
     first, second, _ = pair
     job_id = first.jobs.submit(spec("long", steps=100, size=768), []).job.id
-    wait_for(lambda: first.jobs.get(job_id).status is JobStatus.RUNNING, "the job running")
-    holder, other = (first, second) if first.jobs.workers[MODEL].running_job == job_id else (second, first)
-    wait_for(lambda: holder.jobs.workers[MODEL].running_job == job_id, "its worker holding it")
+
+    # A worker records the job as its own just after the claim that marks it running.
+    def holders() -> list[Services]:
+        return [services for services in (first, second) if services.jobs.workers[MODEL].running_job == job_id]
+
+    wait_for(holders, "a worker holding it")
+    [holder] = holders()
+    other = second if holder is first else first
     other.jobs.cancel(job_id, None)
     wait_for(lambda: first.jobs.get(job_id).status is JobStatus.CANCELED, "the job canceled by its worker")
     # The worker records the cancel, publishes it, then lets go of the job.
