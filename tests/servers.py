@@ -51,6 +51,10 @@ def free_port() -> int:
         return port
 
 
+LEASE_SECONDS = 5.0
+"""The test servers' job leases: renewed every third of it, so a busy machine does not lose one."""
+
+
 class ServerProcess:
     """``fluxserve serve`` as a child process, for tests that kill it."""
 
@@ -72,6 +76,8 @@ class ServerProcess:
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
         env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
+        # A killed server's jobs go back to a shared (Postgres) queue once their leases run out: soon.
+        env["FLUXSERVE_LEASE_SECONDS"] = str(LEASE_SECONDS)
         env.pop("FLUXSERVE_DATABASE_URL", None)
         env.update(extra_env or {})
         if database_url is not None:

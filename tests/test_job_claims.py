@@ -194,8 +194,7 @@ def test_a_cancel_sent_to_one_service_stops_the_job_the_other_runs(
     other = second if holder is first else first
     other.jobs.cancel(job_id, None)
     wait_for(lambda: first.jobs.get(job_id).status is JobStatus.CANCELED, "the job canceled by its worker")
-    # The worker records the cancel, publishes it, then lets go of the job.
-    wait_for(lambda: holder.jobs.workers[MODEL].running_job is None, "its worker letting go of the job")
+    wait_for(lambda: holder.jobs.workers[MODEL].running_job is None, "its worker free again")
 
 
 @BOTH_DATABASES

@@ -318,6 +318,10 @@ class StorageUnavailable(FluxserveError):
 
     code = ErrorCode.STORAGE_UNAVAILABLE
 
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class DatabaseUnavailable(FluxserveError):
     """The database cannot be reached (Postgres down or restarting): nothing was done; try again."""
