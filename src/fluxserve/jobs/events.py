@@ -147,7 +147,10 @@ class EventBus:
                 self._unwatch(event.job_id, watcher)
                 log.info("job %s: a watcher fell %d events behind and was dropped", event.job_id, watcher.limit)
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # the event has been handed out: the publisher must not fail, or publish it again
+                log.exception("job %s: a listener of its %s event failed", event.job_id, event.type)
         return event
 
     def _remember(self, event: JobEvent) -> None:

@@ -170,7 +170,8 @@ class EventRelay:
             delay = min(delay * 2, longest)
 
     def _write(self, batch: list[_Outgoing]) -> bool:
-        """Write ``batch`` as one transaction and notify every listener; False if the database did not take it."""
+        """Write ``batch`` as one transaction and notify every listener; False if the database could not
+        be reached (its lifecycle events are written later). Events it refused are delivered here only."""
         numbered = [(next(self._numbers), out) for out in batch]
         with self._lock:
             self._originals.update((number, out) for number, out in numbered if not out.here.is_set())
@@ -191,17 +192,21 @@ class EventRelay:
             return True
         except DatabaseUnavailable:
             log.warning("could not share %d job events with other processes (the database is down)", len(batch))
-        except Exception:
-            log.exception("could not share %d job events with other processes", len(batch))
-        self._keep_for_later(numbered)
-        return False
+            self._not_written(numbered, later=True)
+            return False
+        except Exception:  # not an outage: writing them again would fail again, and hold up every later event
+            log.exception("could not share %d job events with other processes; shown here only", len(batch))
+            self._not_written(numbered, later=False)
+            return True
 
-    def _keep_for_later(self, numbered: list[tuple[int, _Outgoing]]) -> None:
-        """After a failed write: deliver the events here now, without an id; keep the lifecycle ones to write later."""
+    def _not_written(self, numbered: list[tuple[int, _Outgoing]], *, later: bool) -> None:
+        """Deliver events that were not written here now, without an id; with ``later``, keep the
+        lifecycle ones to write again."""
         with self._lock:  # what is still in _originals is this thread's to deliver, not the listener's
             undelivered = [out for number, _ in numbered if (out := self._originals.pop(number, None)) is not None]
-            lifecycle = [out for _, out in numbered if out.event.type is not JobEventType.PROGRESS]
-            self._outbox.extendleft(reversed(lifecycle))
+            if later:
+                lifecycle = [out for _, out in numbered if out.event.type is not JobEventType.PROGRESS]
+                self._outbox.extendleft(reversed(lifecycle))
         for out in undelivered:  # the others the listener delivered: the write went through after all
             out.deliver(self._bus)
 
@@ -223,9 +228,13 @@ class EventRelay:
             try:
                 if self._notices.wait(LISTEN_SECONDS):
                     self._catch_up()
-            except Exception as error:
+            except Exception as error:  # an outage (DatabaseUnavailable), or a bug: said once, then tried again
                 if not down:
-                    log.warning("cannot hear other processes' job events just now (%s); trying again", error)
+                    log.warning(
+                        "cannot hear other processes' job events just now (%s); trying again",
+                        error,
+                        exc_info=not isinstance(error, DatabaseUnavailable),
+                    )
                 down = True
                 self._wait_to_retry(delay)
                 delay = min(delay * 2, longest)
