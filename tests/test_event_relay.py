@@ -144,6 +144,29 @@ def test_a_job_run_in_one_process_is_watched_in_another_with_the_same_ids(
 
 
 @on_postgres
+def test_a_watcher_in_another_process_hears_its_job_move_up_the_queue(pair: tuple[Services, Services]) -> None:
+    runner, watcher = pair
+    blocker = runner.jobs.submit(spec("blocker", **LONG), []).job.id
+    wait_for(lambda: runner.jobs.workers[MODEL].running_job == blocker, "the blocker running")
+    ahead, job_id = (runner.jobs.submit(spec(f"queued {n}"), []).job.id for n in range(2))
+
+    async def watch() -> JobEvent | None:
+        with watcher.bus.watch(job_id) as events:
+            await asyncio.to_thread(runner.jobs.cancel, ahead, None)  # its canceled event reaches the watcher
+            event = await events.next(TEST_TIMEOUT)
+            while event is not None and not event.local:  # the job's own queued event may come first
+                event = await events.next(TEST_TIMEOUT)
+            return event
+
+    try:
+        moved = asyncio.run(watch())
+        assert moved is not None
+        assert (moved.type, moved.position, moved.local) == (JobEventType.QUEUED, 1, True)
+    finally:
+        runner.jobs.cancel(blocker, None)
+
+
+@on_postgres
 def test_a_webhook_is_sent_by_the_process_that_ran_the_job_only(pair: tuple[Services, Services]) -> None:
     runner, watcher = pair
     receiver = Receiver([Answer(204)])
