@@ -7,6 +7,7 @@ and connection; only the database joins them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -213,3 +214,23 @@ def test_a_job_whose_worker_died_runs_again_once_its_lease_runs_out(
         first.jobs.cancel(job_id, None)
     wait_for(lambda: first.jobs.get(orphan).status is JobStatus.SUCCEEDED, "the orphan run again and done")
     assert (runs["orphan"], first.jobs.get(orphan).attempts) == (1, 2)
+
+
+@BOTH_DATABASES
+def test_wait_returns_a_job_that_a_worker_in_another_service_ran(
+    make_settings: Callable[..., Settings], options: EngineOptions
+) -> None:
+    """The waiting service's worker never runs (it is not started) and hears none of the other's
+    events: only the store tells it that the job finished."""
+    settings = make_settings(models=[MODEL], queue_poll_seconds=0.05)
+    waiting = build_services(settings, {MODEL: DiffusersEngine(MODEL, options)})
+    running = build_services(settings, {MODEL: DiffusersEngine(MODEL, options)})
+    running.start()
+    try:
+        job_id = waiting.jobs.submit(spec("elsewhere"), []).job.id
+        job = asyncio.run(waiting.jobs.wait(job_id, timeout=TEST_TIMEOUT))
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.outputs
+    finally:
+        running.stop()
+        waiting.stop()

@@ -1,5 +1,6 @@
 """GET /v1/jobs/{id}/events read by a real SSE client (httpx-sse) from a real server on loopback;
-and ``stream: true`` on the images endpoints, read raw."""
+and ``stream: true`` on the images endpoints, read raw. On SQLite, and on Postgres, where every
+event goes through the events table and back (tests/test_event_relay.py has several processes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from PIL import Image
 
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, unsigned, wait_for
 from tests.jobs_support import QUICK, SLOW, LiveServer, sse_lines
+from tests.postgres_support import BOTH_DATABASES
+
+pytestmark = BOTH_DATABASES
+
+
+def sequence(event_id: str) -> int:
+    """The order of an event id: ``<boot>-<sequence>`` on SQLite, the events table's ``<sequence>`` on Postgres."""
+    return int(event_id.rpartition("-")[2])
 
 
 def events_of(
@@ -56,7 +65,7 @@ def test_a_watcher_sees_queued_started_every_step_in_order_then_completed(server
     final = received[-1].json()
     assert final["status"] == "succeeded"
     assert urlsplit(final["images"][0]["url"]).path.endswith(".png")
-    live_ids = [int(event.id.split("-")[1]) for event in received[1:]]
+    live_ids = [sequence(event.id) for event in received[1:]]
     assert live_ids == sorted(live_ids)
     assert received[0].retry == 2000
 

@@ -159,3 +159,19 @@ def test_postgres_down_is_a_503_and_work_resumes_when_it_is_back(
     assert server.http.get(finished["images"][0]["url"]).status_code == 200
     again = server.submit(QUICK, headers=PREFER_WAIT)
     assert again["status"] == "succeeded"
+
+
+def test_notices_come_on_a_connection_of_their_own(postgres_cluster: Cluster) -> None:
+    database = PostgresDatabase(postgres_cluster.create_database(), pool_size=1)
+    notices = database.listen("fluxserve_test")
+    try:
+        assert notices.wait(0) is True  # just connected: whatever was sent before is to be read
+        assert notices.wait(0) is False  # nothing sent since
+        database.execute("SELECT pg_notify('fluxserve_test', '42')")  # the one pooled connection is not the listener's
+        assert notices.wait(TEST_TIMEOUT) is True
+        assert notices.wait(0) is False
+        with pytest.raises(ValueError, match="not a channel name"):
+            database.listen("jobs; DROP TABLE jobs")
+    finally:
+        notices.close()
+        database.close()

@@ -1,8 +1,9 @@
 """``create_app(settings)``: the whole HTTP API, wired in one place.
 
 The composition root: :func:`build_services` makes every part once (database, job store, files,
-keys, event bus, URL signer, webhook sender, job service) and the routers get the ones they use
-through the dependencies of :mod:`fluxserve.api.deps`.
+keys, event bus, URL signer, webhook sender, job service; on Postgres, the relay that shares job
+events with the other processes on the database) and the routers get the ones they use through
+the dependencies of :mod:`fluxserve.api.deps`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fluxserve.db import open_database
 from fluxserve.engines.base import Engine
 from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.registry import create_engines
+from fluxserve.jobs import relay
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.service import JobParts, JobService
 from fluxserve.jobs.sql_store import SqlJobStore
@@ -92,14 +94,17 @@ def build_services(
             load_or_create_signing_key(settings.data_dir, settings.url_signing_secret), settings.url_ttl_seconds, clock
         )
         secret = load_or_create_secret(settings.data_dir, settings.webhook_secret)
+        bus = EventBus(db.next_boot(), settings.sse_max_pending_events)
+        notices = db.listen(relay.CHANNEL)  # None on SQLite: one process, one bus
         parts = JobParts(
             store=store,
             files=file_store,
-            bus=EventBus(db.next_boot(), settings.sse_max_pending_events),
+            bus=bus,
             signer=signer,
             keys=KeyStore(db, clock),
             admission=Admission(db, store.unfinished, clock),
             webhooks=WebhookSender(db, settings, secret, signer),
+            relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:

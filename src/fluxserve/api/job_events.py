@@ -5,6 +5,8 @@ preview at the configured interval), then one of ``completed``, ``failed`` or ``
 carrying the whole job, after which the stream ends. A client that reconnects with
 ``Last-Event-ID`` gets the events it missed; when they are no longer known (the server
 restarted, or too long ago) it gets the job's current state instead, then the live events.
+Where processes share a Postgres database, ids are the events table's and mean the same in every
+process, so a client may reconnect to any of them (:mod:`fluxserve.jobs.relay`).
 A watcher that falls too far behind (its client stopped reading) is dropped and its stream
 ends; the client resumes with ``Last-Event-ID`` like any other.
 """
@@ -73,7 +75,8 @@ def snapshot(job: Job, service: JobService, bus: EventBus) -> list[JobEvent]:
 
 
 def seen_the_end(bus: EventBus, job: Job, last_event_id: str | None) -> bool:
-    """True when a reconnecting watcher of a finished job already has its final event."""
+    """True when a reconnecting watcher of a finished job already has its final event (this may read
+    the database: call it off the event loop)."""
     if last_event_id is None or not job.status.finished:
         return False
     return last_event_id == END_ID or bus.since(job.id, last_event_id) == []
@@ -85,7 +88,7 @@ async def job_event_stream(
     """The event stream of one job: where it stands (or what the watcher missed), then live events."""
     with bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
         job = await asyncio.to_thread(service.get, job_id)
-        missed = None if last_event_id is None else bus.since(job_id, last_event_id)
+        missed = None if last_event_id is None else await asyncio.to_thread(bus.since, job_id, last_event_id)
         backlog = snapshot(job, service, bus) if missed is None else missed
         sent, first = last_event_id or "", True
         for event in backlog:

@@ -10,12 +10,12 @@ repository owns its SQL, written once for both (see :mod:`fluxserve.db.protocol`
 from __future__ import annotations
 
 from fluxserve.db.dialects import Dialect
-from fluxserve.db.protocol import Database, Row, Statements
+from fluxserve.db.protocol import Database, Notices, Row, Statements
 from fluxserve.db.sqlite import DATABASE_FILE, SqliteDatabase
 from fluxserve.errors import MissingExtra
 from fluxserve.settings import Settings
 
-__all__ = ["DATABASE_FILE", "Database", "Dialect", "Row", "SqliteDatabase", "Statements", "open_database"]
+__all__ = ["DATABASE_FILE", "Database", "Dialect", "Notices", "Row", "SqliteDatabase", "Statements", "open_database"]
 
 
 def open_database(settings: Settings) -> Database:

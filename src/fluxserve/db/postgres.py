@@ -98,13 +98,14 @@ class PostgresDatabase:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as error:
             raise InvalidRequest(f"setting database_url: {error}", param="database_url") from None
-        self._where = where(url)
+        self._url, self._where = url, where(url)
         self._down = False
         options: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
             "connect_timeout": max(2, round(timeout)),
         }
+        self._options = options
         try:
             with psycopg.connect(url, **options) as connection:
                 _migrate(connection)
@@ -174,6 +175,59 @@ class PostgresDatabase:
         """Count this process's start: event ids begin with it, so a restart never reuses one."""
         with self.transaction() as statements:
             return count_boot(statements)
+
+    def listen(self, channel: str) -> PostgresNotices:
+        """``LISTEN`` on ``channel`` (a lower-case SQL name), on a connection of its own outside the pool."""
+        return PostgresNotices(self._url, channel, {**self._options, **KEEPALIVES}, self._where)
+
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+"""TCP keepalives for a connection that only listens: a database host that vanished without closing
+it (a crash, a network partition) is noticed in about half a minute, not the system's two hours."""
+CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresNotices:
+    """Notices on one channel: a connection of its own in autocommit that runs ``LISTEN``, made at
+    the first :meth:`wait` and made again at the first wait after it was lost."""
+
+    def __init__(self, url: str, channel: str, options: dict[str, Any], where: str) -> None:
+        if CHANNEL.fullmatch(channel) is None:
+            raise ValueError(f"not a channel name: {channel!r}")
+        self.channel = channel
+        self._url, self._options, self._where = url, options, where
+        self._connection: Connection | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """True when a notice came within ``timeout`` seconds or the connection was just made;
+        DatabaseUnavailable while the database cannot be reached (the next call connects again)."""
+        if self._connection is None:
+            self._connection = self._connect()
+            return True
+        try:
+            for _notice in self._connection.notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error as error:
+            self.close()
+            raise DatabaseUnavailable(f"stopped listening to the database at {self._where}: {error}".strip()) from None
+        return False
+
+    def _connect(self) -> Connection:
+        try:
+            connection: Connection = psycopg.connect(self._url, **self._options)
+        except psycopg.Error as error:
+            raise DatabaseUnavailable(f"cannot listen to the database at {self._where}: {error}".strip()) from None
+        try:
+            connection.execute(f"LISTEN {self.channel}")
+        except psycopg.Error as error:
+            connection.close()
+            raise DatabaseUnavailable(f"cannot listen to the database at {self._where}: {error}".strip()) from None
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def _migrate(connection: Connection) -> None:

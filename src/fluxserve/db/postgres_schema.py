@@ -2,9 +2,10 @@
 
 A Postgres database starts at version 7, SQLite's seventh migration: the same tables, columns,
 indexes and cascade in one step. A later change is one more entry in both lists, with the same
-version. Timestamps are ``DOUBLE PRECISION`` (``REAL`` is 4 bytes in Postgres: seconds would be
-rounded to minutes) and whole numbers ``BIGINT`` (SQLite's integers are 64-bit). ``rowid`` is the
-order rows were made in, as SQLite's own ``rowid`` is, so the repositories' SQL is the same on both.
+version (SQLite's may do nothing: version 9's events table serves processes sharing a database).
+Timestamps are ``DOUBLE PRECISION`` (``REAL`` is 4 bytes in Postgres: seconds would be rounded to
+minutes) and whole numbers ``BIGINT`` (SQLite's integers are 64-bit). ``rowid`` is the order rows
+were made in, as SQLite's own ``rowid`` is, so the repositories' SQL is the same on both.
 """
 
 from __future__ import annotations
@@ -112,6 +113,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE jobs ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
         CREATE INDEX jobs_queue ON jobs (model, status, created_at);
         CREATE INDEX jobs_by_lease ON jobs (lease_until) WHERE status = 'running';
+        """,
+    ),
+    (
+        9,
+        """
+        -- Jobs' events, shared by the processes on this database (fluxserve.jobs.relay): lifecycle and
+        -- progress as small JSON, never image bytes. seq orders them and is their id in every process.
+        CREATE TABLE job_events (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            origin BIGINT NOT NULL,
+            origin_seq BIGINT NOT NULL,
+            data TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX job_events_by_job ON job_events (job_id, seq);
+
+        -- A job's events go with it, as its webhook deliveries do.
+        CREATE FUNCTION jobs_take_their_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM job_events WHERE job_id = OLD.id;
+            RETURN OLD;
+        END;
+        $$;
+        CREATE TRIGGER jobs_take_their_events AFTER DELETE ON jobs
+            FOR EACH ROW EXECUTE FUNCTION jobs_take_their_events();
         """,
     ),
 )

@@ -33,6 +33,21 @@ class Statements(Protocol):
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
 
+class Notices(Protocol):
+    """Notices sent on one channel by any process on the database (Postgres ``LISTEN``), heard on a
+    connection of their own. Used from one thread."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a notice. True when one came, or when the connection
+        was just made (notices sent before were missed: read what is new); False after ``timeout``.
+
+        Raises :class:`~fluxserve.errors.DatabaseUnavailable` while the database cannot be reached;
+        the next call connects again."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Database(Statements, Protocol):
     """The server's database: every repository (jobs, keys, usage, webhook deliveries) shares one.
 
@@ -53,6 +68,11 @@ class Database(Statements, Protocol):
 
     def next_boot(self) -> int:
         """Count this process's start: event ids begin with it, so a restart never reuses one."""
+        ...
+
+    def listen(self, channel: str) -> Notices | None:
+        """Notices on ``channel`` from every process on this database; None where one process owns
+        it (SQLite): there is nobody else to hear. Nothing connects until the first wait."""
         ...
 
     def close(self) -> None: ...

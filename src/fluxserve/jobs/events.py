@@ -13,6 +13,11 @@ caller describes the job's current state instead.
 What is kept is bounded in count (:data:`EVENTS_PER_JOB` x :data:`JOBS_REMEMBERED`) and in
 images: partial images are never kept (only live streams send them), and of a job's previews
 only the latest is kept, until the job ends.
+
+Where several processes share a Postgres database, the bus is handed a :class:`Relay`
+(:mod:`fluxserve.jobs.relay`): what is published goes through the database's events table to the
+bus of every process, this one included, numbered by the table; ids are then ``"<sequence>"``,
+the same everywhere, and :meth:`EventBus.since` reads the table.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Protocol
 
 from fluxserve.jobs.models import JobEvent, JobEventType
 from fluxserve.jobs.watchers import EventFilter, Watcher, every_event
@@ -41,6 +47,19 @@ MAX_PENDING = 64
 """How many events may wait for one watcher before it is dropped (``sse_max_pending_events``)."""
 
 
+class Relay(Protocol):
+    """Shares a bus's events with the other processes on a database (:class:`~fluxserve.jobs.relay.EventRelay`)."""
+
+    def send(self, event: JobEvent) -> threading.Event:
+        """Take an event to share (called on the publishing thread: it must not block); it comes back
+        through :meth:`EventBus.deliver`, with its id. The flag returned is set once it has."""
+        ...
+
+    def since(self, job_id: str, sequence: int) -> list[JobEvent]:
+        """The events of ``job_id`` after ``sequence``, as the events table has them (blocking)."""
+        ...
+
+
 class EventBus:
     def __init__(self, boot: int = 0, max_pending: int = MAX_PENDING) -> None:
         self.boot = boot
@@ -50,9 +69,15 @@ class EventBus:
         self._watchers: dict[str, list[Watcher]] = {}
         self._history: OrderedDict[str, deque[JobEvent]] = OrderedDict()
         self._listeners: list[Listener] = []
+        self._relay: Relay | None = None
+
+    def relay_through(self, relay: Relay) -> None:
+        """Share what is published here with the other processes on the database, through ``relay``."""
+        self._relay = relay
 
     def listen(self, listener: Listener) -> None:
-        """Call ``listener`` with every event, on the publishing thread; it must not block."""
+        """Call ``listener`` with every event delivered here (relayed ones too), on the delivering
+        thread; it must not block."""
         self._listeners.append(listener)
 
     @contextmanager
@@ -90,10 +115,31 @@ class EventBus:
             watchers = list(self._watchers.get(job_id, ()))
         return sum(watcher.pending for watcher in watchers)
 
-    def publish(self, event: JobEvent) -> JobEvent:
-        """Number the event, remember it, and hand it to every watcher and listener."""
+    def any_watched(self) -> bool:
+        """Whether any job has a watcher here now."""
         with self._lock:
-            event = replace(event, id=f"{self.boot}-{next(self._sequence)}")
+            return bool(self._watchers)
+
+    def publish(self, event: JobEvent, *, settle: float = 0.0) -> JobEvent:
+        """Number the event, remember it, and hand it to every watcher and listener.
+
+        With a relay, an event for every process is handed to the relay instead, and delivered here
+        when it comes back numbered (returned as given: not yet numbered). ``settle``: wait up to so
+        many seconds for that, so that this process knows the event when publish returns."""
+        if self._relay is not None and not (event.local or event.relayed):
+            delivered = self._relay.send(event)
+            if settle > 0:
+                delivered.wait(settle)
+            return event
+        return self.deliver(event)
+
+    def deliver(self, event: JobEvent) -> JobEvent:
+        """Remember an event and hand it to every watcher and listener. Without a relay it is numbered
+        here; with one it keeps the id the events table gave it (none for a :attr:`~JobEvent.local`
+        event, or one the database could not take)."""
+        with self._lock:
+            if self._relay is None:
+                event = replace(event, id=f"{self.boot}-{next(self._sequence)}")
             self._remember(event)
             watchers = list(self._watchers.get(event.job_id, ()))
         for watcher in watchers:
@@ -101,7 +147,10 @@ class EventBus:
                 self._unwatch(event.job_id, watcher)
                 log.info("job %s: a watcher fell %d events behind and was dropped", event.job_id, watcher.limit)
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # the event has been handed out: the publisher must not fail, or publish it again
+                log.exception("job %s: a listener of its %s event failed", event.job_id, event.type)
         return event
 
     def _remember(self, event: JobEvent) -> None:
@@ -118,7 +167,11 @@ class EventBus:
         """The events of ``job_id`` after ``last_event_id``.
 
         None when they cannot be known: the id is from another process, or older than what is kept.
+        With a relay they are read from the events table (a database query: call it off the event loop).
         """
+        if self._relay is not None:
+            sequence = ascii_int(last_event_id)
+            return None if sequence is None else self._relay.since(job_id, sequence)
         with self._lock:
             kept = list(self._history.get(job_id, ()))
         sequence = self.sequence_of(last_event_id)
@@ -139,7 +192,10 @@ class EventBus:
             self._history.pop(job_id, None)
 
     def sequence_of(self, event_id: str) -> int | None:
-        """The sequence number of an id given out by this process; None for any other id."""
+        """The sequence number of an id given out by this process (with a relay: by the events
+        table); None for any other id."""
+        if self._relay is not None:
+            return ascii_int(event_id)
         boot, _, sequence = event_id.partition("-")
         return ascii_int(sequence) if boot == str(self.boot) else None
 

@@ -196,8 +196,10 @@ class PartialImage:
 class JobEvent:
     """Something that happened to a job, as watchers see it.
 
-    ``id`` is given by the event bus when the event is published: ``"<boot>-<sequence>"``,
-    increasing within one server process, never reused by the next.
+    ``id`` is given when the event is delivered: by the event bus, ``"<boot>-<sequence>"``,
+    increasing within one server process, never reused by the next; or, where processes share a
+    Postgres database, by the events table, ``"<sequence>"``, the same in every process
+    (:mod:`fluxserve.jobs.relay`).
     """
 
     job_id: str
@@ -208,6 +210,12 @@ class JobEvent:
     preview: bytes | None = None  # a small JPEG decoded from the latents
     partial_image: PartialImage | None = None
     id: str = ""
+    local: bool = False
+    """For this process's watchers only, never shared with other processes: a queue position
+    update, which each process works out for the watchers it has."""
+    relayed: bool = False
+    """Published by another process and read from the events table: never shared again, carries
+    no image bytes, and sends no webhook (the process it happened in sends that)."""
 
     @property
     def terminal(self) -> bool:

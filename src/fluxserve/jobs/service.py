@@ -26,6 +26,7 @@ from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.errors import (
     Conflict,
+    DatabaseUnavailable,
     EngineNotReady,
     ErrorCode,
     IdempotencyKeyReused,
@@ -46,16 +47,22 @@ from fluxserve.jobs.models import (
     WebhookTarget,
     new_job_id,
 )
+from fluxserve.jobs.relay import EventRelay
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import Idempotency, JobStore, Page
 from fluxserve.jobs.views import JobProgress, JobView, WebhookDeliveryView, job_view
 from fluxserve.jobs.watchers import FellBehind, terminal_only
-from fluxserve.jobs.worker import ModelWorker
+from fluxserve.jobs.worker import ModelWorker, announce_positions
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner
 
 log = logging.getLogger("fluxserve.jobs")
+
+SETTLE_SECONDS = 1.0
+"""How long a submit waits for its queued event to come back from the events table (Postgres), at most."""
+QUEUE_MOVES = (JobEventType.STARTED, JobEventType.CANCELED, JobEventType.FAILED)
+"""Events after which the jobs queued behind may have moved up."""
 
 
 class Webhooks(Protocol):
@@ -81,6 +88,8 @@ class JobParts:
     admission: Admission
     webhooks: Webhooks | None = None
     """Without a sender, a job's webhook is kept but never posted."""
+    relay: EventRelay | None = None
+    """Where processes share a Postgres database: shares the bus's events with theirs."""
 
 
 class JobService:
@@ -94,8 +103,8 @@ class JobService:
         self.signer = parts.signer
         self.bus = parts.bus
         self.webhooks = parts.webhooks
-        if self.webhooks is not None:
-            self.bus.listen(self._notify_webhooks)
+        self.relay = parts.relay
+        self.bus.listen(self._heard)
         self._admission = threading.Lock()
         self._stopping = threading.Event()
         self._janitor = threading.Thread(target=self._clean_up_periodically, name="retention", daemon=True)
@@ -127,6 +136,8 @@ class JobService:
         its lease to run out. A hosted job that had started is not sent again: the provider may have
         done (and billed) the work already, so its worker fails it and says so.
         """
+        if self.relay is not None:
+            self.relay.start()
         if self.store.exclusive:
             for job in self.store.requeue_unfinished():
                 if job.spec.model not in self.workers:
@@ -147,13 +158,29 @@ class JobService:
         for worker in self.workers.values():
             worker.stop()
         self._encoder.shutdown(wait=True)
+        if self.relay is not None:  # after the workers' last events, before the webhooks they send
+            self.relay.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
         for thread in (self._janitor, self._lease_watch):
             if thread.is_alive():
                 thread.join()
 
+    def _heard(self, event: JobEvent) -> None:
+        """Every event delivered to the bus: an event of this process goes to the job's webhook; one
+        relayed from another process may have moved a queue that watchers here are told about."""
+        if not event.relayed:
+            self._notify_webhooks(event)
+        elif event.type in QUEUE_MOVES and event.job is not None and self.bus.any_watched():
+            try:
+                announce_positions(self.store, self.bus, event.job.spec.model)
+            except DatabaseUnavailable:
+                log.info(
+                    "job %s: could not tell the jobs behind it their new places (the database is down)", event.job_id
+                )
+
     def _notify_webhooks(self, event: JobEvent) -> None:
+        """Only the process an event happened in sends it: relayed copies never reach here."""
         if self.webhooks is not None and event.job is not None and event.type in WEBHOOK_EVENTS:
             self.webhooks.notify(event.job, event.type)
 
@@ -253,7 +280,8 @@ class JobService:
         except BaseException:
             self.files.delete_job(job_id)
             raise
-        self.bus.publish(JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id)))
+        queued = JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id))
+        self.bus.publish(queued, settle=SETTLE_SECONDS)  # a watcher that connects once this returns finds it
         return Submitted(job, replayed=False)
 
     def _replay(self, idempotency: Idempotency, owner: str | None) -> Job | None:
@@ -379,8 +407,7 @@ class JobService:
             log.warning("job %s: its worker stopped renewing its lease; it goes back to the queue", job.id)
             if (worker := self.workers.get(job.spec.model)) is not None:
                 worker.wake()
-            if self.bus.watched(job.id):
-                self.bus.publish(JobEvent(job.id, JobEventType.QUEUED, job=job, position=self.position(job)))
+            self.bus.publish(JobEvent(job.id, JobEventType.QUEUED, job=job, position=self.position(job)))
         return len(jobs)
 
     def _requeue_periodically(self) -> None:
@@ -402,16 +429,28 @@ class JobService:
         return True
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then."""
+        """Wait until the job has finished, or ``timeout`` seconds have passed; return it as it is then.
+
+        Its terminal event ends the wait at once; the job is also read again from the store every
+        ``queue_poll_seconds``, so a job that a worker in another process runs is seen to finish
+        whether or not its events reach this process."""
         with self.bus.watch(job_id, terminal_only) as events:  # progress events would only pile up here
             job = await asyncio.to_thread(self.get, job_id)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     while not job.status.finished:
                         with contextlib.suppress(FellBehind):  # only after a terminal event: the job has ended
-                            await events.next()
-                        job = await asyncio.to_thread(self.get, job_id)
+                            await events.next(self.settings.queue_poll_seconds)
+                        job = await self._read_again(job)
         return job
+
+    async def _read_again(self, job: Job) -> Job:
+        """``job`` as the store has it now; as it was while the database cannot be reached (it is read
+        again at the next look, and the caller's wait ends at its timeout)."""
+        try:
+            return await asyncio.to_thread(self.get, job.id)
+        except DatabaseUnavailable:
+            return job
 
 
 @dataclass(frozen=True)

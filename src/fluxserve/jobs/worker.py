@@ -230,11 +230,7 @@ class ModelWorker:
                         cancel.set()
 
     def _announce_positions(self) -> None:
-        """Tell the watchers of each waiting job where it now stands in the queue."""
-        waiting = self._store.queued(self.name)
-        for position, job_id in enumerate(waiting, start=1):
-            if self._bus.watched(job_id):
-                self._bus.publish(JobEvent(job_id, JobEventType.QUEUED, position=position))
+        announce_positions(self._store, self._bus, self.name)
 
     def _fail_waiting(self) -> None:
         """Fail the jobs that waited for a model that did not load; why is in the server log only."""
@@ -397,6 +393,15 @@ class ModelWorker:
                     if self._wakeup.wait_for(lambda: self._stopping, delay):
                         raise
                 delay = min(delay * 2, longest)
+
+
+def announce_positions(store: JobStore, bus: EventBus, model: str) -> None:
+    """Tell this process's watchers of each job waiting for ``model`` where it now stands in the queue
+    (a :attr:`~fluxserve.jobs.models.JobEvent.local` event: each process tells its own watchers)."""
+    waiting = store.queued(model)
+    for position, job_id in enumerate(waiting, start=1):
+        if bus.watched(job_id):
+            bus.publish(JobEvent(job_id, JobEventType.QUEUED, position=position, local=True))
 
 
 def partial_image_steps(count: int, total_steps: int) -> list[int]:

@@ -170,7 +170,7 @@ async def job_events(
 ) -> Response:
     job = await _job(jobs, job_id, who)
     last_event_id = request.headers.get("last-event-id") or None
-    if seen_the_end(bus, job, last_event_id):
+    if await asyncio.to_thread(seen_the_end, bus, job, last_event_id):
         return Response(status_code=204)  # tells EventSource clients to stop reconnecting
     stream = job_event_stream(
         jobs, bus, job.id, base_url(request, settings), last_event_id, settings.sse_keepalive_seconds
