@@ -121,6 +121,11 @@ class Settings(RuntimeFields):
     database_timeout_seconds: float = Field(5, gt=0)
     """Postgres: how long a request waits for a connection before it is answered 503."""
     models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    """Provider model names (as Replicate, BFL and Workers AI clients send them, without their
+    prefix: ``flux-2-dev``) mapped to served models, over the defaults that
+    :func:`fluxserve.engines.aliases.default_aliases` derives from ``models``
+    (TOML ``[model_aliases]``; in the environment a JSON object)."""
     cache_dir: Path = Field(default_factory=default_cache_dir)
     runtime: dict[str, RuntimeFields] = Field(default_factory=dict)
     """Per model: runtime fields that override the server-wide ones for that model
@@ -262,6 +267,16 @@ class Settings(RuntimeFields):
             raise ValueError("each model may be listed once")
         return value
 
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _parse_aliases(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'not JSON ({error}); give an object such as {{"flux-2-pro": "flux.2-dev"}}') from None
+
     @field_validator("runtime", mode="before")
     @classmethod
     def _parse_runtime(cls, value: Any) -> Any:
@@ -283,6 +298,10 @@ class Settings(RuntimeFields):
                     f"runtime.{model}",
                     f"{model!r} is not served (models: {served}); add it to models or drop its table",
                 )
+        for alias, model in self.model_aliases.items():
+            if model not in self.models:
+                served = ", ".join(self.models)
+                raise _setting_error(f"model_aliases.{alias}", f"{model!r} is not served (models: {served})")
         for model in self.models:
             mismatch = gguf_mismatch(self.runtime_for(model))
             if mismatch is not None:

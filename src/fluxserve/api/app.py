@@ -28,6 +28,7 @@ from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.routes import admin, files, health, images, jobs, loras, models, rules, usage
 from fluxserve.db import open_database
+from fluxserve.engines.aliases import alias_table
 from fluxserve.engines.base import Engine
 from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.registry import create_engines
@@ -125,6 +126,7 @@ def build_services(
         decode_slots=asyncio.Semaphore(settings.max_concurrent_decodes),
         started=int(time.time()),
         loras=LoraCatalog(lora_options(settings)),
+        aliases=alias_table(settings.models, settings.model_aliases),
     )
 
 

@@ -7,7 +7,7 @@ FastAPI resolves them from the app, so no handler reaches through one part into 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -45,6 +45,8 @@ class Services:
     """When the server started (Unix seconds): the ``created`` of its model cards."""
     loras: LoraCatalog
     """The LoRA adapters requests may name (``lora_dir``, the hub cache)."""
+    aliases: Mapping[str, str]
+    """Provider model names (``flux-2-dev``) -> served models: ``model_aliases`` over the defaults."""
 
     def start(self) -> None:
         self.jobs.start()
@@ -95,6 +97,10 @@ def _loras(request: Request) -> LoraCatalog:
     return services(request).loras
 
 
+def _aliases(request: Request) -> Mapping[str, str]:
+    return services(request).aliases
+
+
 def _now(request: Request) -> float:
     return services(request).clock()
 
@@ -108,6 +114,7 @@ FilesDep = Annotated[FileStore, Depends(_files)]
 EventsDep = Annotated[EventBus, Depends(_bus)]
 SignerDep = Annotated[UrlSigner, Depends(_signer)]
 LorasDep = Annotated[LoraCatalog, Depends(_loras)]
+AliasesDep = Annotated[Mapping[str, str], Depends(_aliases)]
 NowDep = Annotated[float, Depends(_now)]
 """The server clock's time when the request is handled."""
 

@@ -67,6 +67,11 @@ class ModelCard(BaseModel):
         None, description="Known once a local model has loaded; always for a hosted one."
     )
     runtime: ModelRuntimeInfo | None = Field(None, description="How a loaded local model runs; none for hosted.")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Provider model names (flux-2-dev, flux-2-pro...) that mean this model on the Replicate, "
+        "BFL and Workers AI surfaces (setting model_aliases over defaults from what is served).",
+    )
 
 
 class ModelList(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends
 
 from fluxserve.api.auth import caller
-from fluxserve.api.deps import JobsDep, StartedDep
+from fluxserve.api.deps import AliasesDep, JobsDep, StartedDep
 from fluxserve.api.openapi import error_responses
 from fluxserve.api.protocol.models import ModelCapabilities, ModelCard, ModelList, ModelRuntimeInfo
 from fluxserve.engines.base import Capabilities
@@ -49,7 +50,7 @@ _PROVIDERS: dict[str, Literal["local", "cloudflare", "bfl"]] = {
 }
 
 
-def card(status: ModelStatus, created: int) -> ModelCard:
+def card(status: ModelStatus, created: int, aliases: Mapping[str, str]) -> ModelCard:
     caps = status.capabilities
     return ModelCard(
         id=status.name,
@@ -59,6 +60,7 @@ def card(status: ModelStatus, created: int) -> ModelCard:
         configured=status.configured if status.remote else None,
         capabilities=None if caps is None else capabilities_of(caps),
         runtime=None if status.runtime is None else ModelRuntimeInfo(**asdict(status.runtime)),
+        aliases=sorted(alias for alias, model in aliases.items() if model == status.name),
     )
 
 
@@ -68,8 +70,8 @@ def card(status: ModelStatus, created: int) -> ModelCard:
     response_model=ModelList,
     responses=error_responses(401),
 )
-async def list_models(jobs: JobsDep, started: StartedDep) -> ModelList:
-    return ModelList(data=[card(status, started) for status in jobs.model_statuses()])
+async def list_models(jobs: JobsDep, started: StartedDep, aliases: AliasesDep) -> ModelList:
+    return ModelList(data=[card(status, started, aliases) for status in jobs.model_statuses()])
 
 
 @router.get(
@@ -78,5 +80,5 @@ async def list_models(jobs: JobsDep, started: StartedDep) -> ModelList:
     response_model=ModelCard,
     responses=error_responses(401, (404, "Not served here.")),
 )
-async def get_model(model_id: str, jobs: JobsDep, started: StartedDep) -> ModelCard:
-    return card(jobs.model_status(model_id), started)
+async def get_model(model_id: str, jobs: JobsDep, started: StartedDep, aliases: AliasesDep) -> ModelCard:
+    return card(jobs.model_status(model_id), started, aliases)
