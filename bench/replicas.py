@@ -60,7 +60,7 @@ def replicas(count: int, database_url: str | None) -> Iterator[list[str]]:
 def wait_all_finished(data_dir: Path, database_url: str | None, expected: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + TIMEOUT
     while True:
-        jobs = list(stored_jobs(data_dir, database_url, "status, created_at, started_at, finished_at").values())
+        jobs = list(stored_jobs(data_dir, database_url, "id, status, created_at, started_at, finished_at").values())
         if len(jobs) == expected and all(job["finished_at"] is not None for job in jobs):
             failed = [job for job in jobs if job["status"] != "succeeded"]
             if failed:
