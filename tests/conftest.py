@@ -160,6 +160,26 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+@pytest.fixture
+def open_studio(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Open the studio on a server (``open_studio(server, width=..., height=...)``) in a fresh browser
+    profile, ready for input; every page opened is closed after the test."""
+    from playwright.sync_api import expect
+
+    from tests.browser_support import StudioPage, studio_page
+    from tests.helpers import TEST_TIMEOUT
+
+    with contextlib.ExitStack() as stack:
+
+        def open_(server: LiveServer, **size: int) -> StudioPage:
+            studio = stack.enter_context(studio_page(browser, server.url, **size))
+            studio.page.set_default_timeout(TEST_TIMEOUT * 1000)
+            expect(studio.page.locator("body")).to_have_attribute("data-ready", "true")
+            return studio
+
+        yield open_
+
+
 @pytest.fixture(scope="session")
 def s3() -> Iterator[Any]:
     """A real S3-compatible server (moto's) on loopback, shared by the session: each test makes its own

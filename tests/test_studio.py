@@ -7,18 +7,17 @@ under test-artifacts/screenshots/. No request leaves loopback.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
-from tests.browser_support import StudioPage, studio_page
+from tests.browser_support import StudioPage
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT
 from tests.jobs_support import LiveServer
 
@@ -29,20 +28,6 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT = TEST_TIMEOUT * 1000
 """Playwright's bound on every wait, in milliseconds."""
-
-
-@pytest.fixture
-def open_studio(browser: Browser) -> Iterator[Callable[..., StudioPage]]:
-    """Open the studio on a server in a fresh browser profile; it is closed after the test."""
-    with contextlib.ExitStack() as stack:
-
-        def open_(server: LiveServer, **size: int) -> StudioPage:
-            studio = stack.enter_context(studio_page(browser, server.url, **size))
-            studio.page.set_default_timeout(TIMEOUT)
-            expect(studio.page.locator("body")).to_have_attribute("data-ready", "true")
-            return studio
-
-        yield open_
 
 
 def png(width: int = 96, height: int = 96, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from fluxserve.accounts.keys import Scope
 from fluxserve.api.app import create_app
@@ -28,7 +28,7 @@ from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.registry import create_engine
 from fluxserve.imaging.encode import read_parameters
 from fluxserve.settings import Settings
-from tests.browser_support import StudioPage, studio_page
+from tests.browser_support import StudioPage
 from tests.helpers import MAX_WAIT, TEST_TIMEOUT
 from tests.jobs_support import LiveServer
 from tests.servers import serve_in_thread
@@ -76,19 +76,6 @@ def lora_server(
 ) -> Iterator[LiveServer]:
     with contextlib.ExitStack() as stack:
         yield serve(stack, tmp_path / "data", cache_dir, lora_dir, dict(lora_engines))
-
-
-@pytest.fixture
-def open_studio(browser: Browser) -> Iterator[Callable[[LiveServer], StudioPage]]:
-    with contextlib.ExitStack() as stack:
-
-        def open_(server: LiveServer) -> StudioPage:
-            opened = stack.enter_context(studio_page(browser, server.url))
-            opened.page.set_default_timeout(TIMEOUT)
-            expect(opened.page.locator("body")).to_have_attribute("data-ready", "true")
-            return opened
-
-        yield open_
 
 
 @pytest.fixture

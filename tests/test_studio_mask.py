@@ -5,17 +5,16 @@ painter shows only for models that take masks."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
-from tests.browser_support import StudioPage, studio_page
+from tests.browser_support import StudioPage
 from tests.helpers import TEST_TIMEOUT
 from tests.jobs_support import LiveServer
 
@@ -29,19 +28,6 @@ PAINTED = (90, 64)  # on the middle stroke, left of the erased end
 ERASED = (113, 64)  # the middle stroke's right end, erased
 UNTOUCHED = (96, 5)  # far from every stroke
 CLEARED = (96, 115)  # on the bottom stroke, which "Clear mask" removed
-
-
-@pytest.fixture
-def open_studio(browser: Browser) -> Iterator[Callable[..., StudioPage]]:
-    with contextlib.ExitStack() as stack:
-
-        def open_(server: LiveServer) -> StudioPage:
-            studio = stack.enter_context(studio_page(browser, server.url))
-            studio.page.set_default_timeout(TIMEOUT)
-            expect(studio.page.locator("body")).to_have_attribute("data-ready", "true")
-            return studio
-
-        yield open_
 
 
 def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:

@@ -64,6 +64,18 @@ class Adapters(Protocol):
         ...
 
 
+def _requested(
+    catalog: LoraCatalog, choices: Sequence[LoraChoice], family: str, model: str
+) -> list[tuple[int, LoraChoice, LoraFile]]:
+    """The choices that apply (scale 0 ones left out), each with its index in the request and its
+    checked file; empty when none does."""
+    wanted = [(index, choice) for index, choice in enumerate(choices) if choice.scale != 0]
+    if not wanted:
+        return []
+    files = catalog.check([choice for _, choice in wanted], family, model=model)
+    return [(index, choice, file) for (index, choice), file in zip(wanted, files, strict=True)]
+
+
 @dataclass(frozen=True)
 class _Loaded:
     adapter_name: str
@@ -90,20 +102,19 @@ class LoadedAdapters:
 
     def activate(self, choices: Sequence[LoraChoice]) -> bool:
         """Make exactly ``choices`` active (scale 0 ones left out); True if one changes the text encoder."""
-        wanted = [(index, choice) for index, choice in enumerate(choices) if choice.scale != 0]
+        wanted = _requested(self._catalog, choices, self._family, self._model)
         if not wanted:
             self._disable()
             return False
-        files = self._catalog.check([choice for _, choice in wanted], self._family, model=self._model)
-        keep = {file.identity for file in files}
+        keep = {file.identity for _, _, file in wanted}
         active = sorted(  # by name: peft sums adapters in list order, so any order gives the same image
             (choice.name, self._ensure(file, f"loras[{index}].name", keep), choice.scale)
-            for (index, choice), file in zip(wanted, files, strict=True)
+            for index, choice, file in wanted
         )
         self._pipeline.enable_lora()
         self._pipeline.set_adapters([name for _, name, _ in active], [scale for _, _, scale in active])
         self._enabled = True
-        return any(file.text_encoder for file in files)
+        return any(file.text_encoder for _, _, file in wanted)
 
     def _disable(self) -> None:
         if self._enabled and self._loaded:  # with none loaded, peft's layers hold nothing to apply
@@ -188,14 +199,13 @@ class SlotAdapters:
 
     def activate(self, choices: Sequence[LoraChoice]) -> bool:
         """Make exactly ``choices`` active (scale 0 ones left out). Never changes the text encoder."""
-        wanted = [(index, choice) for index, choice in enumerate(choices) if choice.scale != 0]
+        wanted = _requested(self._catalog, choices, self._family, self._model)
         if not wanted:
             self._disable()
             return False
-        files = self._catalog.check([choice for _, choice in wanted], self._family, model=self._model)
-        keep = {file.identity for file in files}
+        keep = {file.identity for _, _, file in wanted}
         scales: dict[str, float] = {}
-        for (index, choice), file in zip(wanted, files, strict=True):
+        for index, choice, file in wanted:
             slot = self._ensure(file, f"loras[{index}].name", keep)
             scales[slot.adapter_name] = choice.scale
         self._switch_on(scales)
