@@ -42,6 +42,9 @@ from fluxserve.cluster.plan import ModelDeployment, check_shared_store, model_de
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs.worker import ModelWorker
 from fluxserve.settings import Settings, load_settings
+from fluxserve.storage.private import private_dir
+from fluxserve.storage.signing import load_or_create_signing_key
+from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.wiring import engine_options, provider_options
 
 log = logging.getLogger("fluxserve.cluster")
@@ -137,6 +140,7 @@ def build_application(settings: Settings, *, cluster_gpus: float | None = None) 
     cluster's, none when Ray is not initialised); it decides ``num_gpus`` per replica.
     """
     check_shared_store(settings)
+    _make_secrets(settings)
     if cluster_gpus is None:
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
     models = [
@@ -150,6 +154,14 @@ def build_application(settings: Settings, *, cluster_gpus: float | None = None) 
         ray_actor_options={"num_cpus": settings.ray_ingress_num_cpus},
     )
     return ingress.bind(settings, *models)
+
+
+def _make_secrets(settings: Settings) -> None:
+    """Make the URL-signing key and webhook secret in ``data_dir`` (where not set) before any replica
+    starts: replicas sharing ``data_dir`` then read the same ones, rather than race to make their own."""
+    private_dir(settings.data_dir)
+    load_or_create_signing_key(settings.data_dir, settings.url_signing_secret)
+    load_or_create_secret(settings.data_dir, settings.webhook_secret)
 
 
 def app_builder(args: dict[str, str]) -> Application:
