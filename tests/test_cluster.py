@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from fluxserve.api.app import create_app
 from fluxserve.cli.main import main
 from fluxserve.cluster.autoscaling import QUEUED, RUNNING, QueueDepthPolicy, desired_replicas
 from fluxserve.cluster.plan import check_shared_store, deployment_name, model_deployments, replica_gpus
@@ -119,3 +120,11 @@ def test_an_ingress_only_server_queues_for_workers_elsewhere(make_app: Callable[
             done = ingress.post("/v1/jobs", json=job, headers=PREFER_WAIT)
             assert done.status_code == 200, done.text
             assert done.json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_an_ingress_knows_a_hosted_models_capabilities_at_once(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(run_workers=False, models=["tiny-random", "cf:flux-2-dev"]))
+    with TestClient(app) as ingress:
+        states = {card["id"]: card["status"] for card in ingress.get("/v1/models").json()["data"]}
+        assert states == {"tiny-random": "loading", "cf:flux-2-dev": "ready"}

@@ -59,6 +59,7 @@ class ModelReplica:
     """One replica of a model's deployment: its pipeline and the worker that claims its jobs."""
 
     def __init__(self, settings: Settings, model: str) -> None:
+        self._stopped = False
         own = settings.model_copy(update={"models": [model], "model_aliases": {}, "run_workers": True})
         self._model = model
         self._engines = create_engines({model: engine_options(own, model)}, provider_options(own))
@@ -89,12 +90,14 @@ class ModelReplica:
         return {"pid": os.getpid(), "worker": self._worker.id, "state": self._worker.state.value}
 
     def __del__(self) -> None:
-        """Ray Serve's graceful stop: running jobs go back to the queue, then the store is closed."""
-        services = getattr(self, "_services", None)
-        if services is not None:
-            services.stop()
-            for engine in self._engines.values():
-                engine.close()
+        """Ray Serve's graceful stop: running jobs go back to the queue, then the store is closed
+        (once: the garbage collector may call this again)."""
+        if self._stopped or getattr(self, "_services", None) is None:
+            return
+        self._stopped = True
+        self._services.stop()
+        for engine in self._engines.values():
+            engine.close()
 
 
 class Ingress:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from PIL import Image
@@ -216,9 +216,11 @@ class JobService:
 
     def _status(self, worker: ModelWorker) -> ModelStatus:
         """The worker's own status; in an ingress-only process, what the model's replicas published."""
-        if self.run_workers or worker.engine.remote or self.published is None:
+        if self.run_workers:
             return worker.status()
-        capabilities = self.published.capabilities(worker.name)
+        if worker.engine.remote:  # a hosted model's capabilities are the provider's documented limits
+            return replace(worker.status(), state=WorkerState.READY)
+        capabilities = None if self.published is None else self.published.capabilities(worker.name)
         return ModelStatus(
             name=worker.name,
             state=WorkerState.LOADING if capabilities is None else WorkerState.READY,
@@ -234,7 +236,7 @@ class JobService:
 
     def capabilities(self, model: str) -> Capabilities:
         worker = self.worker(model)
-        if not self.run_workers and not worker.engine.remote:
+        if not self.run_workers:
             published = self._status(worker).capabilities
             if published is None:
                 raise EngineNotReady(f"no replica of model {model} has loaded it yet; try again shortly", retry_after=5)
