@@ -222,6 +222,30 @@ class Settings(RuntimeFields):
     object_store_secret_access_key: str | None = None
     object_store_timeout_seconds: float = Field(10, gt=0)
     """The longest the bucket may take to connect or answer (each of 3 tries) before a request gets 503."""
+    run_workers: bool = True
+    """Run a worker per model in this process. ``false``: an ingress-only server (the ``--ray``
+    ingress replicas) that queues jobs in a shared Postgres store for model replicas elsewhere and
+    validates requests against the capabilities those replicas publish there."""
+    ray_address: str | None = None
+    """``fluxserve serve --ray``: the Ray cluster to join (``ray start --head`` prints it); default:
+    a running local cluster, else a new one in this process."""
+    ray_min_replicas: int = Field(1, ge=0)
+    """``--ray``: the fewest replicas of each model deployment (0 lets an idle model release its GPU,
+    but then it only starts again when Ray Serve routes a request to it: keep 1 or more)."""
+    ray_max_replicas: int = Field(4, ge=1)
+    """``--ray``: the most replicas of each model deployment."""
+    ray_target_queue_per_replica: float = Field(2, gt=0)
+    """``--ray``: the jobs (queued and running) per replica that autoscaling aims for."""
+    ray_upscale_delay_seconds: float = Field(10, ge=0)
+    """``--ray``: how long the queue must call for more replicas before one is added."""
+    ray_downscale_delay_seconds: float = Field(300, ge=0)
+    """``--ray``: how long the queue must call for fewer replicas before one is removed."""
+    ray_num_cpus: float = Field(1, ge=0)
+    """``--ray``: CPUs Ray reserves for each model replica (its GPUs: 1 on ``cuda``, 0 on ``cpu``)."""
+    ray_ingress_replicas: int = Field(1, ge=1)
+    """``--ray``: the HTTP ingress replicas (stateless: they run no model)."""
+    ray_ingress_num_cpus: float = Field(0.5, ge=0)
+    """``--ray``: CPUs Ray reserves for each ingress replica."""
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod
@@ -308,6 +332,14 @@ class Settings(RuntimeFields):
                 in_table = bool({"quantize_transformer", "gguf_file"} & self._table_fields(model))
                 field = f"runtime.{model}.{mismatch[0]}" if in_table else mismatch[0]
                 raise _setting_error(field, mismatch[1] + ("" if in_table else f" (model {model})"))
+        return self
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Settings:
+        if self.ray_min_replicas > self.ray_max_replicas:
+            raise _setting_error(
+                "ray_min_replicas", f"{self.ray_min_replicas} is more than ray_max_replicas ({self.ray_max_replicas})"
+            )
         return self
 
     @model_validator(mode="after")

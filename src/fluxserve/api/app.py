@@ -34,6 +34,7 @@ from fluxserve.engines.loras import LoraCatalog
 from fluxserve.engines.registry import create_engines
 from fluxserve.jobs import relay
 from fluxserve.jobs.events import EventBus
+from fluxserve.jobs.published import PublishedModels
 from fluxserve.jobs.service import JobParts, JobService
 from fluxserve.jobs.sql_store import SqlJobStore
 from fluxserve.settings import Settings
@@ -106,6 +107,7 @@ def build_services(
             admission=Admission(db, store.unfinished, clock),
             webhooks=WebhookSender(db, settings, secret, signer),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
+            published=PublishedModels(db),
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:

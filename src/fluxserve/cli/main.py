@@ -15,7 +15,7 @@ from fluxserve.cli.keys import NewKeyArgs, create_key, list_keys, print_usage, r
 from fluxserve.cli.loras import print_loras
 from fluxserve.cli.models import print_models, print_served
 from fluxserve.cli.plan import PlanArgs, run_plan
-from fluxserve.cli.serve import run_server
+from fluxserve.cli.serve import run_on_ray, run_server
 from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
 from fluxserve.errors import FluxserveError, InvalidRequest
 from fluxserve.settings import Settings, load_settings
@@ -161,6 +161,17 @@ def serve(
         bool,
         typer.Option("--no-auth", help="Serve without API keys even on a network address (logs a warning)."),
     ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Postgres for the jobs: postgresql://USER:PASS@HOST/DB.", metavar="URL"),
+    ] = None,
+    on_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Deploy on Ray Serve (the 'ray' extra): model replicas and HTTP ingress replicas over Postgres.",
+        ),
+    ] = False,
     device: flags.Device = None,
     dtype: flags.Dtype = None,
     offload: flags.Offload = None,
@@ -190,12 +201,23 @@ def serve(
         prompt_cache_mb=prompt_cache_mb,
         memory_gb=memory_gb,
     )
-    overrides = {"models": model or None, "host": host, "port": port, "data_dir": data_dir, **runtime}
+    overrides = {
+        "models": model or None,
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "database_url": database_url,
+        **runtime,
+    }
     if offline:
         overrides["allow_download"] = False
     if no_auth:
         overrides["no_auth"] = True
-    run_server(load_settings(overrides, config_file=config))
+    settings = load_settings(overrides, config_file=config)
+    if on_ray:
+        run_on_ray(settings)
+    else:
+        run_server(settings)
 
 
 keys_app = typer.Typer(help="Create, list and revoke API keys; report usage.", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""``fluxserve serve``: build the app from the settings and run it under uvicorn."""
+"""``fluxserve serve``: build the app from the settings and run it under uvicorn, or (``--ray``) on Ray Serve."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def run_server(settings: Settings) -> None:
         server.run()
     if not server.started:  # as uvicorn.run: the port was taken, or start-up failed
         raise SystemExit(3)
+
+
+def run_on_ray(settings: Settings) -> None:
+    """``serve --ray``: deploy on Ray Serve (see :mod:`fluxserve.cluster.deployments`) until interrupted."""
+    from fluxserve.cluster.plan import check_shared_store
+
+    check_shared_store(settings)  # a clear error before Ray is imported, or started
+    from fluxserve.cluster.deployments import run_on_ray as deploy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    deploy(settings)

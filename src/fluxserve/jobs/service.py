@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from PIL import Image
@@ -30,6 +30,7 @@ from fluxserve.errors import (
     EngineNotReady,
     ErrorCode,
     IdempotencyKeyReused,
+    InvalidRequest,
     JobFinished,
     ModelUnavailable,
     NotFound,
@@ -47,6 +48,7 @@ from fluxserve.jobs.models import (
     WebhookTarget,
     new_job_id,
 )
+from fluxserve.jobs.published import PublishedModels
 from fluxserve.jobs.relay import EventRelay
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import Idempotency, JobStore, Page
@@ -90,6 +92,8 @@ class JobParts:
     """Without a sender, a job's webhook is kept but never posted."""
     relay: EventRelay | None = None
     """Where processes share a Postgres database: shares the bus's events with theirs."""
+    published: PublishedModels | None = None
+    """Where workers publish what their loaded model accepts, and ingress-only processes read it."""
 
 
 class JobService:
@@ -104,6 +108,15 @@ class JobService:
         self.bus = parts.bus
         self.webhooks = parts.webhooks
         self.relay = parts.relay
+        self.published = parts.published
+        self.run_workers = settings.run_workers
+        """False: an ingress-only process, which queues jobs for workers in other processes."""
+        if not self.run_workers and (self.store.exclusive or self.published is None):
+            raise InvalidRequest(
+                "run_workers = false needs a database_url (Postgres) that processes with workers share: "
+                "nothing would run the jobs queued in this process's SQLite file",
+                param="run_workers",
+            )
         self.bus.listen(self._heard)
         self._admission = threading.Lock()
         self._stopping = threading.Event()
@@ -122,6 +135,7 @@ class JobService:
                 preview_every=settings.preview_every,
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.queue_poll_seconds,
+                publish=None if self.published is None else self.published.publish,
             )
             for name, engine in engines.items()
         }
@@ -138,12 +152,13 @@ class JobService:
         """
         if self.relay is not None:
             self.relay.start()
-        if self.store.exclusive:
+        if self.store.exclusive and self.run_workers:
             for job in self.store.requeue_unfinished():
                 if job.spec.model not in self.workers:
                     self._fail_at_start(job, ErrorCode.MODEL_NOT_FOUND, f"model {job.spec.model} is no longer served")
-        for worker in self.workers.values():
-            worker.start()
+        if self.run_workers:
+            for worker in self.workers.values():
+                worker.start()
         if self.webhooks is not None:
             self.webhooks.start()
         self._janitor.start()
@@ -193,11 +208,27 @@ class JobService:
 
     def model_statuses(self) -> list[ModelStatus]:
         """Every served model, in the order it was given."""
-        return [worker.status() for worker in self.workers.values()]
+        return [self._status(worker) for worker in self.workers.values()]
 
     def model_status(self, model: str) -> ModelStatus:
         """One served model; UnknownModel for any other name."""
-        return self.worker(model).status()
+        return self._status(self.worker(model))
+
+    def _status(self, worker: ModelWorker) -> ModelStatus:
+        """The worker's own status; in an ingress-only process, what the model's replicas published."""
+        if self.run_workers:
+            return worker.status()
+        if worker.engine.remote:  # a hosted model's capabilities are the provider's documented limits
+            return replace(worker.status(), state=WorkerState.READY)
+        capabilities = None if self.published is None else self.published.capabilities(worker.name)
+        return ModelStatus(
+            name=worker.name,
+            state=WorkerState.LOADING if capabilities is None else WorkerState.READY,
+            provider=worker.engine.provider,
+            remote=False,
+            configured=worker.engine.configured(),
+            capabilities=capabilities,
+        )
 
     def mask_models(self) -> list[str]:
         """The served models known to take a mask (a local model is known once it has loaded)."""
@@ -205,6 +236,11 @@ class JobService:
 
     def capabilities(self, model: str) -> Capabilities:
         worker = self.worker(model)
+        if not self.run_workers:
+            published = self._status(worker).capabilities
+            if published is None:
+                raise EngineNotReady(f"no replica of model {model} has loaded it yet; try again shortly", retry_after=5)
+            return published
         if worker.state is WorkerState.FAILED:  # the reason, which may name local paths, is in the server log
             raise ModelUnavailable(f"model {model} could not be loaded; the server's log says why")
         if worker.state is WorkerState.LOADING:

@@ -28,6 +28,7 @@ from typing import TypeVar
 from PIL import Image
 
 from fluxserve.engines.base import (
+    Capabilities,
     Engine,
     GenerationRequest,
     GenerationResult,
@@ -70,6 +71,7 @@ class ModelWorker:
         preview_every: int = 0,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        publish: Callable[[str, Capabilities], None] | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -79,6 +81,8 @@ class ModelWorker:
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
+        self._publish = publish
+        """Called with the model's capabilities once it has loaded (for ingress-only processes)."""
         self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
         """Who holds a claimed job in the store: unique to this worker in this process."""
         self._wakeup = threading.Condition()
@@ -122,6 +126,12 @@ class ModelWorker:
     def queued(self) -> int:
         """Jobs waiting for this model, queued by any process."""
         return self._store.queued_count(self.name)
+
+    @property
+    def holding(self) -> int:
+        """Jobs this worker holds now (claimed and not yet finished)."""
+        with self._wakeup:
+            return len(self._running)
 
     @property
     def running_job(self) -> str | None:
@@ -175,11 +185,26 @@ class ModelWorker:
             return
         self.state = WorkerState.READY
         log.info("model %s is ready", self.name)
+        self._publish_capabilities()
         for number in range(1, self.engine.concurrency):
             thread = threading.Thread(target=self._run_jobs, name=f"worker-{self.name}-{number}", daemon=True)
             self._threads.append(thread)
             thread.start()
         self._run_jobs()
+
+    def _publish_capabilities(self) -> None:
+        publish, capabilities = self._publish, self.engine.capabilities
+        if publish is None or self.engine.remote:  # a hosted model's capabilities are known everywhere
+            return
+        try:
+            self._durably(lambda: publish(self.name, capabilities))
+        except DatabaseUnavailable:  # only while stopping
+            log.warning("model %s: could not publish its capabilities (the database is down)", self.name)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker's threads run (a started worker whose model loaded, or is loading)."""
+        return all(thread.is_alive() for thread in self._threads[:2]) and not self._stopping
 
     def _run_jobs(self) -> None:
         while (job := self._next()) is not None:

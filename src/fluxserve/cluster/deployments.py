@@ -1,0 +1,189 @@
+"""fluxserve as a Ray Serve application: model replicas that claim jobs, and a stateless HTTP ingress.
+
+One application (:data:`APP_NAME`), three kinds of process, one Postgres store between them:
+
+- **model replicas**, one deployment per served model (:class:`ModelReplica`): each loads the
+  model's pipeline (on one GPU where the model runs on ``cuda``) and runs the worker that claims
+  that model's jobs from the store on leases, as a ``fluxserve serve`` process does. It takes no
+  requests: the store is its queue. Ray Serve checks its health (the worker's threads run and the
+  database answers), replaces a replica that died, and scales the deployment between
+  ``ray_min_replicas`` and ``ray_max_replicas`` on the queue
+  (:class:`~fluxserve.cluster.autoscaling.QueueDepthPolicy`, fed by ``record_autoscaling_stats``).
+- **ingress replicas** (:class:`Ingress`, ``ray_ingress_replicas`` of them) behind Ray Serve's
+  HTTP proxy: the whole API (:func:`fluxserve.api.app.create_app`) with ``run_workers = false``.
+  They queue jobs in the store, serve watchers through the store's events (LISTEN/NOTIFY), and
+  validate requests against the capabilities model replicas publish in the store when they load.
+- the **driver** (``fluxserve serve --ray``, :func:`run_on_ray`) deploys it and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from fluxserve.errors import MissingExtra
+
+try:
+    import ray
+    from ray import serve
+    from ray.serve import Application
+    from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
+    from ray.serve.handle import DeploymentHandle
+except ImportError as error:  # pragma: no cover - the tests run with the extra
+    raise MissingExtra("ray", "serve --ray", error.name or "ray") from None
+
+from fluxserve.api.app import build_services, create_app
+from fluxserve.cluster.autoscaling import QUEUED, RUNNING, QueueDepthPolicy
+from fluxserve.cluster.plan import ModelDeployment, check_shared_store, model_deployments
+from fluxserve.engines.registry import create_engines
+from fluxserve.jobs.worker import ModelWorker
+from fluxserve.settings import Settings, load_settings
+from fluxserve.storage.private import private_dir
+from fluxserve.storage.signing import load_or_create_signing_key
+from fluxserve.webhooks.secret import load_or_create_secret
+from fluxserve.wiring import engine_options, provider_options
+
+log = logging.getLogger("fluxserve.cluster")
+
+APP_NAME = "fluxserve"
+INGRESS_NAME = "ingress"
+HEALTH_CHECK_SECONDS = 5.0
+"""How often Ray Serve asks a model replica whether it is healthy."""
+
+
+class ModelReplica:
+    """One replica of a model's deployment: its pipeline and the worker that claims its jobs."""
+
+    def __init__(self, settings: Settings, model: str) -> None:
+        self._stopped = False
+        own = settings.model_copy(update={"models": [model], "model_aliases": {}, "run_workers": True})
+        self._model = model
+        self._engines = create_engines({model: engine_options(own, model)}, provider_options(own))
+        self._services = build_services(own, self._engines)
+        self._services.start()  # the worker loads the model on its thread, then claims jobs
+        log.info("model replica of %s started (pid %d)", model, os.getpid())
+
+    @property
+    def _worker(self) -> ModelWorker:
+        return self._services.jobs.workers[self._model]
+
+    async def check_health(self) -> None:
+        """Ray Serve replaces a replica whose worker stopped (its model failed to load) or that
+        cannot reach the database."""
+        worker = self._worker
+        if not worker.alive:
+            raise RuntimeError(f"model {self._model}: its worker is not running ({worker.state}: {worker.load_error})")
+        await asyncio.to_thread(self._services.db.fetch_one, "SELECT 1")
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """The queue depth of this model in the store and the jobs this replica holds, for the policy."""
+        worker = self._worker
+        queued = await asyncio.to_thread(lambda: worker.queued)
+        return {QUEUED: float(queued), RUNNING: float(worker.holding)}
+
+    def describe(self) -> dict[str, Any]:
+        """Who this replica is: its process and its worker's id in the store (``host/pid/model/token``)."""
+        return {"pid": os.getpid(), "worker": self._worker.id, "state": self._worker.state.value}
+
+    def __del__(self) -> None:
+        """Ray Serve's graceful stop: running jobs go back to the queue, then the store is closed
+        (once: the garbage collector may call this again)."""
+        if self._stopped or getattr(self, "_services", None) is None:
+            return
+        self._stopped = True
+        self._services.stop()
+        for engine in self._engines.values():
+            engine.close()
+
+
+class Ingress:
+    """An HTTP ingress replica: the API without workers (``run_workers = false``) over the shared store."""
+
+    def __init__(self, settings: Settings, *models: DeploymentHandle) -> None:
+        self._settings = settings.model_copy(update={"run_workers": False})
+        self._models = models
+        """The model deployments, bound here so that Serve deploys them with the application; no
+        request goes through them (the store is their queue)."""
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_app(self._settings)
+
+
+IngressDeployment = serve.ingress()(Ingress)
+
+
+def _model_deployment(plan: ModelDeployment, settings: Settings) -> Any:
+    autoscaling = AutoscalingConfig(
+        min_replicas=settings.ray_min_replicas,
+        max_replicas=settings.ray_max_replicas,
+        upscale_delay_s=settings.ray_upscale_delay_seconds,
+        downscale_delay_s=settings.ray_downscale_delay_seconds,
+        policy=AutoscalingPolicy(
+            policy_function=QueueDepthPolicy, policy_kwargs={"target": settings.ray_target_queue_per_replica}
+        ),
+    )
+    return serve.deployment(
+        ModelReplica,
+        name=plan.name,
+        ray_actor_options={"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus},
+        autoscaling_config=autoscaling,
+        health_check_period_s=HEALTH_CHECK_SECONDS,
+        graceful_shutdown_timeout_s=settings.lease_seconds,
+    )
+
+
+def build_application(settings: Settings, *, cluster_gpus: float | None = None) -> Application:
+    """The Ray Serve application for ``settings``: one deployment per model, then the ingress.
+
+    ``cluster_gpus``: the GPUs a model on the default device may use (default: the connected
+    cluster's, none when Ray is not initialised); it decides ``num_gpus`` per replica.
+    """
+    check_shared_store(settings)
+    _make_secrets(settings)
+    if cluster_gpus is None:
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+    models = [
+        _model_deployment(plan, settings).bind(settings, plan.model)
+        for plan in model_deployments(settings, cluster_gpus)
+    ]
+    ingress = serve.deployment(
+        IngressDeployment,
+        name=INGRESS_NAME,
+        num_replicas=settings.ray_ingress_replicas,
+        ray_actor_options={"num_cpus": settings.ray_ingress_num_cpus},
+    )
+    return ingress.bind(settings, *models)
+
+
+def _make_secrets(settings: Settings) -> None:
+    """Make the URL-signing key and webhook secret in ``data_dir`` (where not set) before any replica
+    starts: replicas sharing ``data_dir`` then read the same ones, rather than race to make their own."""
+    private_dir(settings.data_dir)
+    load_or_create_signing_key(settings.data_dir, settings.url_signing_secret)
+    load_or_create_secret(settings.data_dir, settings.webhook_secret)
+
+
+def app_builder(args: dict[str, str]) -> Application:
+    """For ``serve run fluxserve.cluster.deployments:app_builder [config=fluxserve.toml]`` or a
+    ``serve deploy`` config: the settings from the TOML file ``config`` and the environment."""
+    config = args.get("config")
+    return build_application(load_settings(config_file=None if config is None else Path(config)))
+
+
+def run_on_ray(settings: Settings) -> None:
+    """Deploy fluxserve on the Ray cluster ``ray_address`` (default: the local one, or a new one)
+    with the HTTP proxy on ``host``:``port``; stop it (delete the application) on Ctrl-C."""
+    check_shared_store(settings)  # before anything starts
+    ray.init(address=settings.ray_address)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+    log.info("fluxserve runs on Ray Serve at http://%s:%d; Ctrl-C stops it", settings.host, settings.port)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        log.info("deleting the Ray Serve application %s", APP_NAME)
+        serve.delete(APP_NAME)
