@@ -11,6 +11,7 @@ from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.runtime import ModelRuntime
+from fluxserve.engines.safety import OFF, ContentFilter, ImageClassifier
 from fluxserve.settings import Settings
 from fluxserve.storage.files import BucketOptions
 
@@ -74,3 +75,16 @@ def engine_options(settings: Settings, model: str) -> EngineOptions:
 def engine_options_per_model(settings: Settings) -> dict[str, EngineOptions]:
     """The options of every served model, by name."""
     return {model: engine_options(settings, model) for model in settings.models}
+
+
+def content_filter(settings: Settings) -> ContentFilter:
+    """The content filter the settings ask for, its classifier loaded (OFF when ``content_filter`` is off)."""
+    if settings.content_filter == "off":
+        return OFF
+    classifier = ImageClassifier(
+        settings.content_filter_model,
+        threshold=settings.content_filter_threshold,
+        labels=settings.content_filter_labels,
+        allow_download=settings.allow_download,
+    )
+    return ContentFilter(classifier.load(), settings.content_filter)

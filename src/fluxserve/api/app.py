@@ -43,7 +43,13 @@ from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
-from fluxserve.wiring import bucket_options, engine_options_per_model, lora_options, provider_options
+from fluxserve.wiring import (
+    bucket_options,
+    content_filter,
+    engine_options_per_model,
+    lora_options,
+    provider_options,
+)
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -106,6 +112,7 @@ def build_services(
             admission=Admission(db, store.unfinished, clock),
             webhooks=WebhookSender(db, settings, secret, signer),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
+            content_filter=content_filter(settings),
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:

@@ -24,6 +24,7 @@ from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
+from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -90,6 +91,8 @@ class JobParts:
     """Without a sender, a job's webhook is kept but never posted."""
     relay: EventRelay | None = None
     """Where processes share a Postgres database: shares the bus's events with theirs."""
+    content_filter: ContentFilter = OFF
+    """Judges each job's generated images before they are encoded (where it applies to outputs)."""
 
 
 class JobService:
@@ -103,6 +106,7 @@ class JobService:
         self.signer = parts.signer
         self.bus = parts.bus
         self.webhooks = parts.webhooks
+        self.content_filter = parts.content_filter
         self.relay = parts.relay
         self.bus.listen(self._heard)
         self._admission = threading.Lock()
@@ -122,6 +126,7 @@ class JobService:
                 preview_every=settings.preview_every,
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.queue_poll_seconds,
+                content_filter=parts.content_filter,
             )
             for name, engine in engines.items()
         }
@@ -252,12 +257,14 @@ class JobService:
         caller: Caller = ANONYMOUS,
         rate_counted: bool = False,
     ) -> Submitted:
-        """Queue a job for ``caller`` if its key's limits allow; with an idempotency key the caller
+        """Queue a job for ``caller`` if its key's limits allow and the content filter (where it judges
+        references) passes its images; with an idempotency key the caller
         already used for the same request, return that job instead. ``rate_counted``: :meth:`precheck`
         counted the request toward the key's rate already."""
         worker = self.worker(spec.model)
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
+        self.content_filter.check_references(references)  # a refused image is never stored
         job_id = new_job_id()
         try:
             self.files.write_references(job_id, references)  # outside the lock: a bucket may take a while

@@ -36,8 +36,16 @@ from fluxserve.engines.base import (
     warm_up_request,
 )
 from fluxserve.engines.outputs import encode_result
+from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import DatabaseUnavailable, ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
+from fluxserve.errors import (
+    ContentBlocked,
+    DatabaseUnavailable,
+    ErrorCode,
+    FluxserveError,
+    GenerationCancelled,
+    StorageUnavailable,
+)
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -70,6 +78,7 @@ class ModelWorker:
         preview_every: int = 0,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        content_filter: ContentFilter = OFF,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -78,6 +87,7 @@ class ModelWorker:
         """Why the model failed to load, for the operator: it may name local paths, so clients never see it."""
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
+        self._filter = content_filter
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
         self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
         """Who holds a claimed job in the store: unique to this worker in this process."""
@@ -326,6 +336,8 @@ class ModelWorker:
                 wants_preview = self._preview_every > 0 and progress.step % self._preview_every == 0
                 wants_partial = progress.step in partial_at
                 image = self._preview(progress) if wants_preview or wants_partial else None
+                if image is not None and not self._filter.passes(image):
+                    image = None  # the content filter would withhold it: no glimpse of it either
                 if image is not None and wants_preview:
                     preview = encode_image(image, ImageFormat.JPEG, compression=PREVIEW_JPEG_LOSS)
                 if image is not None and wants_partial:
@@ -348,8 +360,9 @@ class ModelWorker:
             return None
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
-        """On the encoder pool: encode, write atomically, then mark the job done."""
+        """On the encoder pool: judge (the content filter), encode, write atomically, then mark the job done."""
         try:
+            self._filter.check_outputs([generated.image for generated in result.images])
             fmt = ImageFormat(job.spec.output_format)
             encoded = encode_result(result, fmt, compression=job.spec.output_compression)
             outputs = []
@@ -363,6 +376,9 @@ class ModelWorker:
                 self._bus.publish(
                     JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
                 )
+        except ContentBlocked as blocked:  # nothing was written: the job says why, in our words
+            log.info("job %s: the content filter withheld its images", job.id)
+            self._fail(job.id, blocked.code, str(blocked))
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
