@@ -45,6 +45,7 @@ from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
 from fluxserve.wiring import (
     bucket_options,
+    content_credentials,
     content_filter,
     engine_options_per_model,
     lora_options,
@@ -113,6 +114,7 @@ def build_services(
             webhooks=WebhookSender(db, settings, secret, signer),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
             content_filter=content_filter(settings),
+            credentials=content_credentials(settings, __version__),
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:

@@ -37,6 +37,7 @@ from fluxserve.errors import (
     QueueFull,
     UnknownModel,
 )
+from fluxserve.imaging.credentials import ContentCredentials
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import (
     WEBHOOK_EVENTS,
@@ -93,6 +94,8 @@ class JobParts:
     """Where processes share a Postgres database: shares the bus's events with theirs."""
     content_filter: ContentFilter = OFF
     """Judges each job's generated images before they are encoded (where it applies to outputs)."""
+    credentials: ContentCredentials | None = None
+    """Signs C2PA Content Credentials into each output image, the last step before it is stored."""
 
 
 class JobService:
@@ -127,6 +130,7 @@ class JobService:
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.queue_poll_seconds,
                 content_filter=parts.content_filter,
+                credentials=parts.credentials,
             )
             for name, engine in engines.items()
         }

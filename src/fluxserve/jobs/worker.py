@@ -46,6 +46,7 @@ from fluxserve.errors import (
     GenerationCancelled,
     StorageUnavailable,
 )
+from fluxserve.imaging.credentials import ContentCredentials, Ingredient, Provenance
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -79,6 +80,7 @@ class ModelWorker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         content_filter: ContentFilter = OFF,
+        credentials: ContentCredentials | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -88,6 +90,7 @@ class ModelWorker:
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
         self._filter = content_filter
+        self._credentials = credentials
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
         self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
         """Who holds a claimed job in the store: unique to this worker in this process."""
@@ -365,10 +368,12 @@ class ModelWorker:
             self._filter.check_outputs([generated.image for generated in result.images])
             fmt = ImageFormat(job.spec.output_format)
             encoded = encode_result(result, fmt, compression=job.spec.output_compression)
+            sign = self._signer(job)
             outputs = []
-            for index, image in enumerate(encoded):
-                self._files.write_output(job.id, index, fmt, image.data)
-                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
+            for index, (image, generated) in enumerate(zip(encoded, result.images, strict=True)):
+                data = image.data if sign is None else sign(image.data, fmt, generated.source)
+                self._files.write_output(job.id, index, fmt, data)
+                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(data)))
             held = self.id
             if self._durably(
                 lambda: self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=held)
@@ -387,6 +392,22 @@ class ModelWorker:
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
         finally:
             self._let_go(job.id)
+
+    def _signer(self, job: Job) -> Callable[[bytes, ImageFormat, bytes | None], bytes] | None:
+        """Signs one encoded image of ``job`` (with the provider's file, if any); None when not signing."""
+        credentials = self._credentials
+        if credentials is None:
+            return None
+        spec = job.spec
+        references = [
+            Ingredient(data, ImageFormat.PNG.media_type, f"reference image {number}")
+            for number, data in enumerate(self._files.read_reference_files(job.id, spec.references), start=1)
+        ]
+
+        def sign(data: bytes, fmt: ImageFormat, source: bytes | None) -> bytes:
+            return credentials.sign(data, fmt, Provenance(spec.model, references, source))
+
+        return sign
 
     def _fail(
         self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True
