@@ -18,13 +18,19 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fluxserve import __version__
+from fluxserve.api.app import create_app
 from fluxserve.cli.main import main
+from fluxserve.engines.hosted.bfl import BflEngine
+from fluxserve.engines.hosted.catalog import HOSTED
+from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.c2pa_certificates import CertificateFiles, make_test_certificates
 from fluxserve.imaging.credentials import TRAINED_ALGORITHMIC_MEDIA, ContentCredentials, Provenance
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.settings import load_settings
+from tests.fakes.bfl import FakeBfl
 from tests.helpers import photo, png_bytes
+from tests.servers import serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +206,41 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 def test_cert_and_key_go_together(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="c2pa_cert_file and c2pa_key_file together"):
         load_settings({"c2pa_cert_file": tmp_path / "cert.pem"}, environ={})
+
+
+def test_a_bfl_result_signed_by_bfl_keeps_its_manifest_as_parent(
+    make_settings: Callable[..., Any], certificates: CertificateFiles, tmp_path: Path
+) -> None:
+    bfl_files = make_test_certificates(tmp_path / "bfl", organization="BFL stand-in")
+    bfl = ContentCredentials.from_files(bfl_files.chain, bfl_files.key, version="1")
+
+    def sign_as_bfl(data: bytes, ext: str) -> bytes:
+        return bfl.sign(data, ImageFormat(ext), Provenance("flux-2-pro"))
+
+    fake = FakeBfl("bfl-test-key", sign=sign_as_bfl)
+    with serve_in_thread(fake.app) as url:
+        options = ProviderOptions(bfl_api_key="bfl-test-key", bfl_base_url=url, poll_min_seconds=0.01)
+        engine = BflEngine(HOSTED["bfl:flux-2-pro"], options)
+        settings = make_settings(
+            models=["bfl:flux-2-pro"], c2pa_cert_file=certificates.chain, c2pa_key_file=certificates.key
+        )
+        with TestClient(create_app(settings, {"bfl:flux-2-pro": engine})) as client:
+            body = {"model": "bfl:flux-2-pro", "prompt": "a lake", "size": "256x256", "output_format": "png"}
+            response = client.post("/v1/images/generations", json=body)
+            assert response.status_code == 200, response.text
+        engine.close()
+    data = base64.b64decode(response.json()["data"][0]["b64_json"])
+    anchors = certificates.ca.read_text() + bfl_files.ca.read_text()
+    context = c2pa.Context.from_dict({"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}})
+    reader = c2pa.Reader("image/png", io.BytesIO(data), None, context)
+    assert reader.get_validation_state() == "Trusted", reader.get_validation_results()
+    manifests = json.loads(reader.json())["manifests"]
+    ours = reader.get_active_manifest()
+    assert ours is not None
+    [parent] = ours["ingredients"]
+    assert parent["relationship"] == "parentOf"
+    theirs = manifests[parent["active_manifest"]]
+    assert theirs["signature_info"]["issuer"] == "BFL stand-in"
+    assert [action["action"] for action in actions(theirs)] == ["c2pa.created"]
+    assert [action["action"] for action in actions(ours)] == ["c2pa.opened", "c2pa.transcoded"]
+    assert actions(ours)[0]["softwareAgent"]["model"] == "bfl:flux-2-pro"

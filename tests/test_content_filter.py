@@ -21,7 +21,7 @@ from fluxserve.engines.safety import ContentFilter, ImageClassifier
 from fluxserve.errors import ContentBlocked, InvalidRequest, ModelUnavailable
 from fluxserve.webhooks.secret import new_secret
 from tests.helpers import PREFER_WAIT, photo, png_bytes, wait_for
-from tests.jobs_support import JOBS, QUICK, LiveServer
+from tests.jobs_support import JOBS, QUICK, LiveServer, sse_lines
 from tests.webhook_receiver import Answer, Receiver
 
 BLOCK_ALL, PASS_ALL = 0.0, 2.0
@@ -154,6 +154,23 @@ def test_a_blocked_output_is_a_400_and_never_stored(make_app: Callable[..., Fast
         assert edited.status_code == 400  # its reference passes (refs are not judged); its output does not
         assert edited.json()["error"]["code"] == "moderation_blocked"
         assert edited.json()["error"]["param"] is None
+
+
+@pytest.mark.parametrize(("threshold", "partials"), [(PASS_ALL, 2), (BLOCK_ALL, 0)])
+def test_a_stream_shows_no_partial_image_the_filter_would_block(
+    make_app: Callable[..., FastAPI], classifier_dir: Path, threshold: float, partials: int
+) -> None:
+    app = make_app(models=["tiny-random-base"], **filtering(classifier_dir, "outputs", threshold))
+    body = {"prompt": "a harbour", "size": "64x64", "stream": True, "partial_images": 2, "steps": 6}
+    with TestClient(app) as client:
+        response = client.post("/v1/images/generations", json=body)
+    events = [event for event, _ in sse_lines(response)]
+    assert events.count("image_generation.partial_image") == partials
+    if partials:
+        assert events[-1] == "image_generation.completed"
+    else:
+        assert events == ["error"]
+        assert sse_lines(response)[-1][1]["error"]["code"] == "moderation_blocked"
 
 
 # -- the jobs API (async) and its webhook --------------------------------------------------------
