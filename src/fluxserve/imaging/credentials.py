@@ -146,20 +146,20 @@ class ContentCredentials:
         """``data`` (an encoded image of ``fmt``) with a signed manifest embedded."""
         c2pa = self._c2pa
         parent = self._signed_source(provenance.source)
-        builder = c2pa.Builder(self._manifest(provenance, parent), self._context)
-        try:
-            for label, relationship, ingredient in _ingredients(provenance, parent):
-                builder.add_ingredient(
-                    {"title": ingredient.title, "relationship": relationship, "label": label},
-                    ingredient.media_type,
-                    io.BytesIO(ingredient.data),
-                )
-            signed = io.BytesIO()
-            with self._lock:
+        with self._lock:  # one signature at a time over the shared context and signer
+            builder = c2pa.Builder(self._manifest(provenance, parent), self._context)
+            try:
+                for label, relationship, ingredient in _ingredients(provenance, parent):
+                    builder.add_ingredient(
+                        {"title": ingredient.title, "relationship": relationship, "label": label},
+                        ingredient.media_type,
+                        io.BytesIO(ingredient.data),
+                    )
+                signed = io.BytesIO()
                 builder.sign(fmt.media_type, io.BytesIO(data), signed)
-            return signed.getvalue()
-        finally:
-            builder.close()
+                return signed.getvalue()
+            finally:
+                builder.close()
 
     def _signed_source(self, source: bytes | None) -> Ingredient | None:
         """The provider's file as an ingredient when it carries a C2PA manifest (valid or not: a reader
