@@ -22,6 +22,8 @@ from fluxserve.engines.hosted.catalog import HOSTED
 from fluxserve.engines.hosted.cloudflare import CloudflareEngine, below_reference_limit
 from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.errors import (
+    ContentModerated,
+    ErrorCode,
     GenerationCancelled,
     InvalidRequest,
     ModelUnavailable,
@@ -213,6 +215,8 @@ ERRORS = [
     (fake_api.UNAUTHORIZED, ProviderAuthFailed, "10000"),
     (fake_api.SERVER_ERROR, ProviderError, "http_500"),
     (Failure(503, None), ProviderError, "http_503"),
+    (fake_api.INPUT_NSFW, ContentModerated, "3030"),
+    (fake_api.OUTPUT_NSFW, ContentModerated, "3030"),
 ]
 
 
@@ -235,6 +239,21 @@ def test_each_error_maps_to_a_fluxserve_error_once_without_the_raw_body(
     assert "injected" not in str(error)  # the provider's own message is not echoed
     assert fake.token not in str(error)
     assert fake.calls == 1  # a 5xx or a 4xx is never sent again
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [(fake_api.INPUT_NSFW, "refused the request"), (fake_api.OUTPUT_NSFW, "withheld the image")],
+)
+def test_moderation_says_which_side_was_refused_as_moderation_blocked(
+    engine: Build, fake: FakeWorkersAI, options: ProviderOptions, failure: Failure, said: str
+) -> None:
+    fake.fail_next(failure)
+    with pytest.raises(ContentModerated) as raised:
+        engine(DEV, options).generate(GenerationRequest("x", width=512, height=512))
+    assert raised.value.code is ErrorCode.MODERATION_BLOCKED
+    assert said in str(raised.value)
+    assert "NSFW content" not in str(raised.value)  # in our words
 
 
 def test_busy_says_when_to_retry(engine: Build, fake: FakeWorkersAI, options: ProviderOptions) -> None:

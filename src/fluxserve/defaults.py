@@ -66,3 +66,8 @@ LORA_HOTSWAP_RANK = 64
 """With compile on: the highest adapter rank a model hot-swaps (every slot is padded to it)."""
 LORA_SCALE_RANGE = (-2.0, 2.0)
 """The scales a request may give an adapter (0 leaves the model as without it)."""
+
+ContentFilterScope = Literal["off", "refs", "outputs", "both"]
+"""Which images the content filter judges: none, reference images, generated images, or both."""
+CONTENT_FILTER_MODEL = "Falconsai/nsfw_image_detection"
+"""A ViT fine-tuned to tell ``normal`` from ``nsfw`` images (Apache-2.0)."""

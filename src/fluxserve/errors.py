@@ -9,6 +9,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
     │   ├── InvalidPrompt         a prompt, or a field of a structured JSON prompt
     │   └── InvalidImage          a reference image that cannot be decoded or used
+    │   ├── ContentBlocked        the server's content filter refused a reference image or withheld an output
     │   ├── PayloadTooLarge       a body or upload over the configured limits
     │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
     ├── NotFound                  no such job or file (or not the caller's)
@@ -153,7 +154,7 @@ _C, _T = ErrorCode, ErrorType
 ERROR_STATUSES: Mapping[ErrorCode, ErrorStatus] = MappingProxyType(
     {
         **_each(400, _T.INVALID_REQUEST, _C.INVALID_REQUEST, _C.INVALID_PROMPT, _C.INVALID_IMAGE),
-        **_each(400, _T.INVALID_REQUEST, _C.MODERATION_BLOCKED),  # the provider refused this prompt or input
+        **_each(400, _T.INVALID_REQUEST, _C.MODERATION_BLOCKED),  # a provider's or our content filter refused it
         **_each(401, _T.AUTHENTICATION, _C.MISSING_API_KEY, _C.INVALID_API_KEY, _C.REVOKED_API_KEY, _C.EXPIRED_API_KEY),
         **_each(403, _T.PERMISSION, _C.PERMISSION_DENIED, _C.INSUFFICIENT_SCOPE, _C.INVALID_SIGNATURE, _C.URL_EXPIRED),
         **_each(403, _T.PERMISSION, _C.ADAPTER_NOT_ALLOWED),
@@ -209,6 +210,13 @@ class InvalidPrompt(InvalidRequest):
 
 class InvalidImage(InvalidRequest):
     code = ErrorCode.INVALID_IMAGE
+
+
+class ContentBlocked(InvalidRequest):
+    """The server's content filter judged an image unsafe: a reference (``param`` names it) or an output,
+    which is then never stored or returned."""
+
+    code = ErrorCode.MODERATION_BLOCKED
 
 
 class PayloadTooLarge(InvalidRequest):

@@ -27,6 +27,7 @@ from fluxserve.defaults import (
     BFL_CONCURRENCY,
     CLOUDFLARE_BASE_URL,
     CLOUDFLARE_CONCURRENCY,
+    CONTENT_FILTER_MODEL,
     DEFAULT_MODEL,
     LORA_CACHE_SIZE,
     LORA_HOTSWAP_RANK,
@@ -34,6 +35,7 @@ from fluxserve.defaults import (
     PROMPT_CACHE_MB,
     PROVIDER_TIMEOUT_SECONDS,
     BflRegion,
+    ContentFilterScope,
     Dtype,
     Offload,
     Quantization,
@@ -246,8 +248,24 @@ class Settings(RuntimeFields):
     """``--ray``: the HTTP ingress replicas (stateless: they run no model)."""
     ray_ingress_num_cpus: float = Field(0.5, ge=0)
     """``--ray``: CPUs Ray reserves for each ingress replica."""
+    content_filter: ContentFilterScope = "off"
+    """Which images the content filter judges: ``refs`` (reference images, before a job is queued),
+    ``outputs`` (generated images, before they are stored), ``both`` or ``off``."""
+    content_filter_model: str = CONTENT_FILTER_MODEL
+    """The image classifier (a Hugging Face repo id or a local folder) the filter runs through
+    transformers; downloaded into cache_dir like the models when allow_download is on."""
+    content_filter_threshold: float = Field(0.5, ge=0)
+    """An image is blocked when the classifier's probability of content_filter_labels reaches this
+    (0 blocks every image; above 1, none)."""
+    content_filter_labels: list[str] = Field(default_factory=lambda: ["nsfw"], min_length=1)
+    """The classifier's labels that count as unsafe (their probabilities are added up)."""
+    c2pa_cert_file: Path | None = None
+    """A PEM certificate chain (signing certificate first, then its CA) that signs C2PA Content
+    Credentials into every output image; with c2pa_key_file (the ``c2pa`` extra)."""
+    c2pa_key_file: Path | None = None
+    """The PEM private key of c2pa_cert_file's signing certificate."""
 
-    @field_validator("models", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", "content_filter_labels", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
@@ -349,6 +367,12 @@ class Settings(RuntimeFields):
                 "object_store_secret_access_key",
                 "set object_store_access_key_id and object_store_secret_access_key together, or neither",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _whole_c2pa_signer(self) -> Settings:
+        if (self.c2pa_cert_file is None) != (self.c2pa_key_file is None):
+            raise _setting_error("c2pa_key_file", "set c2pa_cert_file and c2pa_key_file together, or neither")
         return self
 
     def _table_fields(self, model: str) -> set[str]:

@@ -11,6 +11,8 @@ from fluxserve.engines.hosted.options import ProviderOptions
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraOptions
 from fluxserve.engines.runtime import ModelRuntime
+from fluxserve.engines.safety import OFF, ContentFilter, ImageClassifier
+from fluxserve.imaging.credentials import ContentCredentials
 from fluxserve.settings import Settings
 from fluxserve.storage.files import BucketOptions
 
@@ -74,3 +76,23 @@ def engine_options(settings: Settings, model: str) -> EngineOptions:
 def engine_options_per_model(settings: Settings) -> dict[str, EngineOptions]:
     """The options of every served model, by name."""
     return {model: engine_options(settings, model) for model in settings.models}
+
+
+def content_credentials(settings: Settings, version: str) -> ContentCredentials | None:
+    """The C2PA signer of ``c2pa_cert_file`` and ``c2pa_key_file`` (checked by signing once); None without them."""
+    if settings.c2pa_cert_file is None or settings.c2pa_key_file is None:
+        return None
+    return ContentCredentials.from_files(settings.c2pa_cert_file, settings.c2pa_key_file, version=version)
+
+
+def content_filter(settings: Settings) -> ContentFilter:
+    """The content filter the settings ask for, its classifier loaded (OFF when ``content_filter`` is off)."""
+    if settings.content_filter == "off":
+        return OFF
+    classifier = ImageClassifier(
+        settings.content_filter_model,
+        threshold=settings.content_filter_threshold,
+        labels=settings.content_filter_labels,
+        allow_download=settings.allow_download,
+    )
+    return ContentFilter(classifier.load(), settings.content_filter)

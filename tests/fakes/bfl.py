@@ -28,6 +28,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,11 @@ class FakeBfl:
         pending_polls: int = 2,
         sample_ttl_seconds: float = 600.0,
         credits_per_megapixel: float = 3.0,
+        sign: Callable[[bytes, str], bytes] | None = None,
     ) -> None:
         self.key = key
+        self.sign = sign
+        """Signs each result (bytes, ext) with C2PA Content Credentials, as BFL does; None: unsigned."""
         self.pending_polls = pending_polls
         self.sample_ttl_seconds = sample_ttl_seconds
         self.credits_per_megapixel = credits_per_megapixel
@@ -238,7 +242,8 @@ class FakeBfl:
             return Response("AuthenticationFailed", status_code=403)
         if time.monotonic() > task.ready_at + self.sample_ttl_seconds:
             return Response("AuthenticationFailed: signed expiry time has passed", status_code=403)
-        return Response(_render(task, ext), media_type=f"image/{ext}")
+        data = _render(task, ext)
+        return Response(data if self.sign is None else self.sign(data, ext), media_type=f"image/{ext}")
 
 
 def body_problems(endpoint: str, body: Any) -> list[tuple[str, str]]:

@@ -48,6 +48,8 @@ class Failure:
     code: int | None = None
     retry_after: str | None = None
     hang_seconds: float = 0.0
+    message: str | None = None
+    """The error's message; default: ``injected failure <code>``."""
 
 
 DAILY_ALLOCATION = Failure(429, 3036)
@@ -62,6 +64,9 @@ PAID_ONLY = Failure(403, 5035)
 UNAUTHORIZED = Failure(401, 10000)
 SERVER_ERROR = Failure(500, None)
 HANG = Failure(500, None, hang_seconds=5.0)
+# Moderation (code 3030): the message says which side was judged NSFW.
+INPUT_NSFW = Failure(400, 3030, message="AiError: Input prompt contains NSFW content (injected)")
+OUTPUT_NSFW = Failure(400, 3030, message="AiError: Output image contains NSFW content (injected)")
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,8 @@ async def _fail(failure: Failure) -> JSONResponse:
     if failure.hang_seconds:
         await asyncio.sleep(failure.hang_seconds)
     headers = {"retry-after": failure.retry_after} if failure.retry_after is not None else None
-    return _error(failure.status, failure.code, f"injected failure {failure.code}", headers)
+    message = failure.message if failure.message is not None else f"injected failure {failure.code}"
+    return _error(failure.status, failure.code, message, headers)
 
 
 def _invalid(message: str) -> Rejected:

@@ -44,7 +44,14 @@ from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
-from fluxserve.wiring import bucket_options, engine_options_per_model, lora_options, provider_options
+from fluxserve.wiring import (
+    bucket_options,
+    content_credentials,
+    content_filter,
+    engine_options_per_model,
+    lora_options,
+    provider_options,
+)
 
 DESCRIPTION = """\
 fluxserve serves FLUX image models through the OpenAI Images API, plus the controls FLUX has
@@ -108,6 +115,8 @@ def build_services(
             webhooks=WebhookSender(db, settings, secret, signer),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
             published=PublishedModels(db),
+            content_filter=content_filter(settings),
+            credentials=content_credentials(settings, __version__),
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:

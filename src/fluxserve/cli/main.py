@@ -18,6 +18,7 @@ from fluxserve.cli.plan import PlanArgs, run_plan
 from fluxserve.cli.serve import run_on_ray, run_server
 from fluxserve.defaults import DEFAULT_MODEL, default_cache_dir
 from fluxserve.errors import FluxserveError, InvalidRequest
+from fluxserve.imaging.c2pa_certificates import make_test_certificates
 from fluxserve.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -362,6 +363,23 @@ def loras_command(
 ) -> None:
     """List the LoRA adapters in the server's lora_dir, with the model family each is for."""
     print_loras(load_settings(config_file=config), as_json=as_json)
+
+
+c2pa_app = typer.Typer(help="C2PA Content Credentials.", no_args_is_help=True)
+app.add_typer(c2pa_app, name="c2pa")
+
+
+@c2pa_app.command("test-cert")
+def c2pa_test_cert(
+    out: Annotated[Path, typer.Option("--out", help="The folder to write the files into.", metavar="DIR")] = Path(),
+) -> None:
+    """Make a local test CA and a signing certificate it issued, for trying Content Credentials out."""
+    files = make_test_certificates(out)
+    typer.echo(f"test CA (trust anchor for readers): {files.ca}")
+    typer.echo(f'c2pa_cert_file = "{files.chain}"')
+    typer.echo(f'c2pa_key_file = "{files.key}"')
+    typer.echo("Readers trust these images only when told to trust the test CA; for production, use a certificate")
+    typer.echo("from a CA on the C2PA trust list.")
 
 
 def _fail(message: str, code: int) -> int:

@@ -181,6 +181,9 @@ class GeneratedImage:
     image: Image.Image
     seed: int
     seconds: float
+    source: bytes | None = None
+    """The file a hosted provider sent, as sent: its C2PA manifest, if it signed it, becomes the parent
+    of the output's Content Credentials."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from fluxserve.accounts.admission import Admission
 from fluxserve.accounts.keys import ANONYMOUS, Caller
 from fluxserve.accounts.keystore import KeyStore
 from fluxserve.engines.base import Capabilities, Engine, Progress
+from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -37,6 +38,7 @@ from fluxserve.errors import (
     QueueFull,
     UnknownModel,
 )
+from fluxserve.imaging.credentials import ContentCredentials
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import (
     WEBHOOK_EVENTS,
@@ -94,6 +96,10 @@ class JobParts:
     """Where processes share a Postgres database: shares the bus's events with theirs."""
     published: PublishedModels | None = None
     """Where workers publish what their loaded model accepts, and ingress-only processes read it."""
+    content_filter: ContentFilter = OFF
+    """Judges each job's generated images before they are encoded (where it applies to outputs)."""
+    credentials: ContentCredentials | None = None
+    """Signs C2PA Content Credentials into each output image, the last step before it is stored."""
 
 
 class JobService:
@@ -107,6 +113,7 @@ class JobService:
         self.signer = parts.signer
         self.bus = parts.bus
         self.webhooks = parts.webhooks
+        self.content_filter = parts.content_filter
         self.relay = parts.relay
         self.published = parts.published
         self.run_workers = settings.run_workers
@@ -136,6 +143,8 @@ class JobService:
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.queue_poll_seconds,
                 publish=None if self.published is None else self.published.publish,
+                content_filter=parts.content_filter,
+                credentials=parts.credentials,
             )
             for name, engine in engines.items()
         }
@@ -288,12 +297,14 @@ class JobService:
         caller: Caller = ANONYMOUS,
         rate_counted: bool = False,
     ) -> Submitted:
-        """Queue a job for ``caller`` if its key's limits allow; with an idempotency key the caller
+        """Queue a job for ``caller`` if its key's limits allow and the content filter (where it judges
+        references) passes its images; with an idempotency key the caller
         already used for the same request, return that job instead. ``rate_counted``: :meth:`precheck`
         counted the request toward the key's rate already."""
         worker = self.worker(spec.model)
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
+        self.content_filter.check_references(references)  # a refused image is never stored
         job_id = new_job_id()
         try:
             self.files.write_references(job_id, references)  # outside the lock: a bucket may take a while

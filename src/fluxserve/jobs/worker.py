@@ -37,8 +37,17 @@ from fluxserve.engines.base import (
     warm_up_request,
 )
 from fluxserve.engines.outputs import encode_result
+from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.engines.validation import MEGAPIXEL
-from fluxserve.errors import DatabaseUnavailable, ErrorCode, FluxserveError, GenerationCancelled, StorageUnavailable
+from fluxserve.errors import (
+    ContentBlocked,
+    DatabaseUnavailable,
+    ErrorCode,
+    FluxserveError,
+    GenerationCancelled,
+    StorageUnavailable,
+)
+from fluxserve.imaging.credentials import ContentCredentials, Ingredient, Provenance
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -72,6 +81,8 @@ class ModelWorker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         publish: Callable[[str, Capabilities], None] | None = None,
+        content_filter: ContentFilter = OFF,
+        credentials: ContentCredentials | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -80,6 +91,8 @@ class ModelWorker:
         """Why the model failed to load, for the operator: it may name local paths, so clients never see it."""
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
+        self._filter = content_filter
+        self._credentials = credentials
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
         self._publish = publish
         """Called with the model's capabilities once it has loaded (for ingress-only processes)."""
@@ -351,6 +364,8 @@ class ModelWorker:
                 wants_preview = self._preview_every > 0 and progress.step % self._preview_every == 0
                 wants_partial = progress.step in partial_at
                 image = self._preview(progress) if wants_preview or wants_partial else None
+                if image is not None and not self._filter.passes(image):
+                    image = None  # the content filter would withhold it: no glimpse of it either
                 if image is not None and wants_preview:
                     preview = encode_image(image, ImageFormat.JPEG, compression=PREVIEW_JPEG_LOSS)
                 if image is not None and wants_partial:
@@ -373,14 +388,17 @@ class ModelWorker:
             return None
 
     def _finish(self, job: Job, result: GenerationResult) -> None:
-        """On the encoder pool: encode, write atomically, then mark the job done."""
+        """On the encoder pool: judge (the content filter), encode, write atomically, then mark the job done."""
         try:
+            self._filter.check_outputs([generated.image for generated in result.images])
             fmt = ImageFormat(job.spec.output_format)
             encoded = encode_result(result, fmt, compression=job.spec.output_compression)
+            sign = self._signer(job)
             outputs = []
-            for index, image in enumerate(encoded):
-                self._files.write_output(job.id, index, fmt, image.data)
-                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
+            for index, (image, generated) in enumerate(zip(encoded, result.images, strict=True)):
+                data = image.data if sign is None else sign(image.data, fmt, generated.source)
+                self._files.write_output(job.id, index, fmt, data)
+                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(data)))
             held = self.id
             if self._durably(
                 lambda: self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=held)
@@ -388,6 +406,9 @@ class ModelWorker:
                 self._bus.publish(
                     JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
                 )
+        except ContentBlocked as blocked:  # nothing was written: the job says why, in our words
+            log.info("job %s: the content filter withheld its images", job.id)
+            self._fail(job.id, blocked.code, str(blocked))
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -396,6 +417,22 @@ class ModelWorker:
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
         finally:
             self._let_go(job.id)
+
+    def _signer(self, job: Job) -> Callable[[bytes, ImageFormat, bytes | None], bytes] | None:
+        """Signs one encoded image of ``job`` (with the provider's file, if any); None when not signing."""
+        credentials = self._credentials
+        if credentials is None:
+            return None
+        spec = job.spec
+        references = [
+            Ingredient(data, ImageFormat.PNG.media_type, f"reference image {number}")
+            for number, data in enumerate(self._files.read_reference_files(job.id, spec.references), start=1)
+        ]
+
+        def sign(data: bytes, fmt: ImageFormat, source: bytes | None) -> bytes:
+            return credentials.sign(data, fmt, Provenance(spec.model, references, source))
+
+        return sign
 
     def _fail(
         self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True

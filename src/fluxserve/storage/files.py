@@ -73,6 +73,14 @@ class FileStore:
     def read_references(self, job_id: str, count: int) -> list[Image.Image]:
         return [self._read_image(self.reference_key(job_id, index), "RGB") for index in range(count)]
 
+    def read_reference_files(self, job_id: str, count: int) -> list[bytes]:
+        """The stored references as files (PNG), as they are kept."""
+        files = []
+        for index in range(count):
+            with self.blobs.open(self.reference_key(job_id, index)) as blob:
+                files.append(blob.read())
+        return files
+
     def write_mask(self, job_id: str, mask: Image.Image) -> None:
         """Store a job's mask (mode L) losslessly beside its references."""
         self.blobs.put(self.mask_key(job_id), encode_png(mask, level=1), "image/png")

@@ -39,6 +39,8 @@ Stage = Callable[[str], None]
 class HostedImage:
     image: Image.Image
     cost_usd: float | None = None
+    source: bytes | None = None
+    """The file as the provider sent it (BFL signs its results with C2PA Content Credentials)."""
 
 
 class HostedEngine(ABC):
@@ -122,7 +124,7 @@ class HostedEngine(ABC):
                 made = self.generate_one(resolved, seed, self._stage_reporter(progress, index, resolved.n), cancel)
             finally:
                 self.slots.release()
-            images.append(GeneratedImage(made.image, seed, time.perf_counter() - image_started))
+            images.append(GeneratedImage(made.image, seed, time.perf_counter() - image_started, made.source))
             costs.append(made.cost_usd)
         return GenerationResult(
             images=images,

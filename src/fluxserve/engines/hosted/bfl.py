@@ -113,10 +113,10 @@ class BflEngine(HostedEngine):
         stage("submitted")
         sample = self._wait_until_ready(task, stage, cancel)
         stage("downloading")
-        image = self._download(sample, cancel)
+        image, source = self._download(sample, cancel)
         log.info("BFL task %s used %s credits", task.id, task.credits)
         cost = None if task.credits is None else round(task.credits * USD_PER_CREDIT, 6)
-        return BflImage(image, cost_usd=cost, task=task)
+        return BflImage(image, cost_usd=cost, source=source, task=task)
 
     # -- 1. submit ---------------------------------------------------------------------------
     def body(self, request: ResolvedRequest, seed: int) -> dict[str, Any]:
@@ -212,8 +212,8 @@ class BflEngine(HostedEngine):
         return status, answer
 
     # -- 3. download -------------------------------------------------------------------------
-    def _download(self, url: str, cancel: threading.Event | None) -> Image.Image:
-        """The result, fetched without the key: the signed URL is its own credential."""
+    def _download(self, url: str, cancel: threading.Event | None) -> tuple[Image.Image, bytes]:
+        """The result and its file as sent, fetched without the key: the signed URL is its own credential."""
         response = calls.fetch(self.client, self.client.build_request("GET", url), provider=BFL, cancel=cancel)
         if response.status_code in (403, 404, 410):
             raise ProviderError(
@@ -230,7 +230,7 @@ class BflEngine(HostedEngine):
             )
         try:
             with Image.open(io.BytesIO(response.content)) as opened:
-                return opened.convert("RGB")
+                return opened.convert("RGB"), response.content
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
             raise _unexpected("the downloaded result is not an image") from None
 

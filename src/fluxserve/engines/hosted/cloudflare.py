@@ -27,6 +27,7 @@ from fluxserve.engines.base import ResolvedRequest
 from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.errors import (
+    ContentModerated,
     ProviderAuthFailed,
     ProviderBusy,
     ProviderError,
@@ -39,6 +40,8 @@ REFERENCE_SIDE_LIMIT = 512
 """Each side of a reference image must be below this."""
 TILE = 512
 DEFAULT_RETRY_AFTER = 30
+MODERATED = 3030
+"""Workers AI's code for a prompt, input or output its safety filter judged NSFW."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ class CloudflareEngine(HostedEngine):
     def _image(self, response: httpx.Response) -> Image.Image:
         envelope = _envelope(response)
         if response.status_code != 200 or envelope.get("success") is False:
-            raise self._error(response.status_code, _first_code(envelope), calls.retry_after(response))
+            code, message = _first_error(envelope)
+            raise self._error(response.status_code, code, calls.retry_after(response), message)
         result = envelope.get("result")
         encoded = result.get("image") if isinstance(result, dict) else None
         if not isinstance(encoded, str):
@@ -179,11 +183,14 @@ class CloudflareEngine(HostedEngine):
                 provider_code="bad_image",
             ) from None
 
-    def _error(self, status: int, code: int | None, retry_after: float | None) -> ProviderError:
-        """Workers AI's status and error code as a fluxserve error, in words of our own."""
+    def _error(self, status: int, code: int | None, retry_after: float | None, message: str = "") -> ProviderError:
+        """Workers AI's status and error code as a fluxserve error, in words of our own (its ``message``
+        is read, for which side its moderation refused, never echoed)."""
         remote, provider = self.model.remote, self.provider
         label = f"HTTP {status}" + (f", code {code}" if code is not None else "")
         provider_code = str(code) if code is not None else f"http_{status}"
+        if code == MODERATED:
+            return ContentModerated(moderated(message, remote, label), provider=provider, provider_code=provider_code)
         if status == 403 and code == 5035:
             return ProviderAuthFailed(
                 f"Workers AI offers {remote} only on a paid Workers plan, which this account lacks ({label})",
@@ -256,10 +263,28 @@ def _envelope(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _first_code(envelope: dict[str, Any]) -> int | None:
+def _first_error(envelope: dict[str, Any]) -> tuple[int | None, str]:
+    """The first error's code (None when there is none, or it is not a number) and message."""
     errors = envelope.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code = errors[0].get("code")
+        code, message = errors[0].get("code"), errors[0].get("message")
+        text = message if isinstance(message, str) else ""
         if isinstance(code, int) and not isinstance(code, bool):
-            return code
-    return None
+            return code, text
+        return None, text
+    return None, ""
+
+
+def moderated(message: str, remote: str, label: str) -> str:
+    """Our words for a 3030 refusal: Workers AI's message says whether the input or the output was NSFW."""
+    said = message.lower()
+    if "output" in said:
+        return (
+            f"Workers AI's safety filter withheld the image {remote} generated ({label}); change the prompt and retry"
+        )
+    if "input" in said or "prompt" in said:
+        return (
+            f"Workers AI's safety filter refused the request to {remote}: the prompt or an input image ({label}); "
+            "change it and retry"
+        )
+    return f"Workers AI's safety filter refused the request to {remote} or its result ({label}); change the prompt"
