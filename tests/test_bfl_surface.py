@@ -177,8 +177,9 @@ def test_the_x_key_header_and_its_failures(keyed: tuple[LiveServer, str, str]) -
         assert poll_until_done(owner, task["polling_url"])["status"] == "Ready"
 
 
-def test_a_task_canceled_through_the_jobs_api_polls_as_error(upstream: LiveServer) -> None:
-    blocker = upstream.submit({**SLOW, "model": "tiny-random"})
+def test_a_task_canceled_through_the_jobs_api_polls_as_error(make_server: Callable[..., LiveServer]) -> None:
+    upstream = make_server(models=["tiny-random-base"])  # flux-2-pro: its alias, behind a slow job
+    blocker = upstream.submit(SLOW)
     task = upstream.http.post("/v1/flux-2-pro", json=SMALL).json()
     assert upstream.http.get(task["polling_url"]).json()["status"] == "Pending"
     assert upstream.http.post(f"{JOBS}/{task['id']}/cancel").status_code == 200
