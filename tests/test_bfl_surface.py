@@ -4,7 +4,10 @@ statuses, errors, cancel and webhooks."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +23,7 @@ from fluxserve.settings import Settings
 from fluxserve.webhooks.secret import new_secret
 from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, SLOW, LiveServer
+from tests.postgres_support import BOTH_DATABASES
 from tests.test_bfl import engine_for
 from tests.webhook_receiver import Answer, Receiver
 
@@ -128,7 +132,7 @@ def test_references_in_bfl_s_fields(upstream: LiveServer) -> None:
         ({"prompt": "x", "width": 100, "height": 64}, "width"),
         ({"prompt": "x", "safety_tolerance": 5}, "safety_tolerance"),
         ({"prompt": "x", "prompt_upsampling": True}, "prompt_upsampling"),
-        ({"prompt": "x", "webhook_url": "https://example.com/h", "webhook_secret": "s"}, "webhook_secret"),
+        ({"prompt": "x", "webhook_secret": "s"}, "webhook_secret"),
         ({"prompt": 3}, "prompt"),
         ({"prompt": "x", "input_image": "https://example.com/a.png"}, "input_image"),
     ],
@@ -189,15 +193,40 @@ def test_a_task_canceled_through_the_jobs_api_polls_as_error(make_server: Callab
     assert ended["details"]["code"] == "cancelled"
 
 
-def test_webhook_url_gets_the_task_s_end_signed_as_fluxserve_signs(upstream: LiveServer) -> None:
+@BOTH_DATABASES  # the sender reads the secret with the job's row: on both stores
+def test_webhook_url_gets_bfl_s_body_signed_with_the_webhook_secret(upstream: LiveServer) -> None:
     receiver = Receiver([Answer(204)])
+    body = {**SMALL, "webhook_url": receiver.url, "webhook_secret": "my-bfl-secret"}
     try:
-        task = upstream.http.post("/v1/flux-2-pro", json={**SMALL, "webhook_url": receiver.url}).json()
+        task = upstream.http.post("/v1/flux-2-pro", json=body).json()
         assert poll_until_done(upstream.http, task["polling_url"])["status"] == "Ready"
         wait_for(lambda: len(receiver.requests) == 1, "the webhook")
     finally:
         receiver.close()
+    [posted] = receiver.requests  # BFL posts a task's end only: no started event
+    expected = hmac.new(b"my-bfl-secret", posted.body, hashlib.sha256).hexdigest()
+    assert posted.headers["x-bfl-signature"] == f"sha256={expected}"  # BFL's webhook guide
+    Webhook(SECRET).verify(posted.body, posted.headers)  # and Standard Webhooks, the server's secret
+    sent = json.loads(posted.body)
+    assert (sent["id"], sent["status"], sent["result"]["seed"]) == (task["id"], "Ready", 11)
+    assert httpx.get(sent["result"]["sample"], timeout=TEST_TIMEOUT).status_code == 200
+    assert "timestamp" in sent
+    # The secret is not shown back.
+    assert "my-bfl-secret" not in upstream.http.get(f"{JOBS}/{task['id']}").text
+
+
+def test_a_failed_task_s_webhook_says_error(make_server: Callable[..., LiveServer]) -> None:
+    upstream = make_server(models=["tiny-random-base"])
+    blocker = upstream.submit(SLOW)
+    receiver = Receiver([Answer(204)])
+    try:
+        task = upstream.http.post("/v1/flux-2-pro", json={**SMALL, "webhook_url": receiver.url}).json()
+        upstream.http.post(f"{JOBS}/{task['id']}/cancel")
+        upstream.http.post(f"{JOBS}/{blocker['id']}/cancel")
+        wait_for(lambda: len(receiver.requests) == 1, "the webhook")
+    finally:
+        receiver.close()
     [posted] = receiver.requests
-    body = Webhook(SECRET).verify(posted.body, posted.headers)  # Standard Webhooks, the server's secret
-    assert body["type"] == "job.completed"  # BFL posts a task's end only: no started event
-    assert body["data"]["id"] == task["id"]
+    assert "x-bfl-signature" not in posted.headers  # no webhook_secret, no BFL signature
+    sent = json.loads(posted.body)
+    assert (sent["id"], sent["status"], sent["error"]) == (task["id"], "Error", "cancelled")

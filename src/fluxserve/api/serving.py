@@ -35,7 +35,7 @@ from fluxserve.api.requests import (
 from fluxserve.engines.aliases import resolve
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, Operation
+from fluxserve.jobs.models import Job, Operation, WebhookTarget
 from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
@@ -88,8 +88,10 @@ async def accept_parsed(
     services: Services,
     *,
     streamable: bool = True,
+    webhook: WebhookTarget | None = None,
 ) -> Accepted:
-    """:func:`accept` for a request another API surface (BFL, Workers AI) has already read into fields."""
+    """:func:`accept` for a request another API surface (BFL, Workers AI) has already read into fields;
+    ``webhook``: that surface's own webhook, instead of one from the fields."""
     settings, jobs = services.settings, services.jobs
     key = idempotency_key(request)
     model = parsed.fields.model or jobs.default_model
@@ -106,7 +108,7 @@ async def accept_parsed(
         loras=services.loras,
         allowed_loras=caller.allowed_loras,
     )
-    webhook = webhook_target(parsed.fields, base_url(request, settings))
+    webhook = webhook or webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))

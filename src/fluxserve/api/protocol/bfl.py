@@ -47,10 +47,12 @@ class BflRequest(BaseModel):
     )
     prompt_upsampling: bool | None = Field(default=None, description="fluxserve never rewrites prompts: only false.")
     webhook_url: str | None = Field(
-        None, max_length=2048, description="Receives the task's end, signed as fluxserve's webhooks are."
+        None, max_length=2048, description="Receives the task's end in BFL's body (also signed Standard Webhooks)."
     )
     webhook_secret: str | None = Field(
-        None, description="Refused: fluxserve signs webhooks with the server's secret (Standard Webhooks)."
+        None,
+        max_length=1024,
+        description="Signs each delivery in X-BFL-Signature: sha256=<hex HMAC-SHA256 of the body>.",
     )
 
     def references(self) -> dict[str, str]:

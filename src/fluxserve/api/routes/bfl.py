@@ -32,13 +32,16 @@ from fluxserve.api.protocol.bfl import BflPoll, BflRequest, BflResult, BflStatus
 from fluxserve.api.serving import accept_parsed, base_url, served_model
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import ErrorCode, InvalidRequest, NotFound, UnknownModel
-from fluxserve.jobs.models import Job, JobStatus, Operation
+from fluxserve.jobs.models import Job, JobEventType, JobStatus, Operation, WebhookTarget
 from fluxserve.jobs.views import image_url
 from fluxserve.jsonvalues import load_json
 from fluxserve.storage.files import is_job_id
+from fluxserve.webhooks.urls import check_webhook_url
 
 BFL_DEFAULT_SAFETY_TOLERANCE = 2
 BFL_DEFAULT_FORMAT = "jpeg"
+TASK_ENDS = (JobEventType.COMPLETED, JobEventType.FAILED, JobEventType.CANCELED)
+"""BFL posts a task's end only."""
 MODERATED: dict[str, BflStatus] = {ErrorCode.MODERATION_BLOCKED: "Content Moderated"}
 
 
@@ -73,21 +76,23 @@ def to_fields(body: BflRequest) -> dict[str, Any]:
         raise InvalidRequest(
             "fluxserve never rewrites prompts; send prompt_upsampling false or omit it", param="prompt_upsampling"
         )
-    if body.webhook_secret is not None:
-        raise InvalidRequest(
-            "fluxserve signs webhooks with the server's own secret (Standard Webhooks: webhook-id, "
-            "webhook-timestamp, webhook-signature); omit webhook_secret and verify with that secret",
-            param="webhook_secret",
-        )
     fields: dict[str, Any] = body.model_dump(
-        include={"prompt", "seed", "width", "height", "steps", "guidance", "webhook_url"}, exclude_none=True
+        include={"prompt", "seed", "width", "height", "steps", "guidance"}, exclude_none=True
     )
     fields |= body.references()
     fields["output_format"] = body.output_format or BFL_DEFAULT_FORMAT
     fields["response_format"] = "url"
-    if body.webhook_url is not None:
-        fields["webhook_events"] = ["completed", "failed", "canceled"]  # BFL posts a task's end only
     return fields
+
+
+def bfl_webhook(body: BflRequest, base: str) -> WebhookTarget | None:
+    """BFL's webhook: the task's end only, in BFL's body, signed with the client's webhook_secret too."""
+    if body.webhook_url is None:
+        if body.webhook_secret is not None:
+            raise InvalidRequest("webhook_secret needs webhook_url", param="webhook_secret")
+        return None
+    url = check_webhook_url(body.webhook_url)
+    return WebhookTarget(url, TASK_ENDS, base, style="bfl", secret=body.webhook_secret)
 
 
 def _safety(fields: dict[str, Any], body: BflRequest, takes_it: bool) -> None:
@@ -177,8 +182,10 @@ async def submit(model: str, request: Request, who: CallerDep, svc: ServicesDep)
     _safety(fields, body, svc.jobs.capabilities(served).safety_tolerance)
     fields["model"] = served
     parsed = await asyncio.to_thread(image_request_from_json, fields, svc.settings)
-    accepted = await accept_parsed(request, parsed, Operation.GENERATION, who, svc, streamable=False)
-    spec, base = accepted.job.spec, base_url(request, svc.settings)
+    base = base_url(request, svc.settings)
+    webhook = bfl_webhook(body, base)
+    accepted = await accept_parsed(request, parsed, Operation.GENERATION, who, svc, streamable=False, webhook=webhook)
+    spec = accepted.job.spec
     answer = BflSubmitted(
         id=accepted.job.id,
         polling_url=f"{base}/v1/get_result?id={accepted.job.id}",
