@@ -90,3 +90,9 @@ class BflPoll(BaseModel):
     details: dict[str, Any] | None = Field(
         default=None, description="Error: what went wrong (fluxserve's code, message)."
     )
+
+
+class BflError(BaseModel):
+    """BFL's error body, under fluxserve's status codes."""
+
+    detail: str

@@ -28,7 +28,7 @@ from fluxserve.api.deps import Services, ServicesDep
 from fluxserve.api.errors import use_error_shape
 from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import image_request_from_json, reject_unknown_query
-from fluxserve.api.protocol.bfl import BflPoll, BflRequest, BflResult, BflStatus, BflSubmitted
+from fluxserve.api.protocol.bfl import BflError, BflPoll, BflRequest, BflResult, BflStatus, BflSubmitted
 from fluxserve.api.serving import accept_parsed, base_url, served_model
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import ErrorCode, InvalidRequest, NotFound, UnknownModel
@@ -128,7 +128,7 @@ def _parse(raw: bytes) -> BflRequest:
     "/v1/get_result",
     summary="BFL: a task's status, and its image's signed URL once Ready",
     response_model=BflPoll,
-    responses=error_responses(401),
+    responses=error_responses(401, body=BflError),
 )
 async def get_result(request: Request, who: CallerDep, services: ServicesDep, id: str = "") -> Response:
     reject_unknown_query(request, {"id"})
@@ -201,6 +201,9 @@ router.add_api_route(
     methods=["POST"],
     summary="BFL: submit a task for a model by its BFL name (flux-2-pro, flux-2-dev...); poll polling_url",
     response_model=BflSubmitted,
-    responses=error_responses(401, 400, 404, 413, 429, 503),
+    responses=error_responses(401, 400, 404, 413, 429, 503, body=BflError),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BflRequest.model_json_schema()}}}
+    },
     route_class_override=KnownModelRoute,
 )

@@ -61,7 +61,7 @@ def output_format(model: str) -> ImageFormat:
     "/client/v4/accounts/{account}/ai/run/@cf/black-forest-labs/{model}",
     summary="Workers AI: run a FLUX model and answer with the image (synchronous)",
     response_model=RunEnvelope,
-    responses=error_responses(401, 400, 404, 413, 415, 429, 503),
+    responses=error_responses(401, 400, 404, 413, 415, 429, 503, body=RunEnvelope),
 )
 async def run(account: str, model: str, request: Request, who: CallerDep, services: ServicesDep) -> Response:
     served = served_model(model, services)
