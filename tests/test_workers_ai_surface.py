@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,8 @@ from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.hosted.catalog import HOSTED
 from fluxserve.engines.hosted.cloudflare import CloudflareEngine
 from fluxserve.engines.hosted.options import ProviderOptions
-from tests.helpers import TEST_TIMEOUT, photo, png_bytes
-from tests.jobs_support import JOBS, LiveServer
+from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
+from tests.jobs_support import JOBS, SLOW, LiveServer
 
 ACCOUNT = "0123456789abcdef"
 RUN = f"/client/v4/accounts/{ACCOUNT}/ai/run/@cf/black-forest-labs"
@@ -135,3 +136,33 @@ def test_a_bad_bearer_key_is_10000(make_server: Callable[..., LiveServer]) -> No
         headers={"authorization": f"Bearer {key}"},
     )
     assert image_of(accepted).size == (256, 256)
+
+
+def test_the_same_seed_makes_the_same_image(upstream: LiveServer) -> None:
+    fields = {"prompt": (None, "a harbour"), "width": (None, "256"), "height": (None, "256"), "seed": (None, "77")}
+    first, second = (upstream.http.post(f"{RUN}/flux-2-klein-4b", files=fields) for _ in range(2))
+    assert first.json()["result"]["image"] == second.json()["result"]["image"]
+
+
+def test_a_run_canceled_through_the_jobs_api_answers_an_error_envelope(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(models=["tiny-random-base"])  # flux-2-dev: its alias, behind a slow job
+    blocker = server.submit(SLOW)
+    answers: list[Any] = []
+    fields = {"prompt": (None, "x"), "width": (None, "256"), "height": (None, "256")}
+    running = threading.Thread(target=lambda: answers.append(server.http.post(f"{RUN}/flux-2-dev", files=fields)))
+    running.start()
+
+    def queued() -> list[dict[str, Any]]:
+        return [job for job in server.http.get(JOBS).json()["data"] if job["id"] != blocker["id"]]
+
+    wait_for(queued, "the run's job")
+    assert server.http.post(f"{JOBS}/{queued()[0]['id']}/cancel").status_code == 200
+    server.http.post(f"{JOBS}/{blocker['id']}/cancel")
+    running.join(TEST_TIMEOUT)
+    [answer] = answers
+    assert answer.status_code >= 400
+    envelope = answer.json()
+    assert envelope["success"] is False
+    assert "canceled" in envelope["errors"][0]["message"]
