@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from fluxserve.api.protocol.workers_ai import cloudflare_code
 from fluxserve.engines.base import GenerationRequest
 from fluxserve.engines.hosted.catalog import HOSTED
 from fluxserve.engines.hosted.cloudflare import CloudflareEngine
 from fluxserve.engines.hosted.options import ProviderOptions
+from fluxserve.errors import ErrorCode
 from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, SLOW, LiveServer
 
@@ -166,3 +168,12 @@ def test_a_run_canceled_through_the_jobs_api_answers_an_error_envelope(
     envelope = answer.json()
     assert envelope["success"] is False
     assert "canceled" in envelope["errors"][0]["message"]
+
+
+def test_cloudflare_codes_for_fluxserve_errors() -> None:
+    assert cloudflare_code(ErrorCode.INVALID_REQUEST, 400) == 5007
+    assert cloudflare_code(ErrorCode.QUOTA_EXCEEDED, 429) == 3036
+    assert cloudflare_code(ErrorCode.QUEUE_FULL, 429) == 3040
+    assert cloudflare_code(ErrorCode.MODERATION_BLOCKED, 400) == 3030
+    assert cloudflare_code(ErrorCode.PAYLOAD_TOO_LARGE, 413) == 3006
+    assert cloudflare_code(ErrorCode.SERVER_ERROR, 500) == 3043

@@ -35,6 +35,7 @@ BY_STATUS = {
 }
 BY_CODE = {
     ErrorCode.QUOTA_EXCEEDED: 3036,  # the daily allocation is used up
+    ErrorCode.MODERATION_BLOCKED: 3030,  # an NSFW input or output
 }
 SERVER_ERROR = 3043
 """Our choice for 5xx (Cloudflare documents no code for its own failures)."""
