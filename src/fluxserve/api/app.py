@@ -26,7 +26,7 @@ from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
-from fluxserve.api.routes import admin, files, health, images, jobs, loras, models, rules, usage
+from fluxserve.api.routes import admin, bfl, files, health, images, jobs, loras, models, rules, usage, workers_ai
 from fluxserve.db import open_database
 from fluxserve.engines.aliases import alias_table
 from fluxserve.engines.base import Engine
@@ -185,6 +185,8 @@ def create_app(
     for module in (images, jobs, files, models, loras, rules, usage, admin, health):
         app.include_router(module.router)
     app.include_router(studio.router)
+    app.include_router(workers_ai.router)
+    app.include_router(bfl.router)  # last: its /v1/{model} must not shadow another /v1/ route
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +29,15 @@ log = logging.getLogger("fluxserve.api")
 def mark_job_started(request: Request, job_id: str) -> None:
     """From now on a failure must not be retried by the client: work has begun."""
     request.state.job_id = job_id
+
+
+ErrorShape = Callable[[ErrorCode, str, int], dict[str, object]]
+"""Another API surface's error body (BFL's ``detail``, Cloudflare's envelope): code, message, status -> body."""
+
+
+def use_error_shape(request: Request, shape: ErrorShape) -> None:
+    """Answer this request's errors in ``shape`` (a surface's router sets it as its first dependency)."""
+    request.state.error_shape = shape
 
 
 def error_body(code: ErrorCode, message: str, *, param: str | None = None) -> dict[str, object]:
@@ -60,8 +70,10 @@ def error_response(
     request_id = getattr(request.state, "request_id", None)
     if request_id is not None:
         headers["x-request-id"] = request_id
-    body = error_body(code, message, param=param)
-    return JSONResponse(body, status_code=status or error_status(code).status, headers=headers)
+    status = status or error_status(code).status
+    shape: ErrorShape | None = getattr(request.state, "error_shape", None)
+    body = error_body(code, message, param=param) if shape is None else shape(code, message, status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def status_of(error: errors.FluxserveError) -> ErrorStatus:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from fluxserve.api.protocol.errors import ErrorBody
 
 USUAL: dict[int, str] = {
@@ -24,10 +26,13 @@ USUAL: dict[int, str] = {
 }
 
 
-def error_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: each status with the error body's schema and its description."""
+def error_responses(
+    *statuses: int | tuple[int, str], body: type[BaseModel] = ErrorBody
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status with the error body's schema and its description
+    (``body``: another surface's error shape, such as BFL's or Cloudflare's)."""
     responses: dict[int | str, dict[str, Any]] = {}
     for entry in statuses:
         status, description = entry if isinstance(entry, tuple) else (entry, USUAL[entry])
-        responses[status] = {"model": ErrorBody, "description": description}
+        responses[status] = {"model": body, "description": description}
     return responses

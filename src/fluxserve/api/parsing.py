@@ -76,6 +76,11 @@ def _from_json(body: bytes, settings: Settings) -> ImageRequest:
     data = load_json(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
+    return image_request_from_json(data, settings)
+
+
+def image_request_from_json(data: dict[str, Any], settings: Settings) -> ImageRequest:
+    """A JSON body already loaded (another surface's, translated to these field names), checked."""
     fields = _validated(JsonImageBody, data, strict=True)
     mask = data.get("mask")
     raw_mask = None if mask is None else RawImage("mask", _decode_base64(mask, "mask", settings))

@@ -22,7 +22,7 @@ from fluxserve.api import sse
 from fluxserve.api.deps import Services
 from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
-from fluxserve.api.parsing import read_image_request
+from fluxserve.api.parsing import ImageRequest, read_image_request
 from fluxserve.api.protocol.images import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import (
     Plan,
@@ -32,9 +32,10 @@ from fluxserve.api.requests import (
     request_digest,
     webhook_target,
 )
+from fluxserve.engines.aliases import resolve
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, Operation
+from fluxserve.jobs.models import Job, Operation, WebhookTarget
 from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
@@ -75,8 +76,23 @@ async def accept(
     megapixels, the key's adapters, rate, concurrency and quota, the queue) is checked before any pixel is
     decoded; a request that gets that far counts toward the key's rate.
     """
+    parsed = await read_image_request(request, services.settings)
+    return await accept_parsed(request, parsed, operation, caller, services, streamable=streamable)
+
+
+async def accept_parsed(
+    request: Request,
+    parsed: ImageRequest,
+    operation: Operation,
+    caller: Caller,
+    services: Services,
+    *,
+    streamable: bool = True,
+    webhook: WebhookTarget | None = None,
+) -> Accepted:
+    """:func:`accept` for a request another API surface (BFL, Workers AI) has already read into fields;
+    ``webhook``: that surface's own webhook, instead of one from the fields."""
     settings, jobs = services.settings, services.jobs
-    parsed = await read_image_request(request, settings)
     key = idempotency_key(request)
     model = parsed.fields.model or jobs.default_model
     caps = jobs.capabilities(model)
@@ -92,7 +108,7 @@ async def accept(
         loras=services.loras,
         allowed_loras=caller.allowed_loras,
     )
-    webhook = webhook_target(parsed.fields, base_url(request, settings))
+    webhook = webhook or webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
@@ -125,6 +141,11 @@ async def _decoded(services: Services, planned: Plan) -> tuple[list[Image.Image]
         return references, mask
 
 
+def served_model(name: str, services: Services) -> str | None:
+    """The served model a provider's model name (``flux-2-pro``) or a served name means; None if neither."""
+    return resolve(name, services.aliases, services.jobs.workers)
+
+
 def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
@@ -149,17 +170,17 @@ async def serve_images(request: Request, operation: Operation, caller: Caller, s
             cancel_if_left=cancel_if_left,
         )
         return StreamingResponse(events, media_type="text/event-stream", headers={**sse.HEADERS, **accepted.headers()})
-    finished = await _wait_unless_disconnected(request, jobs, job.id, cancel_if_left=cancel_if_left)
+    finished = await wait_unless_disconnected(request, jobs, job.id, cancel_if_left=cancel_if_left)
     if finished is None:
         return Response(status_code=499)  # nobody is listening any more
-    _raise_if_unsuccessful(finished)
+    raise_if_unsuccessful(finished)
     body = await asyncio.to_thread(
         render_images_response, finished, services.files, services.signer, base_url(request, settings)
     )
     return Response(body, media_type="application/json", headers=accepted.headers())
 
 
-async def _wait_unless_disconnected(
+async def wait_unless_disconnected(
     request: Request, service: JobService, job_id: str, *, cancel_if_left: bool
 ) -> Job | None:
     """The finished job; or None when the client left first (then, with ``cancel_if_left``, its
@@ -185,7 +206,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _raise_if_unsuccessful(job: Job) -> None:
+def raise_if_unsuccessful(job: Job) -> None:
     # Answered with the status of the error that failed the job (its code's, api/errors.status_of).
     failure = job.failure()
     if failure is not None:

@@ -7,6 +7,7 @@ database's migrations (a job's deliveries are deleted with it) and shares the da
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ class Delivery:
     url: str
     payload: str
     attempts: int
+    bfl_secret: str | None = None
+    """The client's webhook_secret, for a job submitted through BFL's API that sent one."""
 
 
 def new_delivery_id() -> str:
@@ -55,10 +58,15 @@ class Deliveries:
     def load(self, delivery_id: str) -> Delivery | None:
         """The delivery if it is still pending; None once settled or deleted with its job."""
         row = self._db.fetch_one(
-            "SELECT id, url, payload, attempts FROM webhook_deliveries WHERE id = ? AND status = 'pending'",
+            "SELECT d.id, d.url, d.payload, d.attempts, j.webhook FROM webhook_deliveries d "
+            "JOIN jobs j ON j.id = d.job_id WHERE d.id = ? AND d.status = 'pending'",
             (delivery_id,),
         )
-        return None if row is None else Delivery(row["id"], row["url"], row["payload"], row["attempts"])
+        if row is None:
+            return None
+        target = json.loads(row["webhook"]) if row["webhook"] else {}
+        secret = target.get("secret") if target.get("style") == "bfl" else None
+        return Delivery(row["id"], row["url"], row["payload"], row["attempts"], secret)
 
     def record(self, delivery_id: str, number: int, status_code: int | None, step: Step, now: float) -> None:
         """Record attempt ``number`` and the step that follows it."""

@@ -1,21 +1,39 @@
-"""The body of a webhook: the event's type and time, and the job as GET /v1/jobs/{id} shows it."""
+"""The body of a webhook: the event's type and time, and the job as GET /v1/jobs/{id} shows it; or, for
+a job submitted through BFL's API, BFL's task result (its webhook guide, black-forest-labs/skills:
+``{"id", "status": "Ready", "result": {"sample", "prompt", "seed"}, "timestamp"}``, or
+``{"id", "status": "Error", "error", "message", "timestamp"}``)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
-from fluxserve.jobs.models import Job
-from fluxserve.jobs.views import job_view, view_json
+from fluxserve.errors import ErrorCode
+from fluxserve.jobs.models import Job, JobStatus
+from fluxserve.jobs.views import image_url, job_view, view_json
 from fluxserve.storage.signing import UrlSigner
 
 
 def event_body(job: Job, event: str, at: float, signer: UrlSigner) -> str:
     """The JSON body: ``type``, ``timestamp`` (ISO 8601 UTC) and the job as GET /v1/jobs/{id} shows it."""
     base_url = job.webhook.base_url if job.webhook is not None else ""
-    payload = {
-        "type": f"job.{event}",
-        "timestamp": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": view_json(job_view(job, base_url, signer)),
-    }
+    timestamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if job.webhook is not None and job.webhook.style == "bfl":
+        return json.dumps(bfl_body(job, timestamp, base_url, signer), separators=(",", ":"))
+    payload = {"type": f"job.{event}", "timestamp": timestamp, "data": view_json(job_view(job, base_url, signer))}
     return json.dumps(payload, separators=(",", ":"))
+
+
+def bfl_body(job: Job, timestamp: str, base_url: str, signer: UrlSigner) -> dict[str, Any]:
+    """BFL's webhook body for a finished job: Ready with the image's signed URL, else what went wrong."""
+    if job.status is JobStatus.SUCCEEDED:
+        output = job.outputs[0]
+        sample = image_url(base_url, job, output.index, signer)
+        result = {"sample": sample, "prompt": job.spec.prompt, "seed": output.seed}
+        return {"id": job.id, "status": "Ready", "result": result, "timestamp": timestamp}
+    failure = job.failure()
+    code = ErrorCode.GENERATION_FAILED if failure is None else failure.code
+    status = "Content Moderated" if code is ErrorCode.MODERATION_BLOCKED else "Error"
+    message = "the job did not finish" if failure is None else str(failure)
+    return {"id": job.id, "status": status, "error": code.value, "message": message, "timestamp": timestamp}

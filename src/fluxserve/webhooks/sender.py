@@ -37,7 +37,7 @@ from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs,
 from fluxserve.webhooks.payload import event_body
 from fluxserve.webhooks.retries import next_step
 from fluxserve.webhooks.secret import secret_key
-from fluxserve.webhooks.signing import signed_headers
+from fluxserve.webhooks.signing import bfl_signature, signed_headers
 
 log = logging.getLogger("fluxserve.webhooks")
 
@@ -222,6 +222,8 @@ class WebhookSender:
             return
         number = delivery.attempts + 1
         headers = signed_headers(self._key, delivery.id, delivery.payload, time.time())
+        if delivery.bfl_secret is not None:
+            headers["x-bfl-signature"] = bfl_signature(delivery.bfl_secret, delivery.payload)
         outcome = post(client, delivery.url, headers, delivery.payload, self._settings.webhook_timeout_seconds)
         now = time.time()
         step = next_step(outcome, number, self._settings, now)

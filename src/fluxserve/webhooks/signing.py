@@ -25,3 +25,9 @@ def signed_headers(key: bytes, delivery_id: str, body: str, now: float) -> dict[
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
+
+
+def bfl_signature(secret: str, body: str) -> str:
+    """BFL's ``X-BFL-Signature`` (its webhook guide): ``sha256=`` + hex HMAC-SHA256 of the body, keyed
+    with the client's ``webhook_secret`` as UTF-8."""
+    return "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
