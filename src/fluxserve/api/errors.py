@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxserve import errors
 from fluxserve.api.headers import security_headers
+from fluxserve.api.protocol.replicate import is_replicate_path
 from fluxserve.errors import ErrorCode, ErrorStatus, error_status
 
 log = logging.getLogger("fluxserve.api")
@@ -60,8 +61,22 @@ def error_response(
     request_id = getattr(request.state, "request_id", None)
     if request_id is not None:
         headers["x-request-id"] = request_id
+    if is_replicate_path(request.url.path):  # Replicate's clients read problem details
+        return replicate_problem(
+            code, message, status=status or error_status(code).status, param=param, headers=headers
+        )
     body = error_body(code, message, param=param)
     return JSONResponse(body, status_code=status or error_status(code).status, headers=headers)
+
+
+def replicate_problem(
+    code: ErrorCode, message: str, *, status: int, param: str | None, headers: dict[str, str]
+) -> JSONResponse:
+    """Replicate's error shape; a prediction's ``input`` that does not validate is a 422, as there."""
+    if param is not None and param.startswith("input.") and status == 400:
+        status = 422
+    body = {"title": code.value, "detail": message, "status": status, "param": param}
+    return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
 
 
 def status_of(error: errors.FluxserveError) -> ErrorStatus:

@@ -22,7 +22,7 @@ from fluxserve.api import sse
 from fluxserve.api.deps import Services
 from fluxserve.api.errors import mark_job_started
 from fluxserve.api.image_stream import image_stream
-from fluxserve.api.parsing import read_image_request
+from fluxserve.api.parsing import ImageRequest, read_image_request
 from fluxserve.api.protocol.images import ImageData, ImageFields, ImagesResponse, ImageUsage
 from fluxserve.api.requests import (
     Plan,
@@ -34,7 +34,7 @@ from fluxserve.api.requests import (
 )
 from fluxserve.errors import InvalidRequest
 from fluxserve.imaging.encode import ImageFormat
-from fluxserve.jobs.models import Job, Operation
+from fluxserve.jobs.models import Job, Operation, WebhookTarget
 from fluxserve.jobs.service import JobService, Submitted
 from fluxserve.jobs.store import Idempotency
 from fluxserve.jobs.views import image_url
@@ -75,8 +75,23 @@ async def accept(
     megapixels, the key's adapters, rate, concurrency and quota, the queue) is checked before any pixel is
     decoded; a request that gets that far counts toward the key's rate.
     """
+    parsed = await read_image_request(request, services.settings)
+    webhook = webhook_target(parsed.fields, base_url(request, services.settings))
+    return await accept_parsed(request, parsed, operation, caller, services, webhook=webhook, streamable=streamable)
+
+
+async def accept_parsed(
+    request: Request,
+    parsed: ImageRequest,
+    operation: Operation,
+    caller: Caller,
+    services: Services,
+    *,
+    webhook: WebhookTarget | None,
+    streamable: bool = True,
+) -> Accepted:
+    """:func:`accept` for a request another surface (Replicate's) has already parsed into ``parsed``."""
     settings, jobs = services.settings, services.jobs
-    parsed = await read_image_request(request, settings)
     key = idempotency_key(request)
     model = parsed.fields.model or jobs.default_model
     caps = jobs.capabilities(model)
@@ -92,7 +107,6 @@ async def accept(
         loras=services.loras,
         allowed_loras=caller.allowed_loras,
     )
-    webhook = webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
     if key is not None:
         idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))

@@ -143,13 +143,17 @@ class WebhookTarget:
     url: str
     events: tuple[JobEventType, ...] = WEBHOOK_EVENTS
     base_url: str = ""
+    shape: str = "job"
+    """The body's shape: ``job`` (fluxserve's) or another surface's (``replicate``: a prediction)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "events": list(self.events), "base_url": self.base_url}
+        shape = {} if self.shape == "job" else {"shape": self.shape}
+        return {"url": self.url, "events": list(self.events), "base_url": self.base_url, **shape}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WebhookTarget:
-        return cls(data["url"], tuple(JobEventType(event) for event in data["events"]), data.get("base_url", ""))
+        events = tuple(JobEventType(event) for event in data["events"])
+        return cls(data["url"], events, data.get("base_url", ""), data.get("shape", "job"))
 
 
 @dataclass(frozen=True)
