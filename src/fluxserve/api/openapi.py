@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fluxserve.api.protocol.errors import ErrorBody
+from fluxserve.api.protocol.replicate import Problem
 
 USUAL: dict[int, str] = {
     400: "Invalid request: the message says what to send instead; param names the field.",
@@ -31,3 +32,8 @@ def error_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[st
         status, description = entry if isinstance(entry, tuple) else (entry, USUAL[entry])
         responses[status] = {"model": ErrorBody, "description": description}
     return responses
+
+
+def problem_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """:func:`error_responses` for the Replicate surface, whose errors are problem details."""
+    return {status: {**response, "model": Problem} for status, response in error_responses(*statuses).items()}

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from fluxserve.api.auth import CallerDep
 from fluxserve.api.deps import JobsDep, ServicesDep, SettingsDep
+from fluxserve.api.openapi import problem_responses
 from fluxserve.api.parsing import reject_unknown_query
 from fluxserve.api.protocol.replicate import FileObject, FileUrls, Prediction, PredictionPage, PredictionRequest
 from fluxserve.api.replicate.predictions import iso, prediction_json
@@ -74,9 +75,22 @@ async def _create(request: Request, who: CallerDep, services: ServicesDep, path_
     return JSONResponse(answer, status_code=201, headers=headers)
 
 
+_NOT_FOUND = (404, "No such prediction (or another key's).")
+_NO_FILE = (404, "No such file, another key's, or expired.")
 _CREATE: dict[str, Any] = {
     "response_model": Prediction,
     "status_code": 201,
+    "responses": problem_responses(
+        401,
+        (400, "A bad body, webhook or Prefer header; param names the field."),
+        (404, "The model is not served here (nor an alias of one)."),
+        (409, "The Idempotency-Key was used for a different request."),
+        (413, "An input image is too large."),
+        (415, "The body is not JSON."),
+        (422, "An input field is unknown or invalid; param names it (input.<field>)."),
+        429,
+        503,
+    ),
     "openapi_extra": {
         "requestBody": {
             "required": True,
@@ -103,7 +117,10 @@ async def create_model_prediction(
 
 
 @router.get(
-    "/v1/predictions", summary="Your predictions, newest first (Replicate's pages)", response_model=PredictionPage
+    "/v1/predictions",
+    summary="Your predictions, newest first (Replicate's pages)",
+    response_model=PredictionPage,
+    responses=problem_responses(401, (400, "A bad cursor.")),
 )
 async def list_predictions(
     request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep, cursor: str | None = None
@@ -116,7 +133,12 @@ async def list_predictions(
     return JSONResponse({"previous": None, "next": following, "results": results})
 
 
-@router.get("/v1/predictions/{prediction_id}", summary="A prediction (Replicate)", response_model=Prediction)
+@router.get(
+    "/v1/predictions/{prediction_id}",
+    summary="A prediction (Replicate)",
+    response_model=Prediction,
+    responses=problem_responses(401, _NOT_FOUND),
+)
 async def get_prediction(
     prediction_id: str, request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep
 ) -> Response:
@@ -124,7 +146,13 @@ async def get_prediction(
 
 
 @router.post(
-    "/v1/predictions/{prediction_id}/cancel", summary="Cancel a prediction (Replicate)", response_model=Prediction
+    "/v1/predictions/{prediction_id}/cancel",
+    summary="Cancel a prediction (Replicate)",
+    response_model=Prediction,
+    responses={
+        202: {"model": Prediction, "description": "Still stopping; get it again for canceled."},
+        **problem_responses(401, _NOT_FOUND, (409, "The prediction has already finished.")),
+    },
 )
 async def cancel_prediction(
     prediction_id: str, request: Request, who: CallerDep, jobs: JobsDep, settings: SettingsDep
@@ -170,6 +198,24 @@ def _metadata(text: str | None) -> dict[str, Any]:
     summary="Upload a file to use as a prediction's input (Replicate)",
     response_model=FileObject,
     status_code=201,
+    responses=problem_responses(401, 400, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["content"],
+                        "properties": {
+                            "content": {"type": "string", "format": "binary"},
+                            "metadata": {"type": "string", "description": "A JSON object kept with the file."},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def create_file(request: Request, who: CallerDep, services: ServicesDep) -> Response:
     settings = services.settings
@@ -197,20 +243,34 @@ async def create_file(request: Request, who: CallerDep, services: ServicesDep) -
     return JSONResponse(_file_object(upload, base_url(request, settings)), status_code=201)
 
 
-@router.get("/v1/files/{file_id}", summary="An uploaded file's details (Replicate)", response_model=FileObject)
+@router.get(
+    "/v1/files/{file_id}",
+    summary="An uploaded file's details (Replicate)",
+    response_model=FileObject,
+    responses=problem_responses(401, _NO_FILE),
+)
 async def get_file(file_id: str, request: Request, who: CallerDep, services: ServicesDep) -> Response:
     upload = await asyncio.to_thread(uploads(services).get, file_id, who.owner)
     return JSONResponse(_file_object(upload, base_url(request, services.settings)))
 
 
-@router.get("/v1/files/{file_id}/download", summary="An uploaded file's content (Replicate)", response_class=Response)
+@router.get(
+    "/v1/files/{file_id}/download",
+    summary="An uploaded file's content (Replicate)",
+    response_class=Response,
+    responses=problem_responses(401, _NO_FILE),
+)
 async def download_file(file_id: str, who: CallerDep, services: ServicesDep) -> Response:
     upload, data = await asyncio.to_thread(uploads(services).read, file_id, who.owner)
     return Response(data, media_type=upload.content_type, headers={"x-content-type-options": "nosniff"})
 
 
 @router.delete(
-    "/v1/files/{file_id}", summary="Delete an uploaded file (Replicate)", status_code=204, response_model=None
+    "/v1/files/{file_id}",
+    summary="Delete an uploaded file (Replicate)",
+    status_code=204,
+    response_model=None,
+    responses=problem_responses(401, _NO_FILE),
 )
 async def delete_file(file_id: str, who: CallerDep, services: ServicesDep) -> Response:
     await asyncio.to_thread(uploads(services).delete, file_id, who.owner)
