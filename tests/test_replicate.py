@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from PIL import Image
 from replicate.exceptions import ReplicateError
 from standardwebhooks.webhooks import Webhook
 
+from fluxserve.api.routes import replicate as routes
 from fluxserve.webhooks.secret import new_secret
 from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import SLOW, LiveServer
@@ -93,8 +97,6 @@ def test_files_upload_get_download_delete(client: replicate.Client, server: Live
 
 
 def test_match_input_image_from_a_data_uri(client: replicate.Client) -> None:
-    import base64
-
     uri = "data:image/png;base64," + base64.b64encode(png_bytes(photo(128, 64))).decode()
     inputs = {"prompt": "wide", "input_images": [uri], "aspect_ratio": "match_input_image", "resolution": "0.03 MP"}
     output = client.run(DEV, input={**inputs, "steps": 2, "output_format": "jpg", "output_quality": 90})
@@ -136,8 +138,6 @@ def test_version_names_the_model_and_pages_link_onwards(server: LiveServer) -> N
         response = server.http.post("/v1/predictions", json=body)
         assert response.status_code == 201, response.text
         assert response.json()["status"] in ("starting", "processing", "succeeded")
-    from fluxserve.api.routes import replicate as routes
-
     routes.PAGE_SIZE, size = 2, routes.PAGE_SIZE
     try:
         page = server.http.get("/v1/predictions").json()
@@ -227,11 +227,10 @@ def verified(receiver: Receiver, count: int) -> list[dict[str, Any]]:
     return [Webhook(SECRET).verify(request.body, request.headers) for request in receiver.requests]
 
 
-def test_webhooks_send_predictions_for_the_filtered_events(
-    client: replicate.Client, server: LiveServer, receiver: Receiver
-) -> None:
+@pytest.mark.parametrize("event", ["completed", "output"])
+def test_webhooks_send_the_finished_prediction(client: replicate.Client, receiver: Receiver, event: str) -> None:
     prediction = client.models.predictions.create(
-        model=DEV, input={"prompt": "hooked", **SMALL}, webhook=receiver.url, webhook_events_filter=["completed"]
+        model=DEV, input={"prompt": "hooked", **SMALL}, webhook=receiver.url, webhook_events_filter=[event]
     )
     prediction.wait()
     [body] = verified(receiver, 1)
@@ -259,3 +258,72 @@ def test_a_webhook_filter_needs_a_webhook(server: LiveServer) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert json.loads(response.text)["detail"] == "webhook_events_filter needs webhook"
+
+
+def test_an_output_link_feeds_the_next_prediction(client: replicate.Client, server: LiveServer) -> None:
+    first = client.run(DEV, input={"prompt": "a boat", **SMALL})
+    second = client.run(DEV, input={"prompt": "the boat at dusk", "input_images": [first], **SMALL})
+    assert Image.open(io.BytesIO(fetched(second))).size == (64, 64)
+    [job, _] = server.service.history(None, limit=2).jobs
+    assert job.spec.references == 1
+
+
+class _ImageHost:
+    """An image host on loopback: GET answers one PNG."""
+
+    def __init__(self, data: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://localhost:{self.server.server_address[1]}/photo.png"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_only_allow_listed_hosts_are_fetched(make_server: Callable[..., LiveServer]) -> None:
+    host = _ImageHost(png_bytes(photo(64, 64)))
+    try:
+        for allowed, status in (([], 422), (["localhost"], 201)):
+            server = make_server(model_aliases={"flux-2-dev": "tiny-random-base"}, replicate_fetch_hosts=allowed)
+            body = {"input": {"prompt": "fetched", "input_images": [host.url], **SMALL}}
+            response = server.http.post(f"/v1/models/{DEV}/predictions", json=body, headers={"Prefer": "wait"})
+            assert response.status_code == status, response.text
+        assert response.json()["status"] == "succeeded"
+    finally:
+        host.close()
+
+
+def test_a_file_belongs_to_the_key_that_uploaded_it(
+    server: LiveServer, make_client: Callable[[str], replicate.Client]
+) -> None:
+    _, alice_key = server.service.keys.create("alice")
+    _, bob_key = server.service.keys.create("bob")
+    alice, bob = make_client(alice_key), make_client(bob_key)
+    uploaded = alice.files.create(io.BytesIO(png_bytes(photo(64, 64))), filename="mine.png")
+    with pytest.raises(ReplicateError) as hidden:
+        bob.files.get(uploaded.id)
+    assert hidden.value.status == 404
+    with pytest.raises(ReplicateError) as refused:
+        bob.run(DEV, input={"prompt": "not yours", "input_images": [uploaded.urls["get"]], **SMALL})
+    assert refused.value.status == 422
+    assert alice.run(DEV, input={"prompt": "mine", "input_images": [uploaded.urls["get"]], **SMALL})
+
+
+def test_an_upload_over_the_limit_is_413(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(max_upload_mb=0.001)
+    response = server.http.post("/v1/files", files={"content": ("big.png", b"x" * 2000, "image/png")})
+    assert response.status_code == 413
+    assert response.json()["title"] == "payload_too_large"

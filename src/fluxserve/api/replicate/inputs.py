@@ -88,10 +88,10 @@ def _custom_size(flux: FluxInput, caps: Capabilities) -> tuple[int, int]:
         raise InvalidRequest("aspect_ratio custom needs width and height", param=missing)
     if flux.resolution is not None:
         raise InvalidRequest("resolution does not apply with aspect_ratio custom; omit it", param="input.resolution")
-    multiple = caps.size_multiple  # Replicate rounds custom sizes to the model's multiple, as done here
+    multiple = caps.size_multiple  # Replicate rounds custom sizes to the model's multiple, as done here (halves up)
     return (
-        max(multiple, round(flux.width / multiple) * multiple),
-        max(multiple, round(flux.height / multiple) * multiple),
+        max(multiple, math.floor(flux.width / multiple + 0.5) * multiple),
+        max(multiple, math.floor(flux.height / multiple + 0.5) * multiple),
     )
 
 
