@@ -327,3 +327,11 @@ def test_an_upload_over_the_limit_is_413(make_server: Callable[..., LiveServer])
     response = server.http.post("/v1/files", files={"content": ("big.png", b"x" * 2000, "image/png")})
     assert response.status_code == 413
     assert response.json()["title"] == "payload_too_large"
+
+
+def test_replicate_token_scheme_carries_the_key_too(server: LiveServer) -> None:
+    _, secret = server.service.keys.create("curl-user")
+    for scheme, status in (("Token", 200), ("Bearer", 200), ("Token", 401)):
+        key = secret if status == 200 else "fsk_wrong"
+        response = server.http.get("/v1/predictions", headers={"Authorization": f"{scheme} {key}"})
+        assert response.status_code == status, response.text

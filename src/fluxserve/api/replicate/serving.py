@@ -109,6 +109,11 @@ async def accept_prediction(
     base = base_url(request, settings)
     webhook = webhook_of(body, base)
     sources = Sources(base, who.owner, uploads(services), jobs, services.files, services.signer, settings)
+    if len(flux.input_images or []) > settings.max_uploads:
+        count = len(flux.input_images or [])
+        raise InvalidRequest(
+            f"{count} input images sent; the limit is {settings.max_uploads}", param="input.input_images"
+        )
     images: list[RawImage] = []
     for index, text in enumerate(flux.input_images or []):
         images.append(await asyncio.to_thread(sources.read, text, f"input.input_images[{index}]"))
