@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from fluxserve.api.openapi import USUAL, error_responses
+from fluxserve.api.protocol.replicate import is_replicate_path
 
 PUBLIC = {"/health", "/ready", "/v1/images/files/{job_id}/{name}"}
 SURFACE_ERRORS = {"/v1/{model}": "BflError", "/v1/get_result": "BflError"}
@@ -32,7 +33,7 @@ def test_every_error_response_has_the_error_shape(make_app: Callable[..., FastAP
             if int(status) < 400 or int(status) == 422:
                 continue
             schema = response["content"]["application/json"]["schema"]
-            expected = SURFACE_ERRORS.get(path, "ErrorBody")
+            expected = "Problem" if is_replicate_path(path) else SURFACE_ERRORS.get(path, "ErrorBody")
             assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, method, status)
             assert response["description"], (path, method, status)
             checked += 1

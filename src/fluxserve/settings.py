@@ -187,6 +187,10 @@ class Settings(RuntimeFields):
     """How long a signed image URL works."""
     url_signing_secret: str | None = None
     """The key that signs image URLs; default: made once, kept in the data dir."""
+    replicate_file_ttl_seconds: int = Field(3600, ge=60)
+    """How long a file uploaded with POST /v1/files (Replicate's files API) can be used."""
+    replicate_fetch_hosts: list[str] = Field(default_factory=list)
+    """Hosts whose http(s) URLs a prediction's input images may name (fetched by the server); none by default."""
     cloudflare_account_id: str | None = None
     """Workers AI: the account that runs the ``cf:`` models (also read from CLOUDFLARE_ACCOUNT_ID)."""
     cloudflare_api_token: str | None = None
@@ -269,6 +273,12 @@ class Settings(RuntimeFields):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+    @field_validator("replicate_fetch_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        hosts = value.split(",") if isinstance(value, str) else value
+        return [str(host).strip().lower() for host in hosts if str(host).strip()] if isinstance(hosts, list) else hosts
 
     @field_validator("cors_origins")
     @classmethod

@@ -26,7 +26,21 @@ from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
 from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
-from fluxserve.api.routes import admin, bfl, files, health, images, jobs, loras, models, rules, usage, workers_ai
+from fluxserve.api.replicate.predictions import prediction_body
+from fluxserve.api.routes import (
+    admin,
+    bfl,
+    files,
+    health,
+    images,
+    jobs,
+    loras,
+    models,
+    replicate,
+    rules,
+    usage,
+    workers_ai,
+)
 from fluxserve.db import open_database
 from fluxserve.engines.aliases import alias_table
 from fluxserve.engines.base import Engine
@@ -112,7 +126,7 @@ def build_services(
             signer=signer,
             keys=KeyStore(db, clock),
             admission=Admission(db, store.unfinished, clock),
-            webhooks=WebhookSender(db, settings, secret, signer),
+            webhooks=WebhookSender(db, settings, secret, signer, bodies={"replicate": prediction_body}),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
             published=PublishedModels(db),
             content_filter=content_filter(settings),
@@ -182,7 +196,7 @@ def create_app(
     app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     errors.install(app)
-    for module in (images, jobs, files, models, loras, rules, usage, admin, health):
+    for module in (images, jobs, files, models, loras, rules, usage, admin, health, replicate):
         app.include_router(module.router)
     app.include_router(studio.router)
     app.include_router(workers_ai.router)

@@ -1,4 +1,5 @@
-"""Who is calling: the API key in ``Authorization: Bearer`` (OpenAI clients) or ``x-key`` (BFL clients).
+"""Who is calling: the API key in ``Authorization: Bearer`` (OpenAI clients), ``x-key`` (BFL clients) or
+``Authorization: Token`` (Replicate's documentation).
 
 Routes declare what they need with ``Depends(caller)`` or ``Depends(admin)``; both answer 401
 before the body is read when no valid key came, and :func:`admin` answers 403 to a generate key.
@@ -47,6 +48,14 @@ def presented_key(bearer: HTTPAuthorizationCredentials | None, x_key: str | None
     return from_bearer or from_x_key or None
 
 
+def token_scheme(authorization: str | None) -> HTTPAuthorizationCredentials | None:
+    """``Authorization: Token <key>``, as Replicate's documentation and older clients send it."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "token" or not credentials.strip():
+        return None
+    return HTTPAuthorizationCredentials(scheme="Token", credentials=credentials.strip())
+
+
 async def caller(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -57,7 +66,7 @@ async def caller(
     """The authenticated caller; anonymous only where the server runs without keys."""
     headers = request.headers
     one_of_each_credential(headers)
-    presented = presented_key(bearer, x_key)
+    presented = presented_key(bearer or token_scheme(headers.get("authorization")), x_key)
     forwarded = any(name in headers for name in _FORWARDED)
     authorization = headers.get("authorization") is not None
     # One hop to a thread for both database reads: the hop costs more than the reads (bench/auth_overhead.py).

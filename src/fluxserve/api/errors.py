@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxserve import errors
 from fluxserve.api.headers import security_headers
+from fluxserve.api.protocol.replicate import is_replicate_path
 from fluxserve.errors import ErrorCode, ErrorStatus, error_status
 
 log = logging.getLogger("fluxserve.api")
@@ -72,8 +73,21 @@ def error_response(
         headers["x-request-id"] = request_id
     status = status or error_status(code).status
     shape: ErrorShape | None = getattr(request.state, "error_shape", None)
-    body = error_body(code, message, param=param) if shape is None else shape(code, message, status)
-    return JSONResponse(body, status_code=status, headers=headers)
+    if shape is not None:  # a surface with its own error body (BFL's, Workers AI's)
+        return JSONResponse(shape(code, message, status), status_code=status, headers=headers)
+    if is_replicate_path(request.url.path):  # Replicate's clients read problem details
+        return replicate_problem(code, message, status=status, param=param, headers=headers)
+    return JSONResponse(error_body(code, message, param=param), status_code=status, headers=headers)
+
+
+def replicate_problem(
+    code: ErrorCode, message: str, *, status: int, param: str | None, headers: dict[str, str]
+) -> JSONResponse:
+    """Replicate's error shape; a prediction's ``input`` that does not validate is a 422, as there."""
+    if param is not None and param.startswith("input.") and status == 400:
+        status = 422
+    body = {"title": code.value, "detail": message, "status": status, "param": param}
+    return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
 
 
 def status_of(error: errors.FluxserveError) -> ErrorStatus:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from fluxserve.api.protocol.errors import ErrorBody
+from fluxserve.api.protocol.replicate import Problem
 
 USUAL: dict[int, str] = {
     400: "Invalid request: the message says what to send instead; param names the field.",
@@ -36,3 +37,8 @@ def error_responses(
         status, description = entry if isinstance(entry, tuple) else (entry, USUAL[entry])
         responses[status] = {"model": body, "description": description}
     return responses
+
+
+def problem_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """:func:`error_responses` for the Replicate surface, whose errors are problem details."""
+    return {status: {**response, "model": Problem} for status, response in error_responses(*statuses).items()}

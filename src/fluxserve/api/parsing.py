@@ -83,7 +83,7 @@ def image_request_from_json(data: dict[str, Any], settings: Settings) -> ImageRe
     """A JSON body already loaded (another surface's, translated to these field names), checked."""
     fields = _validated(JsonImageBody, data, strict=True)
     mask = data.get("mask")
-    raw_mask = None if mask is None else RawImage("mask", _decode_base64(mask, "mask", settings))
+    raw_mask = None if mask is None else RawImage("mask", decode_base64(mask, "mask", settings))
     return ImageRequest(fields, _json_images(data, settings), raw_mask)
 
 
@@ -97,10 +97,10 @@ def _json_images(data: dict[str, Any], settings: Settings) -> list[RawImage]:
     sources = [(f"images[{i}]", value) for i, value in enumerate(listed)]
     sources += [(key, data[key]) for _, key in named]
     _check_count(len(sources), settings)
-    return [RawImage(param, _decode_base64(value, param, settings)) for param, value in sources]
+    return [RawImage(param, decode_base64(value, param, settings)) for param, value in sources]
 
 
-def _decode_base64(value: str, param: str, settings: Settings) -> bytes:
+def decode_base64(value: str, param: str, settings: Settings) -> bytes:
     text = value.strip()
     if text.startswith(("http://", "https://")):
         raise InvalidRequest(
@@ -167,7 +167,7 @@ async def _from_form(request: Request, settings: Settings) -> ImageRequest:
 async def _image_data(value: UploadFile | str, key: str, settings: Settings) -> bytes:
     if isinstance(value, UploadFile):
         return await _read_upload(value, key, settings)
-    return _decode_base64(value, key, settings)  # text in an image field: base64 or a data URL, as in JSON
+    return decode_base64(value, key, settings)  # text in an image field: base64 or a data URL, as in JSON
 
 
 def _file_for_text(key: str) -> str:

@@ -140,21 +140,22 @@ class Usage:
 class WebhookTarget:
     """Where a job's events are posted, which of them, and the base of the image URLs they carry.
 
-    ``style`` is the body's shape: fluxserve's (``job.<event>`` with the job) or ``bfl`` (BFL's task
-    result, for jobs submitted through BFL's API), which ``secret``, the client's ``webhook_secret``,
-    also signs in ``X-BFL-Signature``. Every delivery is signed the Standard Webhooks way as well.
+    ``shape`` is the body's: fluxserve's (``job``: ``job.<event>`` with the job), ``replicate`` (a
+    prediction) or ``bfl`` (BFL's task result), for jobs submitted through those surfaces. ``secret``,
+    a BFL client's ``webhook_secret``, also signs BFL bodies in ``X-BFL-Signature``. Every delivery is
+    signed the Standard Webhooks way as well.
     """
 
     url: str
     events: tuple[JobEventType, ...] = WEBHOOK_EVENTS
     base_url: str = ""
-    style: str = "fluxserve"
+    shape: str = "job"
     secret: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"url": self.url, "events": list(self.events), "base_url": self.base_url}
-        if self.style != "fluxserve":  # stored as before unless another surface made it
-            data["style"] = self.style
+        if self.shape != "job":  # stored as before unless another surface made it
+            data["shape"] = self.shape
         if self.secret is not None:
             data["secret"] = self.secret
         return data
@@ -162,7 +163,7 @@ class WebhookTarget:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WebhookTarget:
         events = tuple(JobEventType(event) for event in data["events"])
-        return cls(data["url"], events, data.get("base_url", ""), data.get("style", "fluxserve"), data.get("secret"))
+        return cls(data["url"], events, data.get("base_url", ""), data.get("shape", "job"), data.get("secret"))
 
 
 @dataclass(frozen=True)

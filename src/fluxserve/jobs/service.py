@@ -64,6 +64,8 @@ from fluxserve.storage.signing import UrlSigner
 log = logging.getLogger("fluxserve.jobs")
 
 SETTLE_SECONDS = 1.0
+PROGRESS_WEBHOOK_SECONDS = 0.5
+"""Progress webhooks (Replicate's ``logs`` events) of one job are at least this far apart, as Replicate's."""
 """How long a submit waits for its queued event to come back from the events table (Postgres), at most."""
 QUEUE_MOVES = (JobEventType.STARTED, JobEventType.CANCELED, JobEventType.FAILED)
 """Events after which the jobs queued behind may have moved up."""
@@ -74,8 +76,9 @@ class Webhooks(Protocol):
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
-    def notify(self, job: Job, event: str) -> None:
-        """Hand over a lifecycle event; called on the publishing thread, so it must not block."""
+    def notify(self, job: Job, event: str, progress: JobProgress | None = None) -> None:
+        """Hand over a lifecycle event (or, with ``progress``, a progress event); called on the
+        publishing thread, so it must not block."""
 
     def deliveries(self, job_id: str) -> list[WebhookDeliveryView]: ...
 
@@ -125,6 +128,9 @@ class JobService:
                 param="run_workers",
             )
         self.bus.listen(self._heard)
+        self._progress_hooks: dict[str, tuple[Job, float]] = {}
+        """Running jobs whose webhook wants progress events: the job and when progress was last sent."""
+        self._progress_lock = threading.Lock()
         self._admission = threading.Lock()
         self._stopping = threading.Event()
         self._janitor = threading.Thread(target=self._clean_up_periodically, name="retention", daemon=True)
@@ -205,8 +211,31 @@ class JobService:
 
     def _notify_webhooks(self, event: JobEvent) -> None:
         """Only the process an event happened in sends it: relayed copies never reach here."""
-        if self.webhooks is not None and event.job is not None and event.type in WEBHOOK_EVENTS:
+        if self.webhooks is None:
+            return
+        if event.type is JobEventType.PROGRESS:
+            self._notify_progress(event)
+        elif event.job is not None and event.type in WEBHOOK_EVENTS:
+            webhook = event.job.webhook
+            with self._progress_lock:
+                if event.type is JobEventType.STARTED and webhook and JobEventType.PROGRESS in webhook.events:
+                    self._progress_hooks[event.job_id] = (event.job, 0.0)
+                elif event.terminal:
+                    self._progress_hooks.pop(event.job_id, None)
             self.webhooks.notify(event.job, event.type)
+
+    def _notify_progress(self, event: JobEvent) -> None:
+        """A progress event to a webhook that asked for them, at most one per PROGRESS_WEBHOOK_SECONDS."""
+        now = time.monotonic()
+        with self._progress_lock:
+            hook = self._progress_hooks.get(event.job_id)
+            if hook is None or event.progress is None or (hook[1] and now - hook[1] < PROGRESS_WEBHOOK_SECONDS):
+                return
+            self._progress_hooks[event.job_id] = (hook[0], now)
+        step = event.progress
+        progress = JobProgress(step=step.step, total=step.total_steps, stage=step.stage)
+        assert self.webhooks is not None
+        self.webhooks.notify(hook[0], event.type, progress)
 
     def worker(self, model: str) -> ModelWorker:
         worker = self.workers.get(model)

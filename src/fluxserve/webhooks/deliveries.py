@@ -65,7 +65,7 @@ class Deliveries:
         if row is None:
             return None
         target = json.loads(row["webhook"]) if row["webhook"] else {}
-        secret = target.get("secret") if target.get("style") == "bfl" else None
+        secret = target.get("secret") if target.get("shape") == "bfl" else None
         return Delivery(row["id"], row["url"], row["payload"], row["attempts"], secret)
 
     def record(self, delivery_id: str, number: int, status_code: int | None, step: Step, now: float) -> None:

@@ -6,22 +6,27 @@ a job submitted through BFL's API, BFL's task result (its webhook guide, black-f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fluxserve.errors import ErrorCode
 from fluxserve.jobs.models import Job, JobStatus
-from fluxserve.jobs.views import image_url, job_view, view_json
+from fluxserve.jobs.views import JobProgress, image_url, job_view, view_json
 from fluxserve.storage.signing import UrlSigner
 
+BodyMaker = Callable[[Job, str, float, UrlSigner, JobProgress | None], str]
+"""Makes a webhook body from a job, its event, the event's time, the URL signer and the job's progress."""
 
-def event_body(job: Job, event: str, at: float, signer: UrlSigner) -> str:
+
+def event_body(job: Job, event: str, at: float, signer: UrlSigner, progress: JobProgress | None = None) -> str:
     """The JSON body: ``type``, ``timestamp`` (ISO 8601 UTC) and the job as GET /v1/jobs/{id} shows it."""
     base_url = job.webhook.base_url if job.webhook is not None else ""
     timestamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if job.webhook is not None and job.webhook.style == "bfl":
+    if job.webhook is not None and job.webhook.shape == "bfl":
         return json.dumps(bfl_body(job, timestamp, base_url, signer), separators=(",", ":"))
-    payload = {"type": f"job.{event}", "timestamp": timestamp, "data": view_json(job_view(job, base_url, signer))}
+    view = job_view(job, base_url, signer, progress=progress)
+    payload = {"type": f"job.{event}", "timestamp": timestamp, "data": view_json(view)}
     return json.dumps(payload, separators=(",", ":"))
 
 

@@ -20,13 +20,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
 
 from fluxserve.db import Statements
 from fluxserve.jobs.models import DeliveryStatus, Job
-from fluxserve.jobs.views import WebhookDeliveryView
+from fluxserve.jobs.views import JobProgress, WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
 from fluxserve.webhooks.addresses import Resolver, resolve
@@ -34,7 +35,7 @@ from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
 from fluxserve.webhooks.deliveries import Deliveries
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs, origin
-from fluxserve.webhooks.payload import event_body
+from fluxserve.webhooks.payload import BodyMaker, event_body
 from fluxserve.webhooks.retries import next_step
 from fluxserve.webhooks.secret import secret_key
 from fluxserve.webhooks.signing import bfl_signature, signed_headers
@@ -49,6 +50,7 @@ class _Notice:
     job: Job
     event: str
     at: float
+    progress: JobProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,11 @@ class WebhookSender:
         *,
         threads: int = SENDER_THREADS,
         resolver: Resolver = resolve,
+        bodies: Mapping[str, BodyMaker] | None = None,
     ) -> None:
+        """``bodies``: the body makers of other webhook shapes (a target's ``shape``) than fluxserve's own."""
         self._deliveries = Deliveries(store)
+        self._bodies = dict(bodies or {})
         self._settings, self._signer, self._resolver = settings, signer, resolver
         self._key = secret_key(secret)
         self._thread_count = threads
@@ -91,13 +96,14 @@ class WebhookSender:
         """Events handed over and deliveries pending that this sender has not finished with."""
 
     # -- called from other threads -------------------------------------------------------
-    def notify(self, job: Job, event: str) -> None:
-        """Hand over a lifecycle event of ``job`` (as it is now); never waits on the network or the database."""
+    def notify(self, job: Job, event: str, progress: JobProgress | None = None) -> None:
+        """Hand over a lifecycle event of ``job`` (as it is now; a progress event with its ``progress``);
+        never waits on the network or the database."""
         if job.webhook is None or event not in job.webhook.events:
             return
         with self._idle:
             self._unsettled += 1
-            self._inbox.put(_Notice(job, event, time.time()))
+            self._inbox.put(_Notice(job, event, time.time(), progress))
 
     def start(self) -> None:
         """Start the threads and resume every delivery left pending, by a crash or a stop."""
@@ -175,7 +181,9 @@ class WebhookSender:
         job = notice.job
         assert job.webhook is not None  # notify() let only jobs with a webhook through
         try:
-            body = event_body(job, notice.event, notice.at, self._signer)
+            body = self._bodies.get(job.webhook.shape, event_body)(
+                job, notice.event, notice.at, self._signer, notice.progress
+            )
             return self._deliveries.add(job.id, notice.event, job.webhook.url, body, notice.at)
         except Exception:
             log.exception("could not record the %s webhook of job %s", notice.event, job.id)

@@ -92,7 +92,7 @@ def bfl_webhook(body: BflRequest, base: str) -> WebhookTarget | None:
             raise InvalidRequest("webhook_secret needs webhook_url", param="webhook_secret")
         return None
     url = check_webhook_url(body.webhook_url)
-    return WebhookTarget(url, TASK_ENDS, base, style="bfl", secret=body.webhook_secret)
+    return WebhookTarget(url, TASK_ENDS, base, shape="bfl", secret=body.webhook_secret)
 
 
 def _safety(fields: dict[str, Any], body: BflRequest, takes_it: bool) -> None:
