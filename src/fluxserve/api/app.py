@@ -25,8 +25,8 @@ from fluxserve.accounts.policy import check_access
 from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
-from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
-from fluxserve.api.routes import admin, files, health, images, jobs, loras, models, rules, usage
+from fluxserve.api.middleware import BodyLimit, BodyTimeout, Observed, OneBodyLength, RequestId, SecurityHeaders
+from fluxserve.api.routes import admin, files, health, images, jobs, loras, metrics, models, rules, usage
 from fluxserve.db import open_database
 from fluxserve.engines.aliases import alias_table
 from fluxserve.engines.base import Engine
@@ -40,6 +40,9 @@ from fluxserve.settings import Settings
 from fluxserve.storage.files import open_file_store
 from fluxserve.storage.private import private_dir
 from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
+from fluxserve.telemetry import Telemetry
+from fluxserve.telemetry.metrics import Metrics, NoMetrics
+from fluxserve.telemetry.tracing import Tracer, open_tracer
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
@@ -80,11 +83,20 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
 
 
 def build_services(
-    settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    engines: dict[str, Engine],
+    *,
+    clock: Callable[[], float] = time.time,
+    tracer: Tracer | None = None,
 ) -> Services:
     """Every part of the server, each built once and handed to what uses it. Nothing runs until
-    :meth:`Services.start`; :meth:`Services.stop` closes them."""
+    :meth:`Services.start`; :meth:`Services.stop` closes them. ``tracer`` replaces the one
+    ``otlp_endpoint`` makes (tests: one that keeps spans in memory)."""
     private_dir(settings.data_dir)  # before any secret is kept there
+    telemetry = Telemetry(
+        metrics=Metrics() if settings.metrics else NoMetrics(),
+        tracer=tracer if tracer is not None else open_tracer(settings.otlp_endpoint),
+    )
     db = open_database(settings)
     file_store = None
     try:
@@ -104,8 +116,9 @@ def build_services(
             signer=signer,
             keys=KeyStore(db, clock),
             admission=Admission(db, store.unfinished, clock),
-            webhooks=WebhookSender(db, settings, secret, signer),
+            webhooks=WebhookSender(db, settings, secret, signer, telemetry=telemetry),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
+            telemetry=telemetry,
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:
@@ -127,6 +140,7 @@ def build_services(
         started=int(time.time()),
         loras=LoraCatalog(lora_options(settings)),
         aliases=alias_table(settings.models, settings.model_aliases),
+        telemetry=telemetry,
     )
 
 
@@ -136,7 +150,11 @@ class _App(FastAPI):
 
 
 def create_app(
-    settings: Settings, engines: Mapping[str, Engine] | None = None, *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    engines: Mapping[str, Engine] | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    tracer: Tracer | None = None,
 ) -> FastAPI:
     """The ASGI app. ``engines`` defaults to one engine per ``settings.models``; ``clock`` times
     rate limits, quotas and URL expiry.
@@ -149,7 +167,7 @@ def create_app(
         if engines is not None
         else create_engines(engine_options_per_model(settings), provider_options(settings))
     )
-    services = build_services(settings, chosen, clock=clock)
+    services = build_services(settings, chosen, clock=clock, tracer=tracer)
     try:
         check_access(settings, services.keys)
     except BaseException:
@@ -174,6 +192,8 @@ def create_app(
     for module in (images, jobs, files, models, loras, rules, usage, admin, health):
         app.include_router(module.router)
     app.include_router(studio.router)
+    if settings.metrics:
+        app.include_router(metrics.router(settings.metrics_require_key))
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
@@ -188,5 +208,7 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+    if settings.metrics or services.telemetry.tracer.enabled:  # outside every refusal, so each is counted
+        app.add_middleware(Observed, metrics=services.telemetry.metrics, tracer=services.telemetry.tracer)
     app.add_middleware(RequestId)
     return app

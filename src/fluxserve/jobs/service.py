@@ -47,6 +47,7 @@ from fluxserve.jobs.models import (
     WebhookTarget,
     new_job_id,
 )
+from fluxserve.jobs.observe import count_event
 from fluxserve.jobs.relay import EventRelay
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import Idempotency, JobStore, Page
@@ -56,6 +57,8 @@ from fluxserve.jobs.worker import ModelWorker, announce_positions
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry
+from fluxserve.telemetry.metrics import ModelLoad
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -90,6 +93,8 @@ class JobParts:
     """Without a sender, a job's webhook is kept but never posted."""
     relay: EventRelay | None = None
     """Where processes share a Postgres database: shares the bus's events with theirs."""
+    telemetry: Telemetry = NO_TELEMETRY
+    """Metrics and tracing; the default records nothing."""
 
 
 class JobService:
@@ -104,6 +109,7 @@ class JobService:
         self.bus = parts.bus
         self.webhooks = parts.webhooks
         self.relay = parts.relay
+        self.telemetry = parts.telemetry
         self.bus.listen(self._heard)
         self._admission = threading.Lock()
         self._stopping = threading.Event()
@@ -122,9 +128,11 @@ class JobService:
                 preview_every=settings.preview_every,
                 lease_seconds=settings.lease_seconds,
                 poll_seconds=settings.queue_poll_seconds,
+                telemetry=parts.telemetry,
             )
             for name, engine in engines.items()
         }
+        self.telemetry.metrics.watch_models(self.model_loads)
 
     @property
     def default_model(self) -> str:
@@ -169,6 +177,7 @@ class JobService:
     def _heard(self, event: JobEvent) -> None:
         """Every event delivered to the bus: an event of this process goes to the job's webhook; one
         relayed from another process may have moved a queue that watchers here are told about."""
+        count_event(self.telemetry.metrics, event)
         if not event.relayed:
             self._notify_webhooks(event)
         elif event.type in QUEUE_MOVES and event.job is not None and self.bus.any_watched():
@@ -198,6 +207,10 @@ class JobService:
     def model_status(self, model: str) -> ModelStatus:
         """One served model; UnknownModel for any other name."""
         return self.worker(model).status()
+
+    def model_loads(self) -> dict[str, ModelLoad]:
+        """Jobs queued (by any process) and running (in this process) per model, for the metrics."""
+        return {name: ModelLoad(worker.queued, worker.running_count) for name, worker in self.workers.items()}
 
     def mask_models(self) -> list[str]:
         """The served models known to take a mask (a local model is known once it has loaded)."""
@@ -273,6 +286,7 @@ class JobService:
                     job_id, spec, webhook=webhook, idempotency=idempotency, owner=caller.owner, charged_at=now
                 )
                 worker.wake()
+                self.telemetry.tracer.job_submitted(job_id)
                 if caller.key is not None:
                     if not rate_counted:
                         self.admission.record(caller.key, now)

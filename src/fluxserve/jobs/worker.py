@@ -44,6 +44,8 @@ from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatu
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import JobStore
 from fluxserve.storage.files import FileStore
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry, context
+from fluxserve.telemetry.timeline import JobTimeline
 
 log = logging.getLogger("fluxserve.worker")
 
@@ -70,6 +72,7 @@ class ModelWorker:
         preview_every: int = 0,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -79,6 +82,7 @@ class ModelWorker:
         self._store, self._files, self._bus, self._encoder, self._warmup = store, files, bus, encoder, warmup
         self._preview_every = preview_every
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
+        self._metrics, self._tracer = telemetry.metrics, telemetry.tracer
         self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
         """Who holds a claimed job in the store: unique to this worker in this process."""
         self._wakeup = threading.Condition()
@@ -129,6 +133,12 @@ class ModelWorker:
         with self._wakeup:
             return next(iter(self._running), None)
 
+    @property
+    def running_count(self) -> int:
+        """Jobs this worker holds now, from claim until their images are written."""
+        with self._wakeup:
+            return len(self._running)
+
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when not waiting."""
         return self._store.position(job_id)
@@ -164,9 +174,11 @@ class ModelWorker:
     # -- the worker thread -----------------------------------------------------------------
     def _main(self) -> None:
         try:
+            loading = time.perf_counter()
             self.engine.load()
             if self._warmup:
                 self._warm_up()
+            self._metrics.model_loaded(self.name, time.perf_counter() - loading)
         except Exception as error:
             self.load_error = str(error)
             self.state = WorkerState.FAILED
@@ -240,21 +252,26 @@ class ModelWorker:
 
     def _process(self, job: Job) -> None:
         handed_over = False
+        timeline = JobTimeline.begin(job.id, self.name, job.created_at, job.started_at or time.time())
+        self._tracer.job_started(timeline)
         try:
-            handed_over = self._attempt(job)
+            with context.job(job.id, job.owner):
+                handed_over = self._attempt(job, timeline)
         except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
             log.warning("job %s: the database could not be reached while the server stopped", job.id)
         finally:
             if not handed_over:
                 self._let_go(job.id)
+                self._traced(timeline, "interrupted" if timeline.status == "running" else timeline.status)
 
-    def _attempt(self, job: Job) -> bool:
+    def _attempt(self, job: Job, timeline: JobTimeline) -> bool:
         """Run a claimed job; True when its images went to the encoder, which finishes it."""
         job_id = job.id
         with self._wakeup:
             cancel = self._running[job_id]
         try:
             if self.engine.remote and job.attempts > 1:
+                timeline.status = "failed"
                 self._fail(
                     job_id,
                     ErrorCode.INTERRUPTED,
@@ -265,18 +282,40 @@ class ModelWorker:
             self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
-            result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
+            request = self._request(job)
+            timeline.mark("denoise")
+            reporter = self._reporter(job.spec, job_id, timeline)
+            result = self.engine.generate(request, progress=reporter, cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
-            self._encoder.submit(self._finish, job, result)
+            self._provider_call("ok", result.cost_usd)
+            self._encoder.submit(self._finish, job, result, timeline)
             return True
         except GenerationCancelled as canceled:
+            timeline.status = "canceled"
+            self._provider_call("canceled")
             self._canceled(job_id, canceled)
         except FluxserveError as error:
+            timeline.status = "failed"
+            self._provider_call(error.code.value)
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
+            timeline.status = "failed"
+            self._provider_call(ErrorCode.SERVER_ERROR.value)
             log.exception("job %s failed", job_id)
             self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
         return False
+
+    def _provider_call(self, outcome: str, cost_usd: float | None = None) -> None:
+        if self.engine.remote:
+            self._metrics.provider_call(self.engine.provider, outcome, cost_usd)
+
+    def _traced(self, timeline: JobTimeline, status: str) -> None:
+        """The job's spans, from its timeline (nothing unless tracing is on); never fails the job."""
+        timeline.end(status)
+        try:
+            self._tracer.job_finished(timeline)
+        except Exception:
+            log.exception("job %s: its trace could not be recorded", timeline.job_id)
 
     def _canceled(self, job_id: str, canceled: GenerationCancelled) -> None:
         if self._stopping:  # shutting down: the job goes back to the queue, for this server's next start or another's
@@ -315,10 +354,13 @@ class ModelWorker:
             loras=spec.loras,
         )
 
-    def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:
+    def _reporter(self, spec: JobSpec, job_id: str, timeline: JobTimeline) -> ProgressCallback:
         partial_format = ImageFormat(spec.output_format)
+        steps = self._step_timer()
 
         def report(progress: Progress) -> None:
+            steps(progress)
+            timeline.step()
             preview = partial = None
             if progress.preview is not None:
                 # Spread over the steps the engine says it runs: an edit with strength runs fewer than spec.steps.
@@ -338,6 +380,21 @@ class ModelWorker:
 
         return report
 
+    def _step_timer(self) -> ProgressCallback:
+        """Times each denoising step from the end of the one before (a local model's steps only)."""
+        last: tuple[int, int, float] | None = None
+
+        def timed(progress: Progress) -> None:
+            nonlocal last
+            if self.engine.remote or progress.stage is not None:
+                return
+            now = time.perf_counter()
+            if last is not None and last[:2] == (progress.image_index, progress.step - 1):
+                self._metrics.step(self.name, now - last[2])
+            last = (progress.image_index, progress.step, now)
+
+        return timed
+
     def _preview(self, progress: Progress) -> Image.Image | None:
         """The engine's preview of this step; a preview that fails is skipped, never the job."""
         assert progress.preview is not None
@@ -347,8 +404,15 @@ class ModelWorker:
             log.exception("model %s: the step preview failed; the job goes on without it", self.name)
             return None
 
-    def _finish(self, job: Job, result: GenerationResult) -> None:
+    def _finish(self, job: Job, result: GenerationResult, timeline: JobTimeline) -> None:
         """On the encoder pool: encode, write atomically, then mark the job done."""
+        timeline.mark("encode")
+        with context.job(job.id, job.owner):
+            status = self._write(job, result)
+        self._traced(timeline, status)
+
+    def _write(self, job: Job, result: GenerationResult) -> str:
+        """Encode and write the images, then mark the job done; returns how it ended."""
         try:
             fmt = ImageFormat(job.spec.output_format)
             encoded = encode_result(result, fmt, compression=job.spec.output_compression)
@@ -363,6 +427,7 @@ class ModelWorker:
                 self._bus.publish(
                     JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
                 )
+            return JobStatus.SUCCEEDED.value
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -371,6 +436,7 @@ class ModelWorker:
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
         finally:
             self._let_go(job.id)
+        return JobStatus.FAILED.value
 
     def _fail(
         self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True

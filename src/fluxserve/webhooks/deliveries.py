@@ -24,6 +24,8 @@ class Delivery:
     url: str
     payload: str
     attempts: int
+    job_id: str = ""
+    event: str = ""
 
 
 def new_delivery_id() -> str:
@@ -55,10 +57,15 @@ class Deliveries:
     def load(self, delivery_id: str) -> Delivery | None:
         """The delivery if it is still pending; None once settled or deleted with its job."""
         row = self._db.fetch_one(
-            "SELECT id, url, payload, attempts FROM webhook_deliveries WHERE id = ? AND status = 'pending'",
+            "SELECT id, url, payload, attempts, job_id, event FROM webhook_deliveries "
+            "WHERE id = ? AND status = 'pending'",
             (delivery_id,),
         )
-        return None if row is None else Delivery(row["id"], row["url"], row["payload"], row["attempts"])
+        return (
+            None
+            if row is None
+            else Delivery(row["id"], row["url"], row["payload"], row["attempts"], row["job_id"], row["event"])
+        )
 
     def record(self, delivery_id: str, number: int, status_code: int | None, step: Step, now: float) -> None:
         """Record attempt ``number`` and the step that follows it."""

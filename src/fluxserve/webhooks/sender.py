@@ -29,6 +29,7 @@ from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry
 from fluxserve.webhooks.addresses import Resolver, resolve
 from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
@@ -77,8 +78,10 @@ class WebhookSender:
         *,
         threads: int = SENDER_THREADS,
         resolver: Resolver = resolve,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._deliveries = Deliveries(store)
+        self._metrics, self._tracer = telemetry.metrics, telemetry.tracer
         self._settings, self._signer, self._resolver = settings, signer, resolver
         self._key = secret_key(secret)
         self._thread_count = threads
@@ -222,9 +225,11 @@ class WebhookSender:
             return
         number = delivery.attempts + 1
         headers = signed_headers(self._key, delivery.id, delivery.payload, time.time())
-        outcome = post(client, delivery.url, headers, delivery.payload, self._settings.webhook_timeout_seconds)
+        with self._tracer.webhook(delivery.job_id, delivery.event):
+            outcome = post(client, delivery.url, headers, delivery.payload, self._settings.webhook_timeout_seconds)
         now = time.time()
         step = next_step(outcome, number, self._settings, now)
+        self._metrics.webhook_attempt("retry" if step.next_attempt_at is not None else step.status.value)
         self._deliveries.record(delivery.id, number, outcome.status_code, step, now)
         if step.next_attempt_at is not None:
             log.info("webhook %s to %s: %s; retrying", delivery.id, origin(delivery.url), step.error)
