@@ -294,6 +294,7 @@ class JobService:
         except BaseException:
             self.files.delete_job(job_id)
             raise
+        log.info("job %s queued for %s", job_id, spec.model)
         queued = JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id))
         self.bus.publish(queued, settle=SETTLE_SECONDS)  # a watcher that connects once this returns finds it
         return Submitted(job, replayed=False)

@@ -254,15 +254,15 @@ class ModelWorker:
         handed_over = False
         timeline = JobTimeline.begin(job.id, self.name, job.created_at, job.started_at or time.time())
         self._tracer.job_started(timeline)
-        try:
-            with context.job(job.id, job.owner):
+        with context.job(job.id, job.owner):
+            try:
                 handed_over = self._attempt(job, timeline)
-        except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
-            log.warning("job %s: the database could not be reached while the server stopped", job.id)
-        finally:
-            if not handed_over:
-                self._let_go(job.id)
-                self._traced(timeline, "interrupted" if timeline.status == "running" else timeline.status)
+            except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
+                log.warning("job %s: the database could not be reached while the server stopped", job.id)
+            finally:
+                if not handed_over:
+                    self._let_go(job.id)
+                    self._traced(timeline, "interrupted" if timeline.status == "running" else timeline.status)
 
     def _attempt(self, job: Job, timeline: JobTimeline) -> bool:
         """Run a claimed job; True when its images went to the encoder, which finishes it."""
@@ -312,6 +312,7 @@ class ModelWorker:
     def _traced(self, timeline: JobTimeline, status: str) -> None:
         """The job's spans, from its timeline (nothing unless tracing is on); never fails the job."""
         timeline.end(status)
+        log.info("job %s %s after %.2f s", timeline.job_id, status, timeline.seconds_running)
         try:
             self._tracer.job_finished(timeline)
         except Exception:
@@ -408,8 +409,7 @@ class ModelWorker:
         """On the encoder pool: encode, write atomically, then mark the job done."""
         timeline.mark("encode")
         with context.job(job.id, job.owner):
-            status = self._write(job, result)
-        self._traced(timeline, status)
+            self._traced(timeline, self._write(job, result))
 
     def _write(self, job: Job, result: GenerationResult) -> str:
         """Encode and write the images, then mark the job done; returns how it ended."""

@@ -180,16 +180,16 @@ def device_memory() -> Iterable[Metric]:
     Only where torch is already imported (a local model is served) and CUDA is available: a
     scrape never imports torch, and a CPU server has no such series.
     """
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)  # None too while another thread imports torch
+    if cuda is None or not cuda.is_initialized():
         return
     used = GaugeMetricFamily("fluxserve_device_memory_bytes", "Device memory in use by tensors", labels=["device"])
     peak = GaugeMetricFamily(
         "fluxserve_device_memory_peak_bytes", "The most device memory tensors used since start", labels=["device"]
     )
-    for index in range(torch.cuda.device_count()):
+    for index in range(cuda.device_count()):
         device = f"cuda:{index}"
-        used.add_metric([device], torch.cuda.memory_allocated(index))
-        peak.add_metric([device], torch.cuda.max_memory_allocated(index))
+        used.add_metric([device], cuda.memory_allocated(index))
+        peak.add_metric([device], cuda.max_memory_allocated(index))
     yield used
     yield peak

@@ -52,6 +52,12 @@ class JobTimeline:
         if self.last_step_ns is not None and "denoise" in self.marks and "encode" in self.marks:
             self.marks["decode"] = self.last_step_ns
 
+    @property
+    def seconds_running(self) -> float:
+        """From its start to its end (or now)."""
+        end = self.end_ns if self.end_ns is not None else time.time_ns()
+        return (end - self.marks["load"]) / 1e9
+
     def phases(self) -> list[Phase]:
         """The phases the job went through, each ending where the next began (the last at its end)."""
         starts = [("queue", self.created_ns), *((name, self.marks[name]) for name in PHASES if name in self.marks)]

@@ -29,11 +29,11 @@ from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
-from fluxserve.telemetry import NO_TELEMETRY, Telemetry
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry, context
 from fluxserve.webhooks.addresses import Resolver, resolve
 from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
-from fluxserve.webhooks.deliveries import Deliveries
+from fluxserve.webhooks.deliveries import Deliveries, Delivery
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs, origin
 from fluxserve.webhooks.payload import event_body
 from fluxserve.webhooks.retries import next_step
@@ -223,6 +223,10 @@ class WebhookSender:
         if delivery is None:  # the job was deleted meanwhile
             self._settle()
             return
+        with context.job(delivery.job_id):  # on the log lines of this attempt
+            self._post(client, delivery)
+
+    def _post(self, client: httpx.Client, delivery: Delivery) -> None:
         number = delivery.attempts + 1
         headers = signed_headers(self._key, delivery.id, delivery.payload, time.time())
         with self._tracer.webhook(delivery.job_id, delivery.event):
