@@ -174,9 +174,16 @@ def test_hosted_provider_calls_and_cost_are_counted(make_settings: Callable[...,
                 response = client.post(JOBS, json=body, headers=PREFER_WAIT)
                 assert response.json()["status"] == "succeeded", response.text
                 cost = response.json()["usage"]["cost_usd"]
+                fake.end_next_task("Content Moderated")
+                refused = client.post(JOBS, json=body, headers=PREFER_WAIT).json()
+                assert refused["status"] == "failed", refused
                 samples = scrape(client)
         finally:
             engine.close()
+    assert refused["error"]["type"] == "moderation_blocked"
     assert value(samples, "fluxserve_provider_calls_total", provider="bfl", outcome="ok") == 1
+    assert value(samples, "fluxserve_provider_calls_total", provider="bfl", outcome="moderation_blocked") == 1
+    assert value(samples, "fluxserve_jobs_total", model=model, status="failed") == 1
+    assert value(samples, "fluxserve_job_duration_seconds_count", model=model, status="failed") == 1
     assert value(samples, "fluxserve_provider_cost_usd_total", provider="bfl") == pytest.approx(cost)
     assert value(samples, "fluxserve_step_seconds_count", model=model) == 0  # polling is not denoising
