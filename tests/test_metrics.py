@@ -19,7 +19,7 @@ from fluxserve.telemetry.metrics import CONTENT_TYPE
 from fluxserve.webhooks.secret import new_secret
 from tests.fakes.bfl import FakeBfl
 from tests.helpers import PREFER_WAIT, wait_for
-from tests.jobs_support import JOBS, LiveServer
+from tests.jobs_support import JOBS, SLOW, LiveServer
 from tests.servers import serve_in_thread
 from tests.test_bfl import KEY as BFL_KEY
 from tests.test_bfl import engine_for
@@ -187,3 +187,23 @@ def test_hosted_provider_calls_and_cost_are_counted(make_settings: Callable[...,
     assert value(samples, "fluxserve_job_duration_seconds_count", model=model, status="failed") == 1
     assert value(samples, "fluxserve_provider_cost_usd_total", provider="bfl") == pytest.approx(cost)
     assert value(samples, "fluxserve_step_seconds_count", model=model) == 0  # polling is not denoising
+
+
+def test_canceled_jobs_count_and_only_started_ones_have_a_duration(make_app: Callable[..., FastAPI]) -> None:
+    with TestClient(make_app(models=["tiny-random-base"])) as client:
+        first, second = (client.post(JOBS, json=SLOW).json() for _ in range(2))
+        for job in (second, first):  # the second waits behind the first: it is canceled in the queue
+            assert client.post(f"{JOBS}/{job['id']}/cancel").status_code == 200
+
+        def ended() -> bool:
+            return all(client.get(f"{JOBS}/{job['id']}").json()["status"] == "canceled" for job in (first, second))
+
+        wait_for(ended, "both jobs canceled")
+        jobs = [client.get(f"{JOBS}/{job['id']}").json() for job in (first, second)]
+        samples = scrape(client)
+    assert jobs[1].get("started_at") is None
+    started = sum(job.get("started_at") is not None for job in jobs)
+    labels = {"model": "tiny-random-base", "status": "canceled"}
+    assert value(samples, "fluxserve_jobs_total", **labels) == 2
+    assert value(samples, "fluxserve_job_duration_seconds_count", **labels) == started
+    assert value(samples, "fluxserve_images_total", model="tiny-random-base") == 0
