@@ -291,7 +291,7 @@ class ModelWorker:
             self._encoder.submit(self._finish, job, result, timeline)
             return True
         except GenerationCancelled as canceled:
-            timeline.status = "canceled"
+            timeline.status = "interrupted" if self._stopping else "canceled"  # on shutdown it goes back to the queue
             self._provider_call("canceled")
             self._canceled(job_id, canceled)
         except FluxserveError as error:
