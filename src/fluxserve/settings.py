@@ -17,7 +17,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -268,6 +268,15 @@ class Settings(RuntimeFields):
     Credentials into every output image; with c2pa_key_file (the ``c2pa`` extra)."""
     c2pa_key_file: Path | None = None
     """The PEM private key of c2pa_cert_file's signing certificate."""
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics`` and count what they report."""
+    metrics_require_key: bool = False
+    """``/metrics`` answers only requests with an admin key (default: anyone who can reach the server)."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line, with the request, job and key ids (for a log shipper)."""
+    otlp_endpoint: str | None = None
+    """Send OpenTelemetry spans of requests and jobs to this OTLP/HTTP collector, such as
+    ``http://127.0.0.1:4318`` (the ``tracing`` extra); default: no tracing, at no cost."""
 
     @field_validator("models", "cors_origins", "content_filter_labels", mode="before")
     @classmethod
@@ -300,6 +309,13 @@ class Settings(RuntimeFields):
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://[^/\s]+/?", value):
             raise ValueError(f"{value!r} is not an address such as http://127.0.0.1:9000 (no path)")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an OTLP/HTTP address such as http://127.0.0.1:4318")
         return value
 
     @field_validator("database_url")

@@ -25,7 +25,7 @@ from fluxserve.accounts.policy import check_access
 from fluxserve.accounts.usage import UsageReports
 from fluxserve.api import errors
 from fluxserve.api.deps import Services
-from fluxserve.api.middleware import BodyLimit, BodyTimeout, OneBodyLength, RequestId, SecurityHeaders
+from fluxserve.api.middleware import BodyLimit, BodyTimeout, Observed, OneBodyLength, RequestId, SecurityHeaders
 from fluxserve.api.replicate.predictions import prediction_body
 from fluxserve.api.routes import (
     admin,
@@ -35,6 +35,7 @@ from fluxserve.api.routes import (
     images,
     jobs,
     loras,
+    metrics,
     models,
     replicate,
     rules,
@@ -55,6 +56,9 @@ from fluxserve.settings import Settings
 from fluxserve.storage.files import open_file_store
 from fluxserve.storage.private import private_dir
 from fluxserve.storage.signing import UrlSigner, load_or_create_signing_key
+from fluxserve.telemetry import Telemetry
+from fluxserve.telemetry.metrics import Metrics, NoMetrics
+from fluxserve.telemetry.tracing import Tracer, open_tracer
 from fluxserve.web import routes as studio
 from fluxserve.webhooks.secret import load_or_create_secret
 from fluxserve.webhooks.sender import WebhookSender
@@ -102,11 +106,20 @@ def _document_served_models(app: FastAPI, names: list[str]) -> None:
 
 
 def build_services(
-    settings: Settings, engines: dict[str, Engine], *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    engines: dict[str, Engine],
+    *,
+    clock: Callable[[], float] = time.time,
+    tracer: Tracer | None = None,
 ) -> Services:
     """Every part of the server, each built once and handed to what uses it. Nothing runs until
-    :meth:`Services.start`; :meth:`Services.stop` closes them."""
+    :meth:`Services.start`; :meth:`Services.stop` closes them. ``tracer`` replaces the one
+    ``otlp_endpoint`` makes (tests: one that keeps spans in memory)."""
     private_dir(settings.data_dir)  # before any secret is kept there
+    telemetry = Telemetry(
+        metrics=Metrics() if settings.metrics else NoMetrics(),
+        tracer=tracer if tracer is not None else open_tracer(settings.otlp_endpoint),
+    )
     db = open_database(settings)
     file_store = None
     try:
@@ -126,11 +139,14 @@ def build_services(
             signer=signer,
             keys=KeyStore(db, clock),
             admission=Admission(db, store.unfinished, clock),
-            webhooks=WebhookSender(db, settings, secret, signer, bodies={"replicate": prediction_body}),
+            webhooks=WebhookSender(
+                db, settings, secret, signer, bodies={"replicate": prediction_body}, telemetry=telemetry
+            ),
             relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
             published=PublishedModels(db),
             content_filter=content_filter(settings),
             credentials=content_credentials(settings, __version__),
+            telemetry=telemetry,
         )
         jobs = JobService(settings, engines, parts)
     except BaseException:
@@ -152,6 +168,7 @@ def build_services(
         started=int(time.time()),
         loras=LoraCatalog(lora_options(settings)),
         aliases=alias_table(settings.models, settings.model_aliases),
+        telemetry=telemetry,
     )
 
 
@@ -161,7 +178,11 @@ class _App(FastAPI):
 
 
 def create_app(
-    settings: Settings, engines: Mapping[str, Engine] | None = None, *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    engines: Mapping[str, Engine] | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    tracer: Tracer | None = None,
 ) -> FastAPI:
     """The ASGI app. ``engines`` defaults to one engine per ``settings.models``; ``clock`` times
     rate limits, quotas and URL expiry.
@@ -174,7 +195,7 @@ def create_app(
         if engines is not None
         else create_engines(engine_options_per_model(settings), provider_options(settings))
     )
-    services = build_services(settings, chosen, clock=clock)
+    services = build_services(settings, chosen, clock=clock, tracer=tracer)
     try:
         check_access(settings, services.keys)
     except BaseException:
@@ -200,6 +221,8 @@ def create_app(
         app.include_router(module.router)
     app.include_router(studio.router)
     app.include_router(workers_ai.router)
+    if settings.metrics:
+        app.include_router(metrics.router(settings.metrics_require_key))
     app.include_router(bfl.router)  # last: its /v1/{model} must not shadow another /v1/ route
     _document_served_models(app, list(chosen))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -215,5 +238,7 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+    if settings.metrics or services.telemetry.tracer.enabled:  # outside every refusal, so each is counted
+        app.add_middleware(Observed, metrics=services.telemetry.metrics, tracer=services.telemetry.tracer)
     app.add_middleware(RequestId)
     return app

@@ -23,6 +23,7 @@ from fluxserve.accounts.policy import anonymous_allowed
 from fluxserve.api.deps import KeysDep, SettingsDep
 from fluxserve.errors import AuthenticationFailed, ErrorCode, InvalidRequest, PermissionDenied
 from fluxserve.settings import Settings
+from fluxserve.telemetry import context
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: Bearer fsk_...")
 _x_key = APIKeyHeader(name="x-key", auto_error=False, description="The same API key, as BFL's clients send it.")
@@ -70,9 +71,9 @@ async def caller(
     forwarded = any(name in headers for name in _FORWARDED)
     authorization = headers.get("authorization") is not None
     # One hop to a thread for both database reads: the hop costs more than the reads (bench/auth_overhead.py).
-    return await asyncio.to_thread(
-        identify, settings, keys, presented, forwarded=forwarded, authorization=authorization
-    )
+    who = await asyncio.to_thread(identify, settings, keys, presented, forwarded=forwarded, authorization=authorization)
+    context.key_id.set(who.owner)  # on this request's log lines (the task's context ends with the request)
+    return who
 
 
 def identify(

@@ -23,6 +23,7 @@ from fluxserve.jobs.service import JobService
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Services:
     """The LoRA adapters requests may name (``lora_dir``, the hub cache)."""
     aliases: Mapping[str, str]
     """Provider model names (``flux-2-dev``) -> served models: ``model_aliases`` over the defaults."""
+    telemetry: Telemetry
+    """Metrics and the tracer (``metrics``, ``otlp_endpoint``)."""
 
     def start(self) -> None:
         self.jobs.start()
@@ -58,6 +61,7 @@ class Services:
         finally:
             self.files.close()
             self.db.close()
+            self.telemetry.tracer.close()
 
 
 def services(request: Request) -> Services:

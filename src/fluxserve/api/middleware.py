@@ -1,5 +1,6 @@
-"""ASGI middleware: a request id on every response, one unambiguous body length, a cap on the
-request body's size and on how long it may stall, security headers."""
+"""ASGI middleware: a request id on every response (and in its log lines), one unambiguous body
+length, a cap on the request body's size and on how long it may stall, security headers, and the
+request's metrics and span."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from fluxserve.api.errors import error_body
 from fluxserve.api.headers import DOCS_PATHS, security_headers
 from fluxserve.errors import ErrorCode, PayloadTooLarge, error_status
 from fluxserve.numbers import MAX_CHARS
+from fluxserve.telemetry import context
+from fluxserve.telemetry.metrics import Metrics
+from fluxserve.telemetry.tracing import Tracer
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 log = logging.getLogger("fluxserve.api")
@@ -34,6 +38,7 @@ class RequestId:
         sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else "req_" + secrets.token_hex(12)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = context.request_id.set(request_id)  # on this request's log lines
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -42,7 +47,51 @@ class RequestId:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            context.request_id.reset(token)
+
+
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of a request no route matched (a 404): never its raw path, which a client chooses."""
+
+
+class Observed:
+    """Count each request by method, route template and status class; with tracing on, a span around it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, tracer: Tracer) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.tracer = tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless a response starts: an error that escapes is answered 500 outside
+
+        async def noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        method = scope["method"]
+        with self.tracer.request(method) as span:
+            try:
+                await self.app(scope, receive, noted)
+            finally:
+                route = route_template(scope)
+                self.metrics.http_request(method, route, status)
+                span.finish(method, route, status)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled the request (``/v1/jobs/{job_id}``)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 
 class BodyLimit:

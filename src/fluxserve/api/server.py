@@ -41,6 +41,7 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> ServerConfi
         "port": settings.port,
         "log_level": "info",
         "access_log": False,
+        "log_config": None,  # uvicorn's lines go through the root logger, in the server's log format
         "timeout_graceful_shutdown": 10,
     }
     return ServerConfig(app, header_timeout_seconds=settings.header_timeout_seconds, **{**options, **overrides})

@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 from fluxserve.settings import Settings
+from fluxserve.telemetry import logs
 
 
 def run_server(settings: Settings) -> None:
@@ -14,7 +15,7 @@ def run_server(settings: Settings) -> None:
     from fluxserve.api.app import create_app
     from fluxserve.api.server import server_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     log = logging.getLogger("fluxserve")
     log.info("data in %s; models: %s", settings.data_dir, ", ".join(settings.models))
     app = create_app(settings)  # refuses a server that would be open to a network by accident

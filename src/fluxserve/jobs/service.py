@@ -50,6 +50,7 @@ from fluxserve.jobs.models import (
     WebhookTarget,
     new_job_id,
 )
+from fluxserve.jobs.observe import count_event
 from fluxserve.jobs.published import PublishedModels
 from fluxserve.jobs.relay import EventRelay
 from fluxserve.jobs.status import ModelStatus, WorkerState
@@ -60,6 +61,8 @@ from fluxserve.jobs.worker import ModelWorker, announce_positions
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry
+from fluxserve.telemetry.metrics import ModelLoad
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -103,6 +106,8 @@ class JobParts:
     """Judges each job's generated images before they are encoded (where it applies to outputs)."""
     credentials: ContentCredentials | None = None
     """Signs C2PA Content Credentials into each output image, the last step before it is stored."""
+    telemetry: Telemetry = NO_TELEMETRY
+    """Metrics and tracing; the default records nothing."""
 
 
 class JobService:
@@ -127,6 +132,7 @@ class JobService:
                 "nothing would run the jobs queued in this process's SQLite file",
                 param="run_workers",
             )
+        self.telemetry = parts.telemetry
         self.bus.listen(self._heard)
         self._progress_hooks: dict[str, tuple[Job, float]] = {}
         """Running jobs whose webhook wants progress events: the job and when progress was last sent."""
@@ -151,9 +157,11 @@ class JobService:
                 publish=None if self.published is None else self.published.publish,
                 content_filter=parts.content_filter,
                 credentials=parts.credentials,
+                telemetry=parts.telemetry,
             )
             for name, engine in engines.items()
         }
+        self.telemetry.metrics.watch_models(self.model_loads)
 
     @property
     def default_model(self) -> str:
@@ -199,6 +207,7 @@ class JobService:
     def _heard(self, event: JobEvent) -> None:
         """Every event delivered to the bus: an event of this process goes to the job's webhook; one
         relayed from another process may have moved a queue that watchers here are told about."""
+        count_event(self.telemetry.metrics, event)
         if not event.relayed:
             self._notify_webhooks(event)
         elif event.type in QUEUE_MOVES and event.job is not None and self.bus.any_watched():
@@ -267,6 +276,10 @@ class JobService:
             configured=worker.engine.configured(),
             capabilities=capabilities,
         )
+
+    def model_loads(self) -> dict[str, ModelLoad]:
+        """Jobs queued (by any process) and running (in this process) per model, for the metrics."""
+        return {name: ModelLoad(worker.queued, worker.running_count) for name, worker in self.workers.items()}
 
     def mask_models(self) -> list[str]:
         """The served models known to take a mask (a local model is known once it has loaded)."""
@@ -349,6 +362,7 @@ class JobService:
                     job_id, spec, webhook=webhook, idempotency=idempotency, owner=caller.owner, charged_at=now
                 )
                 worker.wake()
+                self.telemetry.tracer.job_submitted(job_id)
                 if caller.key is not None:
                     if not rate_counted:
                         self.admission.record(caller.key, now)
@@ -356,6 +370,7 @@ class JobService:
         except BaseException:
             self.files.delete_job(job_id)
             raise
+        log.info("job %s queued for %s", job_id, spec.model)
         queued = JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id))
         self.bus.publish(queued, settle=SETTLE_SECONDS)  # a watcher that connects once this returns finds it
         return Submitted(job, replayed=False)

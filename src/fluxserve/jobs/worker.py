@@ -54,6 +54,8 @@ from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatu
 from fluxserve.jobs.status import ModelStatus, WorkerState
 from fluxserve.jobs.store import JobStore
 from fluxserve.storage.files import FileStore
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry, context
+from fluxserve.telemetry.timeline import JobTimeline
 
 log = logging.getLogger("fluxserve.worker")
 
@@ -83,6 +85,7 @@ class ModelWorker:
         publish: Callable[[str, Capabilities], None] | None = None,
         content_filter: ContentFilter = OFF,
         credentials: ContentCredentials | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -96,6 +99,7 @@ class ModelWorker:
         self._lease_seconds, self._poll_seconds = lease_seconds, poll_seconds
         self._publish = publish
         """Called with the model's capabilities once it has loaded (for ingress-only processes)."""
+        self._metrics, self._tracer = telemetry.metrics, telemetry.tracer
         self.id = f"{socket.gethostname()}/{os.getpid()}/{name}/{secrets.token_hex(4)}"
         """Who holds a claimed job in the store: unique to this worker in this process."""
         self._wakeup = threading.Condition()
@@ -152,6 +156,12 @@ class ModelWorker:
         with self._wakeup:
             return next(iter(self._running), None)
 
+    @property
+    def running_count(self) -> int:
+        """Jobs this worker holds now, from claim until their images are written."""
+        with self._wakeup:
+            return len(self._running)
+
     def position(self, job_id: str) -> int | None:
         """1 for the next job to run; None when not waiting."""
         return self._store.position(job_id)
@@ -187,9 +197,11 @@ class ModelWorker:
     # -- the worker thread -----------------------------------------------------------------
     def _main(self) -> None:
         try:
+            loading = time.perf_counter()
             self.engine.load()
             if self._warmup:
                 self._warm_up()
+            self._metrics.model_loaded(self.name, time.perf_counter() - loading)
         except Exception as error:
             self.load_error = str(error)
             self.state = WorkerState.FAILED
@@ -278,21 +290,26 @@ class ModelWorker:
 
     def _process(self, job: Job) -> None:
         handed_over = False
-        try:
-            handed_over = self._attempt(job)
-        except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
-            log.warning("job %s: the database could not be reached while the server stopped", job.id)
-        finally:
-            if not handed_over:
-                self._let_go(job.id)
+        timeline = JobTimeline.begin(job.id, self.name, job.created_at, job.started_at or time.time())
+        self._tracer.job_started(timeline)
+        with context.job(job.id, job.owner):
+            try:
+                handed_over = self._attempt(job, timeline)
+            except DatabaseUnavailable:  # only while stopping: the job stays as recorded, and its lease runs out
+                log.warning("job %s: the database could not be reached while the server stopped", job.id)
+            finally:
+                if not handed_over:
+                    self._let_go(job.id)
+                    self._traced(timeline, "interrupted" if timeline.status == "running" else timeline.status)
 
-    def _attempt(self, job: Job) -> bool:
+    def _attempt(self, job: Job, timeline: JobTimeline) -> bool:
         """Run a claimed job; True when its images went to the encoder, which finishes it."""
         job_id = job.id
         with self._wakeup:
             cancel = self._running[job_id]
         try:
             if self.engine.remote and job.attempts > 1:
+                timeline.status = "failed"
                 self._fail(
                     job_id,
                     ErrorCode.INTERRUPTED,
@@ -303,18 +320,41 @@ class ModelWorker:
             self._bus.publish(JobEvent(job_id, JobEventType.STARTED, job=job))
             self._announce_positions()  # everyone behind it moved up
             started = time.perf_counter()
-            result = self.engine.generate(self._request(job), progress=self._reporter(job.spec, job_id), cancel=cancel)
+            request = self._request(job)
+            timeline.mark("denoise")
+            reporter = self._reporter(job.spec, job_id, timeline)
+            result = self.engine.generate(request, progress=reporter, cancel=cancel)
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.perf_counter() - started)
-            self._encoder.submit(self._finish, job, result)
+            self._provider_call("ok", result.cost_usd)
+            self._encoder.submit(self._finish, job, result, timeline)
             return True
         except GenerationCancelled as canceled:
+            timeline.status = "interrupted" if self._stopping else "canceled"  # on shutdown it goes back to the queue
+            self._provider_call("canceled")
             self._canceled(job_id, canceled)
         except FluxserveError as error:
+            timeline.status = "failed"
+            self._provider_call(error.code.value)
             self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
         except Exception:
+            timeline.status = "failed"
+            self._provider_call(ErrorCode.SERVER_ERROR.value)
             log.exception("job %s failed", job_id)
             self._fail(job_id, ErrorCode.SERVER_ERROR, "the generation failed unexpectedly; see the server log")
         return False
+
+    def _provider_call(self, outcome: str, cost_usd: float | None = None) -> None:
+        if self.engine.remote:
+            self._metrics.provider_call(self.engine.provider, outcome, cost_usd)
+
+    def _traced(self, timeline: JobTimeline, status: str) -> None:
+        """The job's spans, from its timeline (nothing unless tracing is on); never fails the job."""
+        timeline.end(status)
+        log.info("job %s %s after %.2f s", timeline.job_id, status, timeline.seconds_running)
+        try:
+            self._tracer.job_finished(timeline)
+        except Exception:
+            log.exception("job %s: its trace could not be recorded", timeline.job_id)
 
     def _canceled(self, job_id: str, canceled: GenerationCancelled) -> None:
         if self._stopping:  # shutting down: the job goes back to the queue, for this server's next start or another's
@@ -353,10 +393,13 @@ class ModelWorker:
             loras=spec.loras,
         )
 
-    def _reporter(self, spec: JobSpec, job_id: str) -> ProgressCallback:
+    def _reporter(self, spec: JobSpec, job_id: str, timeline: JobTimeline) -> ProgressCallback:
         partial_format = ImageFormat(spec.output_format)
+        steps = self._step_timer()
 
         def report(progress: Progress) -> None:
+            steps(progress)
+            timeline.step()
             preview = partial = None
             if progress.preview is not None:
                 # Spread over the steps the engine says it runs: an edit with strength runs fewer than spec.steps.
@@ -378,6 +421,21 @@ class ModelWorker:
 
         return report
 
+    def _step_timer(self) -> ProgressCallback:
+        """Times each denoising step from the end of the one before (a local model's steps only)."""
+        last: tuple[int, int, float] | None = None
+
+        def timed(progress: Progress) -> None:
+            nonlocal last
+            if self.engine.remote or progress.stage is not None:
+                return
+            now = time.perf_counter()
+            if last is not None and last[:2] == (progress.image_index, progress.step - 1):
+                self._metrics.step(self.name, now - last[2])
+            last = (progress.image_index, progress.step, now)
+
+        return timed
+
     def _preview(self, progress: Progress) -> Image.Image | None:
         """The engine's preview of this step; a preview that fails is skipped, never the job."""
         assert progress.preview is not None
@@ -387,8 +445,15 @@ class ModelWorker:
             log.exception("model %s: the step preview failed; the job goes on without it", self.name)
             return None
 
-    def _finish(self, job: Job, result: GenerationResult) -> None:
-        """On the encoder pool: judge (the content filter), encode, write atomically, then mark the job done."""
+    def _finish(self, job: Job, result: GenerationResult, timeline: JobTimeline) -> None:
+        """On the encoder pool: encode, write atomically, then mark the job done."""
+        timeline.mark("encode")
+        with context.job(job.id, job.owner):
+            self._traced(timeline, self._write(job, result))
+
+    def _write(self, job: Job, result: GenerationResult) -> str:
+        """Judge (the content filter), encode, sign and write the images, then mark the job done;
+        returns how it ended."""
         try:
             self._filter.check_outputs([generated.image for generated in result.images])
             fmt = ImageFormat(job.spec.output_format)
@@ -406,6 +471,7 @@ class ModelWorker:
                 self._bus.publish(
                     JobEvent(job.id, JobEventType.COMPLETED, job=self._durably(lambda: self._store.get(job.id)))
                 )
+            return JobStatus.SUCCEEDED.value
         except ContentBlocked as blocked:  # nothing was written: the job says why, in our words
             log.info("job %s: the content filter withheld its images", job.id)
             self._fail(job.id, blocked.code, str(blocked))
@@ -417,6 +483,7 @@ class ModelWorker:
             self._fail(job.id, ErrorCode.SERVER_ERROR, "the images could not be saved; see the server log")
         finally:
             self._let_go(job.id)
+        return JobStatus.FAILED.value
 
     def _signer(self, job: Job) -> Callable[[bytes, ImageFormat, bytes | None], bytes] | None:
         """Signs one encoded image of ``job`` (with the provider's file, if any); None when not signing."""

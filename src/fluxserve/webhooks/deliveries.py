@@ -25,6 +25,8 @@ class Delivery:
     url: str
     payload: str
     attempts: int
+    job_id: str = ""
+    event: str = ""
     bfl_secret: str | None = None
     """The client's webhook_secret, for a job submitted through BFL's API that sent one."""
 
@@ -58,7 +60,7 @@ class Deliveries:
     def load(self, delivery_id: str) -> Delivery | None:
         """The delivery if it is still pending; None once settled or deleted with its job."""
         row = self._db.fetch_one(
-            "SELECT d.id, d.url, d.payload, d.attempts, j.webhook FROM webhook_deliveries d "
+            "SELECT d.id, d.url, d.payload, d.attempts, d.job_id, d.event, j.webhook FROM webhook_deliveries d "
             "JOIN jobs j ON j.id = d.job_id WHERE d.id = ? AND d.status = 'pending'",
             (delivery_id,),
         )
@@ -66,7 +68,7 @@ class Deliveries:
             return None
         target = json.loads(row["webhook"]) if row["webhook"] else {}
         secret = target.get("secret") if target.get("shape") == "bfl" else None
-        return Delivery(row["id"], row["url"], row["payload"], row["attempts"], secret)
+        return Delivery(row["id"], row["url"], row["payload"], row["attempts"], row["job_id"], row["event"], secret)
 
     def record(self, delivery_id: str, number: int, status_code: int | None, step: Step, now: float) -> None:
         """Record attempt ``number`` and the step that follows it."""

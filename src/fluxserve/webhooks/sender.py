@@ -30,10 +30,11 @@ from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import JobProgress, WebhookDeliveryView
 from fluxserve.settings import Settings
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.telemetry import NO_TELEMETRY, Telemetry, context
 from fluxserve.webhooks.addresses import Resolver, resolve
 from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
-from fluxserve.webhooks.deliveries import Deliveries
+from fluxserve.webhooks.deliveries import Deliveries, Delivery
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs, origin
 from fluxserve.webhooks.payload import BodyMaker, event_body
 from fluxserve.webhooks.retries import next_step
@@ -80,10 +81,12 @@ class WebhookSender:
         threads: int = SENDER_THREADS,
         resolver: Resolver = resolve,
         bodies: Mapping[str, BodyMaker] | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         """``bodies``: the body makers of other webhook shapes (a target's ``shape``) than fluxserve's own."""
         self._deliveries = Deliveries(store)
         self._bodies = dict(bodies or {})
+        self._metrics, self._tracer = telemetry.metrics, telemetry.tracer
         self._settings, self._signer, self._resolver = settings, signer, resolver
         self._key = secret_key(secret)
         self._thread_count = threads
@@ -228,13 +231,19 @@ class WebhookSender:
         if delivery is None:  # the job was deleted meanwhile
             self._settle()
             return
+        with context.job(delivery.job_id):  # on the log lines of this attempt
+            self._post(client, delivery)
+
+    def _post(self, client: httpx.Client, delivery: Delivery) -> None:
         number = delivery.attempts + 1
         headers = signed_headers(self._key, delivery.id, delivery.payload, time.time())
         if delivery.bfl_secret is not None:
             headers["x-bfl-signature"] = bfl_signature(delivery.bfl_secret, delivery.payload)
-        outcome = post(client, delivery.url, headers, delivery.payload, self._settings.webhook_timeout_seconds)
+        with self._tracer.webhook(delivery.job_id, delivery.event):
+            outcome = post(client, delivery.url, headers, delivery.payload, self._settings.webhook_timeout_seconds)
         now = time.time()
         step = next_step(outcome, number, self._settings, now)
+        self._metrics.webhook_attempt("retry" if step.next_attempt_at is not None else step.status.value)
         self._deliveries.record(delivery.id, number, outcome.status_code, step, now)
         if step.next_attempt_at is not None:
             log.info("webhook %s to %s: %s; retrying", delivery.id, origin(delivery.url), step.error)
