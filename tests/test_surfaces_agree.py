@@ -1,7 +1,7 @@
 """One request through every API surface fluxserve speaks: the same seed makes the same image bytes.
 
 Each surface is one entry of SURFACES: a function that sends the request in its wire format and
-returns the PNG it got back. A new surface (Replicate...) is one more entry.
+returns the PNG it got back. A new surface is one more entry.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import replicate
 
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
 from tests.jobs_support import JOBS, LiveServer
@@ -51,11 +52,23 @@ def workers_ai(server: LiveServer) -> bytes:
     return base64.b64decode(answer.json()["result"]["image"])
 
 
+def replicate_client(server: LiveServer) -> bytes:
+    client = replicate.Client(api_token="r8_unused-on-loopback", base_url=server.url, timeout=TEST_TIMEOUT)
+    inputs = {"prompt": PROMPT, "aspect_ratio": "custom", "width": SIDE, "height": SIDE, "seed": SEED}
+    try:
+        output = client.run("black-forest-labs/flux-2-dev", input={**inputs, "output_format": "png"})
+    finally:
+        client._client.close()
+    assert isinstance(output, str), output
+    return httpx.get(output, timeout=TEST_TIMEOUT).content
+
+
 SURFACES: dict[str, Callable[[LiveServer], bytes]] = {
     "openai": openai_images,
     "jobs": jobs_api,
     "bfl": bfl,
     "workers-ai": workers_ai,
+    "replicate": replicate_client,
 }
 
 
