@@ -111,6 +111,21 @@ def run_watched(runner: Services, watchers: list[Services], prompt: str) -> tupl
 
 
 @on_postgres
+def test_a_process_that_does_not_share_the_images_gets_the_steps_without_previews(
+    make_services: Callable[..., Services], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    runner = make_services(MODEL)
+    elsewhere = make_services(ONLY_WATCHES, data_dir=tmp_path_factory.mktemp("elsewhere"))
+    _, (here, there) = run_watched(runner, [elsewhere], "unshared")
+
+    steps_here = [event for event in shared(here) if event.type is JobEventType.PROGRESS]
+    steps_there = [event for event in shared(there) if event.type is JobEventType.PROGRESS]
+    assert [event.progress for event in steps_there] == [event.progress for event in steps_here]
+    assert all(event.preview is not None for event in steps_here)
+    assert all(event.preview is None for event in steps_there)
+
+
+@on_postgres
 def test_a_job_run_in_one_process_is_watched_in_another_with_the_same_ids(
     pair: tuple[Services, Services], make_services: Callable[..., Services]
 ) -> None:
@@ -123,9 +138,9 @@ def test_a_job_run_in_one_process_is_watched_in_another_with_the_same_ids(
     ids = [int(event.id) for event in shared(here)]
     assert ids == sorted(ids)
     assert [event.progress for event in shared(there)] == [event.progress for event in shared(here)]
-    # The process that ran the job has its previews; the others' copies carry no image bytes.
+    # Step previews reach the other process through the file store they share, byte for byte.
     assert all(event.preview is not None for event in here if event.type is JobEventType.PROGRESS)
-    assert all(event.preview is None for event in there)
+    assert [event.preview for event in shared(there)] == [event.preview for event in shared(here)]
     assert not any(event.relayed for event in here)
     assert all(event.relayed for event in shared(there))
     completed = there[-1].job

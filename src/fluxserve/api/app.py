@@ -142,7 +142,7 @@ def build_services(
             webhooks=WebhookSender(
                 db, settings, secret, signer, bodies={"replicate": prediction_body}, telemetry=telemetry
             ),
-            relay=None if notices is None else relay.EventRelay(db, notices, bus, store),
+            relay=None if notices is None else relay.EventRelay(db, notices, bus, store, file_store),
             published=PublishedModels(db),
             content_filter=content_filter(settings),
             credentials=content_credentials(settings, __version__),

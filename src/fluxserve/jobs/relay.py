@@ -9,8 +9,11 @@ client that reconnects to another process with ``Last-Event-ID`` gets what it mi
 table (:meth:`EventRelay.since`).
 
 - The process an event happened in (its origin) delivers its own object, with its preview and
-  partial image; the other processes get the row's copy, without them (image bytes never go
-  through the table: step previews are seen only by watchers of the process that runs the job),
+  partial image; the other processes get the row's copy (image bytes never go through the table).
+  A step preview goes through the file store instead (``previews/<job>/``, deleted with the job):
+  the origin writes it before the row, the row says so, and the others read it back, so watchers
+  of every process that shares the images (a shared data_dir or a bucket) see it. Streamed partial
+  images stay with the process that runs the job. The copies are
   marked :attr:`~fluxserve.jobs.models.JobEvent.relayed`: never written again, and no webhook is
   sent for it, since the origin sends that.
 - One thread writes, a batch per transaction, under an advisory lock: sequences are committed in
@@ -38,6 +41,7 @@ from fluxserve.errors import DatabaseUnavailable
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType
 from fluxserve.jobs.store import JobStore
+from fluxserve.storage.files import FileStore
 
 log = logging.getLogger("fluxserve.jobs")
 
@@ -74,8 +78,12 @@ class _Outgoing:
 class EventRelay:
     """Writes this process's job events to the events table and delivers every process's to its bus."""
 
-    def __init__(self, db: Database, notices: Notices, bus: EventBus, store: JobStore) -> None:
+    def __init__(
+        self, db: Database, notices: Notices, bus: EventBus, store: JobStore, files: FileStore | None = None
+    ) -> None:
         self._db, self._notices, self._bus, self._store = db, notices, bus, store
+        self._files = files
+        """Where step previews are kept for the other processes; None: they stay here."""
         self.origin = bus.boot
         """Whose rows are whose: every process has its own boot number."""
         self._numbers = itertools.count(1)
@@ -179,7 +187,9 @@ class EventRelay:
         values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in numbered)
         params: list[Any] = []
         for number, out in numbered:
-            params += [out.event.job_id, JobEventType(out.event.type).value, self.origin, number, _data(out.event), now]
+            preview = self._keep_preview(out.event)
+            data = _data(out.event, preview=preview)
+            params += [out.event.job_id, JobEventType(out.event.type).value, self.origin, number, data, now]
         try:
             with self._db.transaction() as db:
                 db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
@@ -198,6 +208,28 @@ class EventRelay:
             log.exception("could not share %d job events with other processes; shown here only", len(batch))
             self._not_written(numbered, later=False)
             return True
+
+    def _keep_preview(self, event: JobEvent) -> bool:
+        """Write the event's step preview to the file store for the other processes; True if it is there."""
+        progress = event.progress
+        if self._files is None or event.preview is None or progress is None:
+            return False
+        try:
+            self._files.write_preview(event.job_id, progress.image_index, progress.step, event.preview)
+        except Exception as error:  # the bucket is down, say: the step still goes out, without its picture
+            log.warning("job %s: a step preview could not be shared (%s)", event.job_id, error)
+            return False
+        return True
+
+    def _read_preview(self, event: JobEvent) -> bytes | None:
+        progress = event.progress
+        if self._files is None or progress is None:
+            return None
+        try:
+            return self._files.read_preview(event.job_id, progress.image_index, progress.step)
+        except Exception as error:  # not shared with this process (its own data_dir), or gone with its job
+            log.debug("job %s: step preview not readable here (%s)", event.job_id, error)
+            return None
 
     def _not_written(self, numbered: list[tuple[int, _Outgoing]], *, later: bool) -> None:
         """Deliver events that were not written here now, without an id; with ``later``, keep the
@@ -274,12 +306,17 @@ class EventRelay:
             return
         if event.type in WITH_JOB:
             event = replace(event, job=self._store.get(event.job_id))
+        if json.loads(row["data"]).get("preview"):
+            event = replace(event, preview=self._read_preview(event))
         self._bus.deliver(event)
 
 
-def _data(event: JobEvent) -> str:
-    """What a row keeps of an event: small JSON, never image bytes."""
+def _data(event: JobEvent, *, preview: bool = False) -> str:
+    """What a row keeps of an event: small JSON, never image bytes (``preview``: its step preview is
+    in the file store)."""
     data: dict[str, Any] = {}
+    if preview:
+        data["preview"] = True
     if event.position is not None:
         data["position"] = event.position
     if (progress := event.progress) is not None:

@@ -23,7 +23,7 @@ from fluxserve.storage.blobs import Blob, BlobStore
 from fluxserve.storage.folder import FolderBlobStore
 
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{24}")
-FOLDERS = ("outputs", "references")
+FOLDERS = ("outputs", "references", "previews")
 
 
 def is_job_id(text: str) -> bool:
@@ -50,6 +50,18 @@ class FileStore:
 
     def mask_key(self, job_id: str) -> str:
         return f"references/{self._checked(job_id)}/mask.png"
+
+    def preview_key(self, job_id: str, image: int, step: int) -> str:
+        return f"previews/{self._checked(job_id)}/{int(image)}-{int(step)}.jpg"
+
+    def write_preview(self, job_id: str, image: int, step: int, data: bytes) -> None:
+        """Keep a step preview (a small JPEG) where other processes can read it; deleted with the job."""
+        self.blobs.put(self.preview_key(job_id, image, step), data, "image/jpeg")
+
+    def read_preview(self, job_id: str, image: int, step: int) -> bytes:
+        """A step preview another process kept; NotFound when it is not there."""
+        with self.blobs.open(self.preview_key(job_id, image, step)) as blob:
+            return blob.read()
 
     def write_output(self, job_id: str, index: int, fmt: ImageFormat, data: bytes) -> None:
         self.blobs.put(self.output_key(job_id, index, fmt), data, fmt.media_type)
