@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import time
 import zlib
@@ -31,6 +32,15 @@ def wait_for(condition: Callable[[], object], what: str = "the condition", *, ti
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {limit:g} s: {what}")
         time.sleep(0.02)
+
+
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
+"""The start of a text-format log line (fluxserve.telemetry.logs), as opposed to the CLI's own output."""
+
+
+def without_log_lines(stderr: str) -> str:
+    """What a command wrote to stderr besides its log lines (the server logs where it starts, say)."""
+    return "\n".join(line for line in stderr.splitlines() if not LOG_LINE.match(line)).strip()
 
 
 def png_bytes(image: Image.Image) -> bytes:

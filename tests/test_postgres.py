@@ -18,7 +18,7 @@ from fluxserve.db.postgres import PostgresDatabase, placeholders
 from fluxserve.db.sqlite import MIGRATIONS
 from fluxserve.errors import InvalidRequest, NotFound
 from fluxserve.settings import load_settings
-from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for, without_log_lines
 from tests.jobs_support import JOBS, QUICK, SLOW, LiveServer
 from tests.postgres_support import Cluster, fetch_all
 from tests.servers import free_port
@@ -50,7 +50,7 @@ def test_serve_on_an_unreachable_database_exits_with_one_line(
     monkeypatch.setenv("FLUXSERVE_DATABASE_URL", f"postgresql://nobody:hunter2@127.0.0.1:{free_port()}/fluxserve")
     monkeypatch.setenv("FLUXSERVE_DATABASE_TIMEOUT_SECONDS", "2")
     assert main(["serve", "--model", "tiny-random", "--data-dir", str(tmp_path), "--offline"]) == 1
-    error = capsys.readouterr().err
+    error = without_log_lines(capsys.readouterr().err)
     assert error.startswith("fluxserve: error: cannot reach the database at 127.0.0.1:")
     assert "hunter2" not in error
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from fluxserve.cli.main import main
 from fluxserve.errors import StorageUnavailable
-from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes
+from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, without_log_lines
 from tests.jobs_support import QUICK, LiveServer, sse_lines
 from tests.object_store import MotoS3
 from tests.servers import ServerProcess
@@ -149,7 +149,7 @@ def test_serve_on_a_missing_bucket_exits_with_one_line(
         monkeypatch.setenv(f"FLUXSERVE_{name.upper()}", value)
     monkeypatch.setenv("FLUXSERVE_CACHE_DIR", str(cache_dir))
     assert main(["serve", "--model", "tiny-random", "--data-dir", str(tmp_path / "data"), "--port", "0"]) == 1
-    error = capsys.readouterr().err.strip()
+    error = without_log_lines(capsys.readouterr().err)
     assert error.startswith("fluxserve: error: image storage is unavailable: the bucket 'not-made-either'")
     assert f"object_store_url s3://not-made-either, at {s3.endpoint_url}" in error
     assert len(error.splitlines()) == 1
