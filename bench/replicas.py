@@ -3,8 +3,9 @@ the claim latency (submit to ``started``) on SQLite and on Postgres.
 
 Throughput: ``fluxserve serve`` processes on one Postgres database, each serving the tiny model
 with one torch thread (``OMP_NUM_THREADS=1``), as two replicas on this 2-core machine would run.
-A burst of jobs (``POST /v1/jobs``, 256x256, 4 steps) goes to the first process; every process's
-worker claims from the shared queue (``FOR UPDATE SKIP LOCKED``). Jobs per second = jobs / (the
+A burst of jobs (``POST /v1/jobs``, 256x256, 4 steps) is posted round-robin to the processes, as a
+load balancer in front of them would; every process's worker claims from the shared queue
+(``FOR UPDATE SKIP LOCKED``), whichever process took the request. Jobs per second = jobs / (the
 last job's ``finished_at`` - the first job's ``created_at``), read from the database. One and two
 replicas alternate, round after round, each on a fresh database, so drift hits both alike.
 
@@ -14,7 +15,7 @@ SQLite and on Postgres, interleaved. Percentiles over all jobs.
 
 Goals: two replicas at least 1.8x the jobs/s of one; claim latency p50 under 20 ms on Postgres.
 
-Run: scripts/bench replicas  (sizes: --jobs 24 --rounds 3 --claims 40; see --help)
+Run: scripts/bench replicas  (sizes: --jobs 64 --rounds 3 --claims 40; see --help)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from bench.common import fluxserve_server
 
 MODEL = "tiny-random"
 JOB = {"model": MODEL, "prompt": "a lighthouse on a cliff at dusk", "size": "256x256", "steps": 4}
-JOBS = 24
+JOBS = 64
 ROUNDS = 3
 CLAIMS = 40
 GOAL_SPEEDUP = 1.8
@@ -75,8 +76,8 @@ def burst(cluster: Cluster, count: int, jobs: int) -> float:
     """Jobs per second of ``count`` replicas draining a burst of ``jobs``."""
     url = cluster.create_database()
     with replicas(count, url) as urls, httpx.Client(timeout=60) as client:
-        for _ in range(jobs):
-            response = client.post(f"{urls[0]}/v1/jobs", json=JOB)
+        for number in range(jobs):
+            response = client.post(f"{urls[number % len(urls)]}/v1/jobs", json=JOB)
             response.raise_for_status()
         done = wait_all_finished(Path(), url, jobs)
     first = min(job["created_at"] for job in done)
