@@ -7,23 +7,19 @@ keys, quotas and queue as a request to /v1/jobs; only the wire format differs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
 
-from pydantic import ValidationError
 from starlette.requests import Request
 
 from fluxserve.accounts.keys import Caller
 from fluxserve.api.deps import Services
-from fluxserve.api.parsing import RawImage
+from fluxserve.api.parsing import RawImage, json_object_body
 from fluxserve.api.protocol.replicate import PredictionRequest, WebhookEvent
 from fluxserve.api.replicate.inputs import image_request, parse_input
 from fluxserve.api.replicate.sources import Sources
-from fluxserve.api.serving import Accepted, accept_parsed, base_url
-from fluxserve.engines.aliases import resolve
+from fluxserve.api.serving import Accepted, accept_parsed, base_url, served_model
 from fluxserve.errors import InvalidRequest, UnknownModel, UnsupportedMediaType
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, probe_image
 from fluxserve.jobs.models import JobEventType, Operation, WebhookTarget
-from fluxserve.jsonvalues import load_json
 from fluxserve.storage.uploads import Uploads
 from fluxserve.webhooks.urls import check_webhook_url
 
@@ -50,26 +46,16 @@ async def read_body(request: Request) -> PredictionRequest:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not accepted; send application/json")
-    data = load_json(await request.body())
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
-    try:
-        return PredictionRequest.model_validate(data, strict=True)
-    except ValidationError as error:
-        detail = error.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in detail["loc"]) or None
-        if detail["type"] == "extra_forbidden":
-            raise InvalidRequest(f"unknown field {param!r}", param=param) from None
-        raise InvalidRequest(f"{param or 'body'}: {detail['msg']}", param=param) from None
+    return json_object_body(await request.body(), PredictionRequest)
 
 
-def served_model(name: str, aliases: Mapping[str, str], served: Iterable[str]) -> str:
+def replicate_model(name: str, services: Services) -> str:
     """``black-forest-labs/flux-2-dev`` (or ``...:version``, or a bare name) -> the served model."""
     bare = name.partition(":")[0].rsplit("/", 1)[-1]
-    served = list(served)
-    model = resolve(bare, aliases, served) or resolve(name, aliases, served)
+    model = served_model(bare, services) or served_model(name, services)
     if model is None:
-        raise UnknownModel(f"model {name!r} is not served here; available: {', '.join(served)} (or their aliases)")
+        served = ", ".join(services.jobs.workers)
+        raise UnknownModel(f"model {name!r} is not served here; available: {served} (or their aliases)")
     return model
 
 
@@ -103,7 +89,7 @@ async def accept_prediction(
     request: Request, body: PredictionRequest, path_model: str | None, who: Caller, services: Services
 ) -> Accepted:
     settings, jobs = services.settings, services.jobs
-    model = served_model(model_of(body, path_model), services.aliases, jobs.workers)
+    model = replicate_model(model_of(body, path_model), services)
     flux = parse_input(body.input)
     caps = jobs.capabilities(model)
     base = base_url(request, settings)

@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
@@ -27,14 +26,13 @@ from fluxserve.api.auth import CallerDep
 from fluxserve.api.deps import Services, ServicesDep
 from fluxserve.api.errors import use_error_shape
 from fluxserve.api.openapi import error_responses
-from fluxserve.api.parsing import image_request_from_json, reject_unknown_query
+from fluxserve.api.parsing import image_request_from_json, json_object_body, reject_unknown_query
 from fluxserve.api.protocol.bfl import BflError, BflPoll, BflRequest, BflResult, BflStatus, BflSubmitted
 from fluxserve.api.serving import accept_parsed, base_url, served_model
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import ErrorCode, InvalidRequest, NotFound, UnknownModel
 from fluxserve.jobs.models import Job, JobEventType, JobStatus, Operation, WebhookTarget
 from fluxserve.jobs.views import image_url
-from fluxserve.jsonvalues import load_json
 from fluxserve.storage.files import is_job_id
 from fluxserve.webhooks.urls import check_webhook_url
 
@@ -110,20 +108,6 @@ def _safety(fields: dict[str, Any], body: BflRequest, takes_it: bool) -> None:
         )
 
 
-def _parse(raw: bytes) -> BflRequest:
-    data = load_json(raw)
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the body must be a JSON object, not {type(data).__name__}")
-    try:
-        return BflRequest.model_validate(data, strict=True)
-    except ValidationError as error:
-        detail = error.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in detail["loc"]) or None
-        if detail["type"] == "extra_forbidden":
-            raise InvalidRequest(f"unknown field {param!r}", param=param) from None
-        raise InvalidRequest(f"{param or 'body'}: {detail['msg']}", param=param) from None
-
-
 @router.get(
     "/v1/get_result",
     summary="BFL: a task's status, and its image's signed URL once Ready",
@@ -177,7 +161,7 @@ async def submit(model: str, request: Request, who: CallerDep, svc: ServicesDep)
     served = served_model(model, svc)
     if served is None:  # the route matched it a moment ago; the table does not change
         raise UnknownModel(f"no model {model!r} here; GET /v1/models lists what is served")
-    body = _parse(await request.body())
+    body = json_object_body(await request.body(), BflRequest)
     fields = to_fields(body)
     _safety(fields, body, svc.jobs.capabilities(served).safety_tolerance)
     fields["model"] = served
