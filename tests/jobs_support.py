@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from fluxserve.api.deps import Services
+from fluxserve.jobs.models import JobSpec
 from fluxserve.jobs.service import JobService
 from tests.helpers import TEST_TIMEOUT, wait_for
 
@@ -71,3 +72,21 @@ def sse_lines(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
         pairs.append((fields["event"], json.loads(fields["data"])))
     return pairs
+
+
+def generation_spec(prompt: str, *, model: str, steps: int, size: int) -> JobSpec:
+    """A square text-to-image job as the store keeps it (seed 1, one PNG by URL)."""
+    return JobSpec(
+        model=model,
+        operation="generation",
+        prompt=prompt,
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=None,
+        seed=1,
+        n=1,
+        output_format="png",
+        output_compression=None,
+        response_format="url",
+    )

@@ -25,6 +25,7 @@ from fluxserve.jobs.watchers import Watcher
 from fluxserve.settings import Settings
 from fluxserve.webhooks.sender import WebhookSender
 from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.jobs_support import generation_spec
 from tests.postgres_support import Cluster, fetch_all
 from tests.webhook_receiver import Answer, Receiver
 
@@ -35,20 +36,7 @@ on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=Tru
 
 
 def spec(prompt: str, steps: int = 3, size: int = 64) -> JobSpec:
-    return JobSpec(
-        model=MODEL,
-        operation="generation",
-        prompt=prompt,
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=None,
-        seed=1,
-        n=1,
-        output_format="png",
-        output_compression=None,
-        response_format="url",
-    )
+    return generation_spec(prompt, model=MODEL, steps=steps, size=size)
 
 
 LONG = {"steps": 100, "size": 768}

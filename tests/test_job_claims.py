@@ -26,26 +26,14 @@ from fluxserve.jobs.models import JobSpec, JobStatus, OutputImage, Usage, new_jo
 from fluxserve.jobs.sql_store import SqlJobStore
 from fluxserve.settings import Settings
 from tests.helpers import TEST_TIMEOUT, wait_for
+from tests.jobs_support import generation_spec
 from tests.postgres_support import BOTH_DATABASES
 
 MODEL = "tiny-random-base"
 
 
 def spec(prompt: str = "a lighthouse", steps: int = 2, size: int = 64, model: str = MODEL) -> JobSpec:
-    return JobSpec(
-        model=model,
-        operation="generation",
-        prompt=prompt,
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=None,
-        seed=1,
-        n=1,
-        output_format="png",
-        output_compression=None,
-        response_format="url",
-    )
+    return generation_spec(prompt, model=model, steps=steps, size=size)
 
 
 LATER = 10**10
