@@ -66,13 +66,16 @@ class ServerProcess:
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
         database_url: str | None = None,
+        args: list[str] | None = None,
     ) -> None:
-        """``extra_env``: more environment variables (settings as ``FLUXSERVE_<NAME>``)."""
+        """``extra_env``: more environment variables (settings as ``FLUXSERVE_<NAME>``); ``args``: more
+        command-line arguments for ``fluxserve serve``."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
         for model in models:
             command += ["--model", model]
+        command += args or []
         env = {**os.environ, "FLUXSERVE_CACHE_DIR": str(cache_dir), "FLUXSERVE_WARMUP": "false"}
         env["FLUXSERVE_ALLOW_DOWNLOAD"] = "false"
         env["FLUXSERVE_MAX_WAIT_SECONDS"] = str(MAX_WAIT)
