@@ -45,6 +45,7 @@ from fluxserve.errors import (
     ErrorCode,
     FluxserveError,
     GenerationCancelled,
+    Moderated,
     StorageUnavailable,
 )
 from fluxserve.imaging.credentials import ContentCredentials, Ingredient, Provenance
@@ -335,7 +336,13 @@ class ModelWorker:
         except FluxserveError as error:
             timeline.status = "failed"
             self._provider_call(error.code.value)
-            self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
+            self._fail(
+                job_id,
+                error.code,
+                str(error),
+                retry_after=getattr(error, "retry_after", None),
+                moderated=getattr(error, "moderated", None),
+            )
         except Exception:
             timeline.status = "failed"
             self._provider_call(ErrorCode.SERVER_ERROR.value)
@@ -474,7 +481,7 @@ class ModelWorker:
             return JobStatus.SUCCEEDED.value
         except ContentBlocked as blocked:  # nothing was written: the job says why, in our words
             log.info("job %s: the content filter withheld its images", job.id)
-            self._fail(job.id, blocked.code, str(blocked))
+            self._fail(job.id, blocked.code, str(blocked), moderated=blocked.moderated)
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -502,12 +509,21 @@ class ModelWorker:
         return sign
 
     def _fail(
-        self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True
+        self,
+        job_id: str,
+        error_type: ErrorCode,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        moderated: Moderated | None = None,
+        held: bool = True,
     ) -> None:
         """Fail a job this worker holds (``held``), or a queued one."""
         worker = self.id if held else None
         self._durably(
-            lambda: self._store.mark_failed(job_id, error_type, message, retry_after=retry_after, worker=worker)
+            lambda: self._store.mark_failed(
+                job_id, error_type, message, retry_after=retry_after, worker=worker, moderated=moderated
+            )
         )
         self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._durably(lambda: self._store.get(job_id))))
 
