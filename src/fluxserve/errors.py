@@ -8,7 +8,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     FluxserveError
     ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
     │   ├── InvalidPrompt         a prompt, or a field of a structured JSON prompt
-    │   └── InvalidImage          a reference image that cannot be decoded or used
+    │   ├── InvalidImage          a reference image that cannot be decoded or used
     │   ├── ContentBlocked        the server's content filter refused a reference image or withheld an output
     │   │                         (``moderated`` says which: a :class:`Moderated`)
     │   ├── PayloadTooLarge       a body or upload over the configured limits
