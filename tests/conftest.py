@@ -25,6 +25,7 @@ from fluxserve.settings import Settings
 from tests.helpers import MAX_WAIT
 from tests.jobs_support import LiveServer
 from tests.postgres_support import DATABASES, Cluster, running_cluster
+from tests.safety_support import build_classifier
 from tests.servers import serve_in_thread
 
 TINY = ("tiny-random", "tiny-random-base", "tiny-random-dev", "tiny-random-flux1", "tiny-random-schnell")
@@ -200,3 +201,9 @@ def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
         return {}
     server = request.getfixturevalue("s3")
     return server.settings(server.new_bucket(), prefix="images")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The content filter's tiny classifier (tests/safety_support.py), built once a session."""
+    return build_classifier(tmp_path_factory.mktemp("nsfw-classifier"))

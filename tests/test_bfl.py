@@ -227,6 +227,7 @@ def test_moderation_is_a_clear_error(fake: FakeBfl, make_engine: MakeEngine, sta
         generate(make_engine(), width=64, height=64)
     assert raised.value.code == "moderation_blocked"
     assert raised.value.provider_code == status
+    assert raised.value.moderated == {"Request Moderated": "input", "Content Moderated": "output"}[status]
     assert fake.downloads == 0
 
 
@@ -538,6 +539,8 @@ def test_moderation_fails_the_job(fake: FakeBfl, server: LiveServer, status: str
     assert job["status"] == "failed"
     assert job["error"]["type"] == "moderation_blocked"
     assert MODERATION[status] in job["error"]["message"]
+    # The job keeps which side BFL refused, so this server's own BFL surface reports it as BFL did.
+    assert server.http.get("/v1/get_result", params={"id": job["id"]}).json()["status"] == status
 
 
 def test_out_of_credit_fails_the_job(fake: FakeBfl, server: LiveServer) -> None:

@@ -1,5 +1,5 @@
 """BFL's API served by fluxserve: fluxserve's own BFL engine as the client, then plain httpx for the
-statuses, errors, cancel and webhooks."""
+statuses, errors, cancel, webhooks and the content filter's moderation statuses."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from standardwebhooks.webhooks import Webhook
 
 from fluxserve.api.app import create_app
 from fluxserve.engines.base import GenerationRequest
+from fluxserve.errors import ContentModerated, Moderated
 from fluxserve.settings import Settings
 from fluxserve.webhooks.secret import new_secret
 from tests.helpers import TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, SLOW, LiveServer
 from tests.postgres_support import BOTH_DATABASES
+from tests.safety_support import BLOCK_ALL, filtering
 from tests.test_bfl import engine_for
 from tests.webhook_receiver import Answer, Receiver
 
@@ -230,3 +232,76 @@ def test_a_failed_task_s_webhook_says_error(make_server: Callable[..., LiveServe
     assert "x-bfl-signature" not in posted.headers  # no webhook_secret, no BFL signature
     sent = json.loads(posted.body)
     assert (sent["id"], sent["status"], sent["error"]) == (task["id"], "Error", "cancelled")
+
+
+# -- the content filter: BFL's moderation statuses -----------------------------------------------
+@pytest.fixture
+def moderating(make_server: Callable[..., LiveServer], classifier_dir: Any) -> LiveServer:
+    """A fluxserve whose content filter refuses every reference and withholds every output."""
+    return make_server(models=["tiny-random"], webhook_secret=SECRET, **filtering(classifier_dir, "both", BLOCK_ALL))
+
+
+def reference_field() -> dict[str, str]:
+    return {"input_image": base64.b64encode(png_bytes(photo(64, 64, 3))).decode()}
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "moderated"),
+    [(reference_field(), "Request Moderated", "input"), ({}, "Content Moderated", "output")],
+    ids=["refused-reference", "withheld-output"],
+)
+def test_a_moderated_task_is_accepted_and_polls_and_posts_bfl_s_status(
+    moderating: LiveServer, sent: dict[str, str], status: str, moderated: str
+) -> None:
+    receiver = Receiver([Answer(204)])
+    try:
+        body = {**SMALL, **sent, "webhook_url": receiver.url, "webhook_secret": "my-bfl-secret"}
+        submitted = moderating.http.post("/v1/flux-2-pro", json=body)
+        # Accepted as BFL accepts it: the refusal is the poll's to report, not the submit's.
+        assert submitted.status_code == 200, submitted.text
+        task = submitted.json()
+        assert set(task) == {"id", "polling_url", "cost", "input_mp", "output_mp"}
+        polled = poll_until_done(moderating.http, task["polling_url"])
+        wait_for(lambda: len(receiver.requests) == 1, "the webhook")
+    finally:
+        receiver.close()
+    assert (polled["id"], polled["status"], polled["result"]) == (task["id"], status, None)
+    assert polled["details"]["code"] == "moderation_blocked"
+    assert "content filter" in polled["details"]["message"]
+    [posted] = receiver.requests
+    sent_body = json.loads(posted.body)
+    assert (sent_body["id"], sent_body["status"], sent_body["error"]) == (task["id"], status, "moderation_blocked")
+    expected = hmac.new(b"my-bfl-secret", posted.body, hashlib.sha256).hexdigest()
+    assert posted.headers["x-bfl-signature"] == f"sha256={expected}"
+    # The jobs API shows the same job failed as on every surface; nothing of it was stored.
+    job = moderating.http.get(f"{JOBS}/{task['id']}").json()
+    assert (job["status"], job["error"]["type"]) == ("failed", "moderation_blocked")
+    assert moderating.services.jobs.get(task["id"]).error_moderated == moderated
+    data_dir = moderating.services.settings.data_dir
+    assert [path for path in data_dir.rglob("*") if task["id"] in path.as_posix()] == []
+
+
+def test_other_surfaces_still_refuse_a_blocked_reference_at_once(moderating: LiveServer) -> None:
+    files = {"image": ("a.png", png_bytes(photo(64, 64, 3)), "image/png")}
+    answer = moderating.http.post("/v1/images/edits", data={"prompt": "night", "size": "64x64"}, files=files)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "moderation_blocked"
+    assert moderating.http.get(JOBS).json()["data"] == []  # no job: the OpenAI surface has no poll to tell
+
+
+@pytest.mark.parametrize(("references", "moderated"), [(1, Moderated.INPUT), (0, Moderated.OUTPUT)])
+def test_fluxserve_s_bfl_engine_reads_the_moderated_statuses_as_moderation(
+    moderating: LiveServer, references: int, moderated: Moderated
+) -> None:
+    engine = engine_for(moderating.url, bfl_api_key="any-key-on-an-open-server")
+    request = GenerationRequest("a lighthouse", width=64, height=64, seed=5, references=[photo(64, 64, 3)] * references)
+    try:
+        with pytest.raises(ContentModerated) as raised:
+            engine.generate(request)
+    finally:
+        engine.close()
+    assert (raised.value.code, raised.value.moderated) == ("moderation_blocked", moderated)
+    assert (
+        raised.value.provider_code
+        == {Moderated.INPUT: "Request Moderated", Moderated.OUTPUT: "Content Moderated"}[moderated]
+    )

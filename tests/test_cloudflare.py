@@ -242,16 +242,17 @@ def test_each_error_maps_to_a_fluxserve_error_once_without_the_raw_body(
 
 
 @pytest.mark.parametrize(
-    ("failure", "said"),
-    [(fake_api.INPUT_NSFW, "refused the request"), (fake_api.OUTPUT_NSFW, "withheld the image")],
+    ("failure", "said", "side"),
+    [(fake_api.INPUT_NSFW, "refused the request", "input"), (fake_api.OUTPUT_NSFW, "withheld the image", "output")],
 )
 def test_moderation_says_which_side_was_refused_as_moderation_blocked(
-    engine: Build, fake: FakeWorkersAI, options: ProviderOptions, failure: Failure, said: str
+    engine: Build, fake: FakeWorkersAI, options: ProviderOptions, failure: Failure, said: str, side: str
 ) -> None:
     fake.fail_next(failure)
     with pytest.raises(ContentModerated) as raised:
         engine(DEV, options).generate(GenerationRequest("x", width=512, height=512))
     assert raised.value.code is ErrorCode.MODERATION_BLOCKED
+    assert raised.value.moderated == side
     assert said in str(raised.value)
     assert "NSFW content" not in str(raised.value)  # in our words
 

@@ -1,16 +1,12 @@
 """The content filter through its real decision path: a tiny random-weight ViT classifier with the
-config shape of the default one (labels ``normal`` and ``nsfw``), saved offline, loaded by the server.
-
-The threshold decides the outcome whatever the random weights say: 0 blocks every image (a
-probability is never below 0), 2 passes every one (a probability never reaches 2).
-"""
+config shape of the default one (labels ``normal`` and ``nsfw``), saved offline, loaded by the server
+(tests/safety_support.py; the threshold decides the outcome)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -18,45 +14,14 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from fluxserve.engines.safety import ContentFilter, ImageClassifier
-from fluxserve.errors import ContentBlocked, InvalidRequest, ModelUnavailable
+from fluxserve.errors import ContentBlocked, InvalidRequest, ModelUnavailable, Moderated
 from fluxserve.webhooks.secret import new_secret
 from tests.helpers import PREFER_WAIT, photo, png_bytes, wait_for
 from tests.jobs_support import JOBS, QUICK, LiveServer, sse_lines
+from tests.safety_support import BLOCK_ALL, PASS_ALL, filtering
 from tests.webhook_receiver import Answer, Receiver
 
-BLOCK_ALL, PASS_ALL = 0.0, 2.0
 SECRET = new_secret()
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ViTForImageClassification as small as it gets, labelled like Falconsai/nsfw_image_detection."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32,
-        patch_size=16,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        id2label={0: "normal", 1: "nsfw"},
-        label2id={"normal": 0, "nsfw": 1},
-    )
-    folder = tmp_path_factory.mktemp("nsfw-classifier")
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-def filtering(classifier_dir: Path, scope: str, threshold: float) -> dict[str, Any]:
-    return {
-        "content_filter": scope,
-        "content_filter_model": str(classifier_dir),
-        "content_filter_threshold": threshold,
-    }
 
 
 def edit_files() -> dict[str, tuple[str, bytes, str]]:
@@ -87,14 +52,15 @@ def test_the_filter_names_the_refused_reference_and_keeps_to_its_scope(classifie
     refs = ContentFilter(check, "refs")
     with pytest.raises(ContentBlocked) as refused:
         refs.check_references([photo(32, 32)])
-    assert refused.value.param == "image"
+    assert (refused.value.param, refused.value.moderated) == ("image", Moderated.INPUT)
     assert str(refused.value).startswith("image[0] was refused by this server's content filter (nsfw score")
     refs.check_outputs([photo(32, 32)])  # outputs are not its business
     assert refs.passes(photo(32, 32))
     outputs = ContentFilter(check, "outputs")
     outputs.check_references([photo(32, 32)])
-    with pytest.raises(ContentBlocked, match="withheld the generated image 1 of 1"):
+    with pytest.raises(ContentBlocked, match="withheld the generated image 1 of 1") as withheld:
         outputs.check_outputs([photo(32, 32)])
+    assert withheld.value.moderated is Moderated.OUTPUT
     assert not outputs.passes(photo(32, 32))
 
 

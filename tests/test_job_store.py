@@ -14,7 +14,7 @@ import pytest
 from fluxserve.accounts import usage as usage_rows
 from fluxserve.accounts.usage import daily_usage, megapixels_since
 from fluxserve.db import Database
-from fluxserve.errors import ErrorCode, InvalidRequest
+from fluxserve.errors import ErrorCode, InvalidRequest, Moderated
 from fluxserve.jobs.models import JobSpec, JobStatus, OutputImage, Usage, WebhookTarget, new_job_id
 from fluxserve.jobs.sql_store import SqlJobStore
 from fluxserve.jobs.store import Idempotency
@@ -97,6 +97,37 @@ def test_failed_and_canceled_jobs_release_their_usage(store: SqlJobStore) -> Non
     assert (gone.status, gone.error_type, gone.error_message) == (JobStatus.CANCELED, ErrorCode.CANCELED, "was queued")
     assert megapixels_since(store.db, "key_a", 0) == 0
     assert daily_usage(store.db, since=0, every_key=True) == []
+
+
+def test_a_moderated_failure_keeps_which_side_was_refused(store: SqlJobStore) -> None:
+    queued = store.create(new_job_id(), SPEC, owner="key_a")
+    store.mark_failed(queued.id, ErrorCode.MODERATION_BLOCKED, "withheld", moderated=Moderated.OUTPUT)
+    found = store.get(queued.id)
+    assert found is not None
+    assert (found.error_type, found.error_moderated) == (ErrorCode.MODERATION_BLOCKED, Moderated.OUTPUT)
+    # A refused request is a job that failed at once: never queued, nothing reserved, its key still replays it.
+    webhook = WebhookTarget("https://example.com/hook", ("failed",), "http://fluxserve.test", shape="bfl")
+    refused = store.create_refused(
+        new_job_id(),
+        SPEC,
+        "refused",
+        moderated=Moderated.INPUT,
+        webhook=webhook,
+        idempotency=Idempotency("key-1", "hash-1"),
+        owner="key_a",
+    )
+    assert store.get(refused.id) == refused
+    assert (refused.status, refused.error_type, refused.error_moderated) == (
+        JobStatus.FAILED,
+        ErrorCode.MODERATION_BLOCKED,
+        Moderated.INPUT,
+    )
+    assert refused.started_at is None
+    assert refused.finished_at is not None
+    assert store.by_idempotency_key("key-1", "key_a") == (refused, "hash-1")
+    assert store.claim(SPEC.model, "worker-1", time.time() + 60) is None
+    assert store.unfinished("key_a") == 0
+    assert megapixels_since(store.db, "key_a", 0) == 0
 
 
 def test_history_pages_newest_first_per_owner_with_filters(store: SqlJobStore) -> None:

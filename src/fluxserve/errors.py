@@ -8,8 +8,9 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     FluxserveError
     ├── InvalidRequest            the request cannot be served as sent (``param`` names the field)
     │   ├── InvalidPrompt         a prompt, or a field of a structured JSON prompt
-    │   └── InvalidImage          a reference image that cannot be decoded or used
+    │   ├── InvalidImage          a reference image that cannot be decoded or used
     │   ├── ContentBlocked        the server's content filter refused a reference image or withheld an output
+    │   │                         (``moderated`` says which: a :class:`Moderated`)
     │   ├── PayloadTooLarge       a body or upload over the configured limits
     │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
     ├── NotFound                  no such job or file (or not the caller's)
@@ -36,7 +37,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
             ├── ProviderOutOfCredit   the account's allocation or credits are used up
             ├── ProviderBusy          it is out of capacity or rate-limits us; ``retry_after``
             ├── ProviderRejectedRequest  it refused a request fluxserve sent (one validation let through)
-            └── ContentModerated      its moderation refused the prompt, an input or the result
+            └── ContentModerated      its moderation refused the prompt, an input or the result (``moderated``)
 """
 
 from __future__ import annotations
@@ -194,6 +195,15 @@ class FluxserveError(Exception):
         self.message = message
 
 
+class Moderated(StrEnum):
+    """What a moderation refused (the side of a ``moderation_blocked`` failure); wire format, stored with jobs."""
+
+    INPUT = "input"
+    """The request: its prompt or a reference image (BFL's ``Request Moderated``)."""
+    OUTPUT = "output"
+    """A generated image, withheld (BFL's ``Content Moderated``)."""
+
+
 class InvalidRequest(FluxserveError):
     """The request cannot be served as sent. ``param`` names the offending field."""
 
@@ -217,6 +227,10 @@ class ContentBlocked(InvalidRequest):
     which is then never stored or returned."""
 
     code = ErrorCode.MODERATION_BLOCKED
+
+    def __init__(self, message: str, *, moderated: Moderated, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.moderated = moderated
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -346,10 +360,15 @@ class GenerationError(FluxserveError):
 
 
 class JobFailed(GenerationError):
-    def __init__(self, message: str, *, code: ErrorCode, retry_after: int | None = None) -> None:
+    """``moderated``: for ``moderation_blocked``, what was refused, when known."""
+
+    def __init__(
+        self, message: str, *, code: ErrorCode, retry_after: int | None = None, moderated: Moderated | None = None
+    ) -> None:
         super().__init__(message)
         self.code = ErrorCode(code)
         self.retry_after = retry_after
+        self.moderated = moderated
 
 
 class GenerationCancelled(GenerationError):
@@ -391,4 +410,12 @@ class ProviderRejectedRequest(ProviderError):
 
 
 class ContentModerated(ProviderError):
+    """``moderated``: what the provider refused, when its answer says (None: it does not)."""
+
     code = ErrorCode.MODERATION_BLOCKED
+
+    def __init__(
+        self, message: str, *, provider: str, provider_code: str | None = None, moderated: Moderated | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, provider_code=provider_code)
+        self.moderated = moderated

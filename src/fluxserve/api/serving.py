@@ -89,9 +89,11 @@ async def accept_parsed(
     *,
     streamable: bool = True,
     webhook: WebhookTarget | None = None,
+    refusal_as_job: bool = False,
 ) -> Accepted:
     """:func:`accept` for a request another API surface (BFL, Workers AI) has already read into fields;
-    ``webhook``: that surface's own webhook, instead of one from the fields."""
+    ``webhook``: that surface's own webhook, instead of one from the fields; ``refusal_as_job``: references
+    the content filter refuses make a failed job instead of a 400 (BFL reports them when polled)."""
     settings, jobs = services.settings, services.jobs
     key = idempotency_key(request)
     model = parsed.fields.model or jobs.default_model
@@ -126,6 +128,7 @@ async def accept_parsed(
             idempotency=idempotency,
             caller=caller,
             rate_counted=True,
+            refusal_as_job=refusal_as_job,
         )
     mark_job_started(request, submitted.job.id)
     return Accepted(submitted, parsed.fields)

@@ -1,4 +1,8 @@
-"""``fluxserve generate``: build a request, run the engine (local, or hosted: cf:/bfl:), write the files."""
+"""``fluxserve generate``: build a request, run the engine (local, or hosted: cf:/bfl:), write the files.
+
+The settings (the environment, and ``--config``) bring the server's content filter and C2PA signer, built
+and applied by the same code the server's worker uses (:mod:`fluxserve.wiring`, :func:`finish_result`).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fluxserve import __version__
 from fluxserve.engines.base import Engine, GenerationRequest, LoraChoice
 from fluxserve.engines.base import Progress as StepProgress
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.engines.loras import LoraOptions
-from fluxserve.engines.outputs import EncodedImage, encode_result
+from fluxserve.engines.outputs import EncodedImage, finish_result
 from fluxserve.engines.registry import create_engine
 from fluxserve.engines.runtime import ModelRuntime
+from fluxserve.engines.safety import ContentFilter
 from fluxserve.engines.validation import parse_size, validate
 from fluxserve.errors import InvalidPrompt, InvalidRequest
+from fluxserve.imaging.credentials import ContentCredentials, Sign, reference_ingredients
 from fluxserve.imaging.decode import decode_image
 from fluxserve.imaging.encode import ImageFormat, check_compression
+from fluxserve.imaging.png import encode_png
 from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import load_settings
-from fluxserve.wiring import provider_options
+from fluxserve.wiring import content_credentials, content_filter, provider_options
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,22 @@ class GenerateArgs:
     allow_download: bool
     loras: tuple[LoraChoice, ...] = ()
     lora_dir: Path | None = None
+    config: Path | None = None
+    """A TOML file of settings (the server's): its content filter, C2PA signer and providers' credentials."""
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """What the settings ask of every output, as the server does it: judged, then signed."""
+
+    content_filter: ContentFilter
+    credentials: ContentCredentials | None
+
+    def signer(self, model: str, references: list[Image.Image]) -> Sign | None:
+        """Signs the images of ``model`` made from ``references`` (kept as PNG, as the server keeps them)."""
+        if self.credentials is None:
+            return None
+        return self.credentials.signer(model, reference_ingredients([encode_png(image) for image in references]))
 
 
 def parse_lora_flag(text: str) -> LoraChoice:
@@ -139,22 +164,25 @@ def run_generate(args: GenerateArgs) -> list[EncodedImage]:
     fmt = _output_format(args)
     check_compression(args.compression, param="--compression")
     err = Console(stderr=True)
+    # The settings come from the environment (FLUXSERVE_* or the providers' own names) and --config.
+    settings = load_settings({"allow_download": None if args.allow_download else False}, config_file=args.config)
+    finishing = Finishing(content_filter(settings), content_credentials(settings, __version__))
+    finishing.content_filter.check_references(request.references, param="ref")  # before any model loads
     options = EngineOptions(
         cache_dir=args.cache_dir,
         allow_download=args.allow_download,
         runtime=args.runtime,
         loras=LoraOptions(directory=args.lora_dir, allow_download=args.allow_download),
     )
-    # Hosted models take their credentials from the environment (FLUXSERVE_* or the providers' own names).
-    engine = create_engine(args.model, options, provider_options(load_settings()))
+    engine = create_engine(args.model, options, provider_options(settings))
     try:
-        return _generate(args, engine, request, fmt, err)
+        return _generate(args, engine, request, fmt, err, finishing)
     finally:
         engine.close()
 
 
 def _generate(
-    args: GenerateArgs, engine: Engine, request: GenerationRequest, fmt: ImageFormat, err: Console
+    args: GenerateArgs, engine: Engine, request: GenerationRequest, fmt: ImageFormat, err: Console, finishing: Finishing
 ) -> list[EncodedImage]:
     started = time.perf_counter()
     with err.status(f"loading {args.model}..."):
@@ -170,7 +198,13 @@ def _generate(
             bar.update(task, completed=step.step, total=step.total_steps)
 
         result = engine.generate(resolved, progress=on_progress)
-    encoded = encode_result(result, fmt, compression=args.compression)
+    encoded = finish_result(  # a withheld image raises here: no file is written
+        result,
+        fmt,
+        compression=args.compression,
+        content_filter=finishing.content_filter,
+        sign=finishing.signer(result.model, request.references),
+    )
     paths = output_paths(args.output, fmt, result.seeds)
     for path, image in zip(paths, encoded, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -104,8 +104,19 @@ def generate(
     lora_dir: Annotated[
         Path | None, typer.Option(envvar="FLUXSERVE_LORA_DIR", help="A folder of LoRA .safetensors files.")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The server's TOML settings: its content filter and C2PA signing apply here too.",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
-    """Generate images from a text or JSON prompt and optional reference images."""
+    """Generate images from a text or JSON prompt and optional reference images.
+
+    The content filter (content_filter*) and C2PA signing (c2pa_cert_file, c2pa_key_file) follow the
+    settings, from the environment or --config, as on the server."""
     runtime = flags.model_runtime(
         device=device,
         dtype=dtype,
@@ -137,6 +148,7 @@ def generate(
         allow_download=not offline,
         loras=tuple(parse_lora_flag(text) for text in lora or []),
         lora_dir=lora_dir,
+        config=config,
     )
     run_generate(args)
 

@@ -142,4 +142,11 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             FOR EACH ROW EXECUTE FUNCTION jobs_take_their_events();
         """,
     ),
+    (
+        10,
+        """
+        -- A moderation_blocked job says what was refused: its input or its output.
+        ALTER TABLE jobs ADD COLUMN error_moderated TEXT;
+        """,
+    ),
 )

@@ -127,6 +127,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     SELECT 1;
     """,
+    # A moderation_blocked job says what was refused: its input or its output (BFL reports them apart).
+    """
+    ALTER TABLE jobs ADD COLUMN error_moderated TEXT;
+    """,
 )
 
 

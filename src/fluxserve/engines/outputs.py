@@ -1,12 +1,15 @@
-"""Turn a generation result into encoded files that carry their own parameters (for the worker and the CLI)."""
+"""Turn a generation result into encoded files that carry their own parameters (for the worker and the CLI):
+judged by the content filter, encoded, then signed, in that order (:func:`finish_result`)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fluxserve.engines.base import GenerationResult
+from fluxserve.engines.safety import OFF, ContentFilter
+from fluxserve.imaging.credentials import Sign
 from fluxserve.imaging.encode import ImageFormat, encode_image
 
 
@@ -54,3 +57,24 @@ def encode_result(
         data = encode_image(item.image, fmt, compression=compression, parameters=parameters)
         encoded.append(EncodedImage(data, fmt, item.seed, parameters, time.perf_counter() - started))
     return encoded
+
+
+def finish_result(
+    result: GenerationResult,
+    fmt: ImageFormat,
+    *,
+    compression: int | None = None,
+    content_filter: ContentFilter = OFF,
+    sign: Sign | None = None,
+) -> list[EncodedImage]:
+    """``result``'s images as the files to keep: the content filter judges them first (raising
+    :class:`~fluxserve.errors.ContentBlocked`, before anything is encoded, if it withholds one), then each
+    is encoded with its parameters, and signed last (nothing may be written into a file after that)."""
+    content_filter.check_outputs([generated.image for generated in result.images])
+    encoded = encode_result(result, fmt, compression=compression)
+    if sign is None:
+        return encoded
+    return [
+        replace(image, data=sign(image.data, fmt, generated.source))
+        for image, generated in zip(encoded, result.images, strict=True)
+    ]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from fluxserve.defaults import ContentFilterScope
-from fluxserve.errors import ContentBlocked, InvalidRequest, MissingExtra, ModelUnavailable
+from fluxserve.errors import ContentBlocked, InvalidRequest, MissingExtra, ModelUnavailable, Moderated
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class ContentFilter:
                 raise ContentBlocked(
                     f"image[{index}] was refused by this server's content filter ({_why(verdict)}); "
                     "send a different image",
+                    moderated=Moderated.INPUT,
                     param=param,
                 )
 
@@ -75,6 +76,7 @@ class ContentFilter:
                 raise ContentBlocked(
                     f"this server's content filter withheld the generated image {index + 1} of {len(images)} "
                     f"({_why(verdict)}); no image of this request was stored: change the prompt and try again",
+                    moderated=Moderated.OUTPUT,
                 )
 
     def passes(self, image: Image.Image) -> bool:

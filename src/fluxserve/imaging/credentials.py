@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 from fluxserve.errors import InvalidRequest, MissingExtra
 from fluxserve.imaging.encode import ImageFormat
 
+Sign = Callable[[bytes, ImageFormat, bytes | None], bytes]
+"""Signs one encoded image, given the file its provider sent, if any (:meth:`ContentCredentials.signer`)."""
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
@@ -43,6 +45,14 @@ class Provenance:
     source: bytes | None = None
     """The file a provider sent (the output re-encodes it): when the provider signed it, its manifest
     is the output's parent; otherwise the output is described as created by ``model``."""
+
+
+def reference_ingredients(files: Sequence[bytes]) -> list[Ingredient]:
+    """An edit's reference images (PNG files, in order) as ingredients."""
+    return [
+        Ingredient(data, ImageFormat.PNG.media_type, f"reference image {number}")
+        for number, data in enumerate(files, start=1)
+    ]
 
 
 def media_type_of(data: bytes) -> str | None:
@@ -141,6 +151,15 @@ class ContentCredentials:
                 "(`fluxserve c2pa test-cert` makes a pair for trying it out)",
                 param="c2pa_cert_file",
             )
+
+    def signer(self, model: str, references: Sequence[Ingredient] = ()) -> Sign:
+        """Signs each encoded image of one request to ``model`` (an edit of ``references``), given the file
+        its provider sent, if any."""
+
+        def sign(data: bytes, fmt: ImageFormat, source: bytes | None) -> bytes:
+            return self.sign(data, fmt, Provenance(model, references, source))
+
+        return sign
 
     def sign(self, data: bytes, fmt: ImageFormat, provenance: Provenance) -> bytes:
         """``data`` (an encoded image of ``fmt``) with a signed manifest embedded."""

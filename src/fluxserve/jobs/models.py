@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from fluxserve.engines.base import LoraChoice, Progress
-from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed
+from fluxserve.errors import ErrorCode, GenerationCancelled, GenerationError, JobFailed, Moderated
 
 
 class JobStatus(StrEnum):
@@ -178,6 +178,8 @@ class Job:
     error_message: str | None = None
     error_retry_after: int | None = None
     """Seconds after which the failed request may succeed if sent again (a busy provider said so)."""
+    error_moderated: Moderated | None = None
+    """A ``moderation_blocked`` failure: whether the input or the output was refused (None: not known)."""
     outputs: list[OutputImage] = field(default_factory=list)
     usage: Usage | None = None
     attempts: int = 0
@@ -193,7 +195,10 @@ class Job:
         if self.status is JobStatus.FAILED:
             code = self.error_type or ErrorCode.GENERATION_FAILED
             return JobFailed(
-                self.error_message or "the generation failed", code=code, retry_after=self.error_retry_after
+                self.error_message or "the generation failed",
+                code=code,
+                retry_after=self.error_retry_after,
+                moderated=self.error_moderated,
             )
         return None
 

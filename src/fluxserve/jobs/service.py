@@ -27,6 +27,7 @@ from fluxserve.engines.base import Capabilities, Engine, Progress
 from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.errors import (
     Conflict,
+    ContentBlocked,
     DatabaseUnavailable,
     EngineNotReady,
     ErrorCode,
@@ -338,15 +339,23 @@ class JobService:
         idempotency: Idempotency | None = None,
         caller: Caller = ANONYMOUS,
         rate_counted: bool = False,
+        refusal_as_job: bool = False,
     ) -> Submitted:
         """Queue a job for ``caller`` if its key's limits allow and the content filter (where it judges
         references) passes its images; with an idempotency key the caller
         already used for the same request, return that job instead. ``rate_counted``: :meth:`precheck`
-        counted the request toward the key's rate already."""
+        counted the request toward the key's rate already. ``refusal_as_job``: references the filter
+        refuses make a job that has failed already (``moderation_blocked``, the input), for a surface that
+        reports refusals when polled (BFL's), instead of raising :class:`ContentBlocked`."""
         worker = self.worker(spec.model)
         if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
             return Submitted(earlier, replayed=True)
-        self.content_filter.check_references(references)  # a refused image is never stored
+        try:
+            self.content_filter.check_references(references)  # a refused image is never stored
+        except ContentBlocked as refused:
+            if not refusal_as_job:
+                raise
+            return self._refused(spec, refused, webhook=webhook, idempotency=idempotency, caller=caller)
         job_id = new_job_id()
         try:
             self.files.write_references(job_id, references)  # outside the lock: a bucket may take a while
@@ -373,6 +382,33 @@ class JobService:
         log.info("job %s queued for %s", job_id, spec.model)
         queued = JobEvent(job_id, JobEventType.QUEUED, job=job, position=worker.position(job_id))
         self.bus.publish(queued, settle=SETTLE_SECONDS)  # a watcher that connects once this returns finds it
+        return Submitted(job, replayed=False)
+
+    def _refused(
+        self,
+        spec: JobSpec,
+        refused: ContentBlocked,
+        *,
+        webhook: WebhookTarget | None,
+        idempotency: Idempotency | None,
+        caller: Caller,
+    ) -> Submitted:
+        """A job for a request the content filter refused: failed from the start, nothing stored or
+        reserved; its webhook hears of it as of any failed job."""
+        with self._admission:  # the idempotency key checked and used as one step, as for a queued job
+            if idempotency is not None and (earlier := self._replay(idempotency, caller.owner)) is not None:
+                return Submitted(earlier, replayed=True)
+            job = self.store.create_refused(
+                new_job_id(),
+                spec,
+                str(refused),
+                moderated=refused.moderated,
+                webhook=webhook,
+                idempotency=idempotency,
+                owner=caller.owner,
+            )
+        log.info("job %s for %s: the content filter refused its references", job.id, spec.model)
+        self.bus.publish(JobEvent(job.id, JobEventType.FAILED, job=job))
         return Submitted(job, replayed=False)
 
     def _replay(self, idempotency: Idempotency, owner: str | None) -> Job | None:

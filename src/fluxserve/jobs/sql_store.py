@@ -18,7 +18,7 @@ from typing import Any
 
 from fluxserve.accounts import usage as usage_rows
 from fluxserve.db import Database, Row
-from fluxserve.errors import ErrorCode, InvalidRequest
+from fluxserve.errors import ErrorCode, InvalidRequest, Moderated
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 from fluxserve.jobs.store import Idempotency, Page
 from fluxserve.jsonvalues import mend
@@ -81,6 +81,54 @@ class SqlJobStore:
             spec,
             JobStatus.QUEUED,
             now,
+            webhook=webhook,
+            idempotency_key=None if idempotency is None else idempotency.key,
+            owner=owner,
+        )
+
+    def create_refused(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        message: str,
+        *,
+        moderated: Moderated,
+        webhook: WebhookTarget | None = None,
+        idempotency: Idempotency | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        """Record a job the content filter refused at submit as failed already (``moderation_blocked``):
+        never queued, nothing reserved."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO jobs (id, model, status, spec, created_at, finished_at, error_type, error_message, "
+            "error_moderated, webhook, idempotency_key, request_hash, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                spec.model,
+                JobStatus.FAILED,
+                json.dumps(spec.to_json()),
+                now,
+                now,
+                ErrorCode.MODERATION_BLOCKED,
+                message,
+                moderated,
+                None if webhook is None else json.dumps(webhook.to_json()),
+                None if idempotency is None else idempotency.key,
+                None if idempotency is None else idempotency.request_hash,
+                owner,
+            ),
+        )
+        return Job(
+            job_id,
+            spec,
+            JobStatus.FAILED,
+            now,
+            finished_at=now,
+            error_type=ErrorCode.MODERATION_BLOCKED,
+            error_message=message,
+            error_moderated=moderated,
             webhook=webhook,
             idempotency_key=None if idempotency is None else idempotency.key,
             owner=owner,
@@ -269,14 +317,15 @@ class SqlJobStore:
         *,
         retry_after: int | None = None,
         worker: str | None = None,
+        moderated: Moderated | None = None,
     ) -> None:
         """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
         failure said the same request may succeed (a busy provider). With ``worker``, only a job
-        that worker still holds fails."""
+        that worker still holds fails. ``moderated``: what a moderation refused, when that failed it."""
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
-                "error_retry_after = ?, lease_until = NULL "
+                "error_retry_after = ?, error_moderated = ?, lease_until = NULL "
                 "WHERE id = ? AND ((CAST(? AS TEXT) IS NULL AND status IN (?, ?)) OR (status = ? AND worker = ?))",
                 (
                     JobStatus.FAILED,
@@ -284,6 +333,7 @@ class SqlJobStore:
                     error_type,
                     message,
                     retry_after,
+                    moderated,
                     job_id,
                     worker,
                     JobStatus.QUEUED,
@@ -364,6 +414,14 @@ def _readable(rows: list[Row]) -> list[Job]:
     return jobs
 
 
+def _moderated(value: str | None) -> Moderated | None:
+    """What a moderation refused; a value this version does not know reads as not known."""
+    try:
+        return None if value is None else Moderated(value)
+    except ValueError:
+        return None
+
+
 def _text(value: str | None) -> str | None:
     return None if value is None else mend(value)
 
@@ -381,6 +439,7 @@ def _job(row: Row) -> Job:
         error_type=ErrorCode.stored(row["error_type"]),
         error_message=_text(row["error_message"]),
         error_retry_after=row["error_retry_after"],
+        error_moderated=_moderated(row["error_moderated"]),
         outputs=[OutputImage(**o) for o in json.loads(row["outputs"])],
         usage=Usage(**usage) if usage else None,
         attempts=row["attempts"],

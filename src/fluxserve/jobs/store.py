@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from fluxserve.errors import ErrorCode
+from fluxserve.errors import ErrorCode, Moderated
 from fluxserve.jobs.models import Job, JobSpec, JobStatus, OutputImage, Usage, WebhookTarget
 
 
@@ -48,6 +48,20 @@ class JobStore(Protocol):
         charged_at: float | None = None,
     ) -> Job:
         """Record a queued job and reserve its usage for ``owner``, in one step."""
+        ...
+
+    def create_refused(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        message: str,
+        *,
+        moderated: Moderated,
+        webhook: WebhookTarget | None = None,
+        idempotency: Idempotency | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        """Record a job the content filter refused at submit as failed already (``moderation_blocked``)."""
         ...
 
     def get(self, job_id: str) -> Job | None: ...
@@ -122,6 +136,7 @@ class JobStore(Protocol):
         *,
         retry_after: int | None = None,
         worker: str | None = None,
+        moderated: Moderated | None = None,
     ) -> None: ...
 
     def mark_canceled(

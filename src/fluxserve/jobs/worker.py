@@ -36,7 +36,7 @@ from fluxserve.engines.base import (
     ProgressCallback,
     warm_up_request,
 )
-from fluxserve.engines.outputs import encode_result
+from fluxserve.engines.outputs import finish_result
 from fluxserve.engines.safety import OFF, ContentFilter
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import (
@@ -45,9 +45,10 @@ from fluxserve.errors import (
     ErrorCode,
     FluxserveError,
     GenerationCancelled,
+    Moderated,
     StorageUnavailable,
 )
-from fluxserve.imaging.credentials import ContentCredentials, Ingredient, Provenance
+from fluxserve.imaging.credentials import ContentCredentials, Sign, reference_ingredients
 from fluxserve.imaging.encode import ImageFormat, encode_image
 from fluxserve.jobs.events import EventBus
 from fluxserve.jobs.models import Job, JobEvent, JobEventType, JobSpec, JobStatus, OutputImage, PartialImage, Usage
@@ -335,7 +336,13 @@ class ModelWorker:
         except FluxserveError as error:
             timeline.status = "failed"
             self._provider_call(error.code.value)
-            self._fail(job_id, error.code, str(error), retry_after=getattr(error, "retry_after", None))
+            self._fail(
+                job_id,
+                error.code,
+                str(error),
+                retry_after=getattr(error, "retry_after", None),
+                moderated=getattr(error, "moderated", None),
+            )
         except Exception:
             timeline.status = "failed"
             self._provider_call(ErrorCode.SERVER_ERROR.value)
@@ -455,15 +462,18 @@ class ModelWorker:
         """Judge (the content filter), encode, sign and write the images, then mark the job done;
         returns how it ended."""
         try:
-            self._filter.check_outputs([generated.image for generated in result.images])
             fmt = ImageFormat(job.spec.output_format)
-            encoded = encode_result(result, fmt, compression=job.spec.output_compression)
-            sign = self._signer(job)
+            encoded = finish_result(
+                result,
+                fmt,
+                compression=job.spec.output_compression,
+                content_filter=self._filter,
+                sign=self._signer(job),
+            )
             outputs = []
-            for index, (image, generated) in enumerate(zip(encoded, result.images, strict=True)):
-                data = image.data if sign is None else sign(image.data, fmt, generated.source)
-                self._files.write_output(job.id, index, fmt, data)
-                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(data)))
+            for index, image in enumerate(encoded):
+                self._files.write_output(job.id, index, fmt, image.data)
+                outputs.append(OutputImage(index=index, seed=image.seed, bytes=len(image.data)))
             held = self.id
             if self._durably(
                 lambda: self._store.mark_succeeded(job.id, outputs, usage_of(job.spec, result), worker=held)
@@ -474,7 +484,7 @@ class ModelWorker:
             return JobStatus.SUCCEEDED.value
         except ContentBlocked as blocked:  # nothing was written: the job says why, in our words
             log.info("job %s: the content filter withheld its images", job.id)
-            self._fail(job.id, blocked.code, str(blocked))
+            self._fail(job.id, blocked.code, str(blocked), moderated=blocked.moderated)
         except StorageUnavailable as error:  # the bucket is down: say so, with its code (503)
             log.warning("job %s: %s", job.id, error)
             self._fail(job.id, error.code, f"the images could not be saved: {error}")
@@ -485,29 +495,29 @@ class ModelWorker:
             self._let_go(job.id)
         return JobStatus.FAILED.value
 
-    def _signer(self, job: Job) -> Callable[[bytes, ImageFormat, bytes | None], bytes] | None:
+    def _signer(self, job: Job) -> Sign | None:
         """Signs one encoded image of ``job`` (with the provider's file, if any); None when not signing."""
-        credentials = self._credentials
-        if credentials is None:
+        if self._credentials is None:
             return None
-        spec = job.spec
-        references = [
-            Ingredient(data, ImageFormat.PNG.media_type, f"reference image {number}")
-            for number, data in enumerate(self._files.read_reference_files(job.id, spec.references), start=1)
-        ]
-
-        def sign(data: bytes, fmt: ImageFormat, source: bytes | None) -> bytes:
-            return credentials.sign(data, fmt, Provenance(spec.model, references, source))
-
-        return sign
+        references = self._files.read_reference_files(job.id, job.spec.references)
+        return self._credentials.signer(job.spec.model, reference_ingredients(references))
 
     def _fail(
-        self, job_id: str, error_type: ErrorCode, message: str, *, retry_after: int | None = None, held: bool = True
+        self,
+        job_id: str,
+        error_type: ErrorCode,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        moderated: Moderated | None = None,
+        held: bool = True,
     ) -> None:
         """Fail a job this worker holds (``held``), or a queued one."""
         worker = self.id if held else None
         self._durably(
-            lambda: self._store.mark_failed(job_id, error_type, message, retry_after=retry_after, worker=worker)
+            lambda: self._store.mark_failed(
+                job_id, error_type, message, retry_after=retry_after, worker=worker, moderated=moderated
+            )
         )
         self._bus.publish(JobEvent(job_id, JobEventType.FAILED, job=self._durably(lambda: self._store.get(job_id))))
 

@@ -11,26 +11,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fluxserve.api.protocol.references import BflReferenceFields
+
 BflStatus = Literal["Pending", "Ready", "Error", "Request Moderated", "Content Moderated", "Task not found"]
 
-REFERENCE_FIELDS = ("input_image", *(f"input_image_{index}" for index in range(2, 9)))
-"""BFL's reference image fields, in order: ``input_image``, then ``input_image_2`` .. ``input_image_8``."""
+
+class _BflPrompt(BaseModel):
+    """The field before the references (see :class:`BflReferenceFields`)."""
+
+    prompt: str = Field(description="What to make.")
 
 
-class BflRequest(BaseModel):
+class BflRequest(BflReferenceFields, _BflPrompt):
     """The JSON body of ``POST /v1/{model}``. Unknown fields are refused, as BFL refuses them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="What to make.")
-    input_image: str | None = Field(default=None, description="First reference image: base64 or a data: URL.")
-    input_image_2: str | None = None
-    input_image_3: str | None = None
-    input_image_4: str | None = None
-    input_image_5: str | None = None
-    input_image_6: str | None = None
-    input_image_7: str | None = None
-    input_image_8: str | None = None
     seed: int | None = Field(default=None, description="Default: random.")
     width: int | None = Field(
         default=None, description="A multiple of 16; default the model's or the first reference's."
@@ -54,11 +50,6 @@ class BflRequest(BaseModel):
         max_length=1024,
         description="Signs each delivery in X-BFL-Signature: sha256=<hex HMAC-SHA256 of the body>.",
     )
-
-    def references(self) -> dict[str, str]:
-        """The reference fields sent, by name, in BFL's order."""
-        sent = self.model_dump(include=set(REFERENCE_FIELDS), exclude_none=True)
-        return {name: sent[name] for name in REFERENCE_FIELDS if name in sent}
 
 
 class BflSubmitted(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from fluxserve.api.protocol.references import BflReferenceFields
 from fluxserve.errors import InvalidRequest
 from fluxserve.jsonvalues import load_json
 from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
@@ -155,19 +156,15 @@ class ImageFields(BaseModel):
         return value
 
 
-class JsonImageBody(ImageFields):
-    """The JSON body. References are base64 strings or ``data:image/...;base64,`` URLs."""
+class _JsonFields(ImageFields):
+    """The JSON body's fields before BFL's references (see :class:`BflReferenceFields`)."""
 
     input: str | dict[str, Any] | None = Field(None, description="Another name for prompt.")
     images: list[str] | None = Field(None, description="Reference images as data URLs (or base64).")
-    input_image: str | None = Field(None, description="First reference image, base64 or data URL (BFL style).")
-    input_image_2: str | None = None
-    input_image_3: str | None = None
-    input_image_4: str | None = None
-    input_image_5: str | None = None
-    input_image_6: str | None = None
-    input_image_7: str | None = None
-    input_image_8: str | None = None
+
+
+class JsonImageBody(BflReferenceFields, _JsonFields):
+    """The JSON body. References are base64 strings or ``data:image/...;base64,`` URLs."""
 
     mask: str | None = Field(
         None,

@@ -27,20 +27,20 @@ from fluxserve.api.deps import Services, ServicesDep
 from fluxserve.api.errors import use_error_shape
 from fluxserve.api.openapi import error_responses
 from fluxserve.api.parsing import image_request_from_json, json_object_body, reject_unknown_query
-from fluxserve.api.protocol.bfl import BflError, BflPoll, BflRequest, BflResult, BflStatus, BflSubmitted
+from fluxserve.api.protocol.bfl import BflError, BflPoll, BflRequest, BflResult, BflSubmitted
 from fluxserve.api.serving import accept_parsed, base_url, served_model
 from fluxserve.engines.validation import MEGAPIXEL
 from fluxserve.errors import ErrorCode, InvalidRequest, NotFound, UnknownModel
 from fluxserve.jobs.models import Job, JobEventType, JobStatus, Operation, WebhookTarget
 from fluxserve.jobs.views import image_url
 from fluxserve.storage.files import is_job_id
+from fluxserve.webhooks.payload import bfl_failed_status
 from fluxserve.webhooks.urls import check_webhook_url
 
 BFL_DEFAULT_SAFETY_TOLERANCE = 2
 BFL_DEFAULT_FORMAT = "jpeg"
 TASK_ENDS = (JobEventType.COMPLETED, JobEventType.FAILED, JobEventType.CANCELED)
 """BFL posts a task's end only."""
-MODERATED: dict[str, BflStatus] = {ErrorCode.MODERATION_BLOCKED: "Content Moderated"}
 
 
 def bfl_error(code: ErrorCode, message: str, status: int) -> dict[str, object]:
@@ -146,7 +146,7 @@ def poll_answer(job: Job, services: Services, base: str) -> BflPoll:
     if job.status.finished:
         failure = job.failure()
         assert failure is not None  # a finished job that did not succeed failed or was canceled
-        status = MODERATED.get(failure.code, "Error")
+        status = bfl_failed_status(failure)
         return BflPoll(id=job.id, status=status, details={"code": failure.code, "message": str(failure)})
     progress = services.jobs.progress(job.id) if job.status is JobStatus.RUNNING else None
     fraction = None if progress is None else round(progress.step / max(1, progress.total_steps), 3)
@@ -168,7 +168,9 @@ async def submit(model: str, request: Request, who: CallerDep, svc: ServicesDep)
     parsed = await asyncio.to_thread(image_request_from_json, fields, svc.settings)
     base = base_url(request, svc.settings)
     webhook = bfl_webhook(body, base)
-    accepted = await accept_parsed(request, parsed, Operation.GENERATION, who, svc, streamable=False, webhook=webhook)
+    accepted = await accept_parsed(
+        request, parsed, Operation.GENERATION, who, svc, streamable=False, webhook=webhook, refusal_as_job=True
+    )
     spec = accepted.job.spec
     answer = BflSubmitted(
         id=accepted.job.id,

@@ -33,6 +33,7 @@ from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.engines.hosted.catalog import BFL
 from fluxserve.errors import (
     ContentModerated,
+    Moderated,
     ProviderAuthFailed,
     ProviderBusy,
     ProviderError,
@@ -50,9 +51,17 @@ SAFETY_TOLERANCE = 2
 BUSY_RETRY_SECONDS = 30
 """What to tell a client after a 429 without Retry-After: a task slot frees when a task ends."""
 MODERATED = {
-    "Request Moderated": "BFL's moderation refused the request (the prompt or a reference image); change it and retry",
-    "Content Moderated": "BFL's moderation withheld the generated image; change the prompt and retry",
+    "Request Moderated": (
+        "BFL's moderation refused the request (the prompt or a reference image); change it and retry",
+        Moderated.INPUT,
+    ),
+    "Content Moderated": (
+        "BFL's moderation withheld the generated image; change the prompt and retry",
+        Moderated.OUTPUT,
+    ),
 }
+"""BFL's moderated statuses (docs.bfl.ai, Errors: Request Moderated is the input, before processing began;
+Content Moderated the output): our words, and what was refused."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +288,8 @@ def submit_error(response: httpx.Response) -> ProviderError:
 def task_error(status: str, task_id: str) -> ProviderError:
     """The error for a task that ended in anything but Ready."""
     if status in MODERATED:
-        return ContentModerated(MODERATED[status], provider=BFL, provider_code=status)
+        message, moderated = MODERATED[status]
+        return ContentModerated(message, provider=BFL, provider_code=status, moderated=moderated)
     if status == "Error":
         return ProviderError(f"BFL task {task_id} failed at BFL (status Error)", provider=BFL, provider_code=status)
     if status == "Task not found":

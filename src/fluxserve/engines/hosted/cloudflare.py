@@ -28,6 +28,7 @@ from fluxserve.engines.hosted import calls
 from fluxserve.engines.hosted.base import HostedEngine, HostedImage, Stage
 from fluxserve.errors import (
     ContentModerated,
+    Moderated,
     ProviderAuthFailed,
     ProviderBusy,
     ProviderError,
@@ -190,7 +191,10 @@ class CloudflareEngine(HostedEngine):
         label = f"HTTP {status}" + (f", code {code}" if code is not None else "")
         provider_code = str(code) if code is not None else f"http_{status}"
         if code == MODERATED:
-            return ContentModerated(moderated(message, remote, label), provider=provider, provider_code=provider_code)
+            side = moderation_side(message)
+            return ContentModerated(
+                moderated(side, remote, label), provider=provider, provider_code=provider_code, moderated=side
+            )
         if status == 403 and code == 5035:
             return ProviderAuthFailed(
                 f"Workers AI offers {remote} only on a paid Workers plan, which this account lacks ({label})",
@@ -275,14 +279,23 @@ def _first_error(envelope: dict[str, Any]) -> tuple[int | None, str]:
     return None, ""
 
 
-def moderated(message: str, remote: str, label: str) -> str:
-    """Our words for a 3030 refusal: Workers AI's message says whether the input or the output was NSFW."""
+def moderation_side(message: str) -> Moderated | None:
+    """What a 3030 refusal refused: Workers AI's message says whether the input or the output was NSFW."""
     said = message.lower()
     if "output" in said:
+        return Moderated.OUTPUT
+    if "input" in said or "prompt" in said:
+        return Moderated.INPUT
+    return None
+
+
+def moderated(side: Moderated | None, remote: str, label: str) -> str:
+    """Our words for a 3030 refusal of ``side`` (None: the message did not say)."""
+    if side is Moderated.OUTPUT:
         return (
             f"Workers AI's safety filter withheld the image {remote} generated ({label}); change the prompt and retry"
         )
-    if "input" in said or "prompt" in said:
+    if side is Moderated.INPUT:
         return (
             f"Workers AI's safety filter refused the request to {remote}: the prompt or an input image ({label}); "
             "change it and retry"
