@@ -54,7 +54,7 @@ class PredictionRequest(BaseModel):
 class PredictionUrls(BaseModel):
     get: str
     cancel: str
-    stream: str = Field(description="fluxserve's Server-Sent Events for the job (queued, started, progress, end).")
+    stream: str = Field(description="Replicate's Server-Sent Events for the prediction: logs, output, error, done.")
 
 
 class PredictionMetrics(BaseModel):
