@@ -43,7 +43,9 @@ class PredictionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(None, description="A model name, owner/name, or owner/name:version.")
+    version: str | None = Field(
+        None, description="A version id (GET /v1/models/{owner}/{name}), owner/name:<id>, owner/name, or a model name."
+    )
     model: str | None = Field(None, description="owner/name, as some clients send it with POST /v1/predictions.")
     input: dict[str, Any]
     webhook: str | None = None
@@ -102,6 +104,38 @@ class FileObject(BaseModel):
     urls: FileUrls
 
 
+class VersionObject(BaseModel):
+    """A model's version: fluxserve serves one per model, its id a hash of the served configuration."""
+
+    id: str = Field(description="SHA-256 hex of what defines the served model; stable across restarts.")
+    created_at: str = Field(description="When this server started serving it.")
+    cog_version: str
+    openapi_schema: dict[str, Any] = Field(description="components.schemas.Input and Output.")
+
+
+class VersionPage(BaseModel):
+    previous: str | None = None
+    next: str | None = None
+    results: list[VersionObject]
+
+
+class ModelObject(BaseModel):
+    """GET /v1/models/{owner}/{name}: the model a Replicate name means here."""
+
+    url: str
+    owner: str
+    name: str
+    description: str | None = None
+    visibility: Literal["public", "private"] = "public"
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    run_count: int = Field(default=0, description="Not counted here: always 0.")
+    cover_image_url: str | None = None
+    default_example: None = None
+    latest_version: VersionObject
+
+
 class Problem(BaseModel):
     """Replicate's error body (RFC 7807 problem details)."""
 
@@ -115,6 +149,6 @@ PATHS = ("/v1/predictions", "/v1/models/", "/v1/files")
 
 def is_replicate_path(path: str) -> bool:
     """Whether a request path belongs to the Replicate surface (its errors are problem details)."""
-    if path.startswith("/v1/models/"):
-        return path.endswith("/predictions")
+    if path.startswith("/v1/models/"):  # /v1/models/{id} (one segment) is fluxserve's model card
+        return path.count("/") >= 4
     return path == "/v1/predictions" or path.startswith(("/v1/predictions/", "/v1/files"))
