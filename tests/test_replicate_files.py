@@ -40,7 +40,8 @@ def test_the_clean_up_deletes_expired_uploads_nobody_asked_for(
         now[0] += TTL / 2
         fresh = upload(http, "fresh.png")
         services.jobs.clean_up(now=now[0])  # neither has expired
-        assert stored(blobs, old) and stored(blobs, fresh)
+        assert stored(blobs, old)
+        assert stored(blobs, fresh)
         services.jobs.clean_up(now=now[0] + TTL / 2)  # the old one's last moment has come; no request touched it
         assert not stored(blobs, old)
         assert stored(blobs, fresh)

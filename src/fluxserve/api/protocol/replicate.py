@@ -150,5 +150,8 @@ PATHS = ("/v1/predictions", "/v1/models/", "/v1/files")
 def is_replicate_path(path: str) -> bool:
     """Whether a request path belongs to the Replicate surface (its errors are problem details)."""
     if path.startswith("/v1/models/"):  # /v1/models/{id} (one segment) is fluxserve's model card
-        return path.count("/") >= 4
+        parts = path.removeprefix("/v1/models/").split("/")  # owner, name, then what of the model
+        rest = parts[2:]
+        one_version = len(rest) == 2 and rest[0] == "versions"
+        return len(parts) >= 2 and (rest in ([], ["predictions"], ["versions"]) or one_version)
     return path == "/v1/predictions" or path.startswith(("/v1/predictions/", "/v1/files"))

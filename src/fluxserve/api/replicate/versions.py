@@ -30,14 +30,14 @@ DEFINING_RUNTIME = ("device", "dtype", "quantize_transformer", "quantize_text_en
 
 def version_id(model: str, services: Services) -> str:
     """The version id of the served model ``model``."""
-    status = services.jobs.model_status(model)
+    engine = services.jobs.worker(model).engine
     spec = MODELS.get(model)
     runtime = services.settings.runtime_for(model)
     defining: dict[str, Any] = {
         "model": model,
-        "provider": status.provider,
+        "provider": engine.provider,
         "source": model if spec is None else spec.source,
-        "runtime": {} if status.remote else {name: runtime.get(name) for name in DEFINING_RUNTIME},
+        "runtime": {} if engine.remote else {name: runtime.get(name) for name in DEFINING_RUNTIME},
     }
     text = json.dumps(defining, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
