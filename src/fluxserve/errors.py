@@ -281,6 +281,12 @@ class UnknownModel(FluxserveError):
     param = "model"
 
 
+class UnknownVersion(UnknownModel):
+    """A Replicate version id that no served model has."""
+
+    param = "version"
+
+
 class ModelUnavailable(FluxserveError):
     code = ErrorCode.MODEL_UNAVAILABLE
 

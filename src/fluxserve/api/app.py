@@ -217,7 +217,8 @@ def create_app(
     app = _App(title="fluxserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     errors.install(app)
-    for module in (images, jobs, files, models, loras, rules, usage, admin, health, replicate):
+    # replicate before models: its /v1/models/{owner}/{name} must not be read as models' {model_id:path}
+    for module in (images, jobs, files, replicate, models, loras, rules, usage, admin, health):
         app.include_router(module.router)
     app.include_router(studio.router)
     app.include_router(workers_ai.router)

@@ -82,18 +82,22 @@ def seen_the_end(bus: EventBus, job: Job, last_event_id: str | None) -> bool:
     return last_event_id == END_ID or bus.since(job.id, last_event_id) == []
 
 
-async def job_event_stream(
-    service: JobService, bus: EventBus, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
-) -> AsyncIterator[bytes]:
-    """The event stream of one job: where it stands (or what the watcher missed), then live events."""
+async def job_events(
+    service: JobService, bus: EventBus, job_id: str, last_event_id: str | None, keepalive: float
+) -> AsyncIterator[JobEvent | None]:
+    """The events of one job for one watcher: where it stands (or what the watcher missed), then live
+    events, up to and including the terminal one. None whenever ``keepalive`` seconds pass quietly.
+
+    Each surface frames them its own way (:func:`job_event_stream` here; Replicate's ``urls.stream``).
+    """
     with bus.watch(job_id) as live:  # watch first: nothing published from here on is missed
         job = await asyncio.to_thread(service.get, job_id)
         missed = None if last_event_id is None else await asyncio.to_thread(bus.since, job_id, last_event_id)
         backlog = snapshot(job, service, bus) if missed is None else missed
-        sent, first = last_event_id or "", True
+        sent = last_event_id or ""
         for event in backlog:
-            yield await _framed(event, service, base_url, first=first)
-            sent, first = event.id or sent, False
+            yield event
+            sent = event.id or sent
             if event.terminal:
                 return
         while True:
@@ -101,15 +105,24 @@ async def job_event_stream(
                 received = await live.next(keepalive)
             except FellBehind:
                 return  # the client reconnects with the last id it has and gets what it missed
-            if received is None:
-                yield sse.KEEPALIVE
-                continue
-            if sent and not _after(bus, received.id, sent):
+            if received is not None and sent and not _after(bus, received.id, sent):
                 continue  # already sent
-            yield await _framed(received, service, base_url, first=first)
-            first = False
-            if received.terminal:
+            yield received
+            if received is not None and received.terminal:
                 return
+
+
+async def job_event_stream(
+    service: JobService, bus: EventBus, job_id: str, base_url: str, last_event_id: str | None, keepalive: float
+) -> AsyncIterator[bytes]:
+    """The event stream of one job as fluxserve frames it (``GET /v1/jobs/{id}/events``)."""
+    first = True
+    async for event in job_events(service, bus, job_id, last_event_id, keepalive):
+        if event is None:
+            yield sse.KEEPALIVE
+            continue
+        yield await _framed(event, service, base_url, first=first)
+        first = False
 
 
 def _after(bus: EventBus, event_id: str, sent_id: str) -> bool:

@@ -27,3 +27,11 @@ def frame(event: str, data: dict[str, Any], event_id: str | None = None, *, retr
     lines += [] if not event_id else [f"id: {event_id}"]
     lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"))]
     return ("\n".join(lines) + "\n\n").encode()
+
+
+def text_frame(event: str, text: str, event_id: str, *, retry: bool = False) -> bytes:
+    """One event whose data is plain text (one ``data:`` line per line of it), as Replicate streams."""
+    lines = [f"retry: {RECONNECT_MS}"] if retry else []
+    lines += [f"id: {event_id}", f"event: {event}"]
+    lines += [f"data: {line}" for line in text.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode()

@@ -62,6 +62,7 @@ from fluxserve.jobs.worker import ModelWorker, announce_positions
 from fluxserve.settings import Settings
 from fluxserve.storage.files import FileStore
 from fluxserve.storage.signing import UrlSigner
+from fluxserve.storage.uploads import sweep_expired
 from fluxserve.telemetry import NO_TELEMETRY, Telemetry
 from fluxserve.telemetry.metrics import ModelLoad
 
@@ -497,13 +498,17 @@ class JobService:
             raise Conflict(f"job {job_id} has not finished; cancel it first, then delete it")
 
     def clean_up(self, now: float | None = None) -> int:
-        """Delete the jobs that finished longer ago than the retention period; return how many."""
-        cutoff = (time.time() if now is None else now) - self.settings.job_retention_hours * 3600
+        """Delete the jobs that finished longer ago than the retention period, and the uploads
+        (Replicate's ``POST /v1/files``) that have expired; return how many jobs."""
+        now = time.time() if now is None else now
+        cutoff = now - self.settings.job_retention_hours * 3600
         removed = 0
         while ids := self.store.finished_before(cutoff):
             removed += sum(self._remove(job_id) for job_id in ids)
         if removed:
             log.info("retention: removed %d finished jobs and their files", removed)
+        if swept := sweep_expired(self.files.blobs, now):
+            log.info("retention: removed %d expired uploads", swept)
         return removed
 
     def _remove(self, job_id: str) -> bool:

@@ -69,6 +69,9 @@ class BlobStore(Protocol):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with ``prefix`` (a folder: it ends with ``/``)."""
 
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (a folder: it ends with ``/``), sorted."""
+
     def check(self) -> None:
         """Return if the store can be used now; else StorageUnavailable saying what to fix."""
 

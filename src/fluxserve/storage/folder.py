@@ -50,6 +50,14 @@ class FolderBlobStore:
             raise ValueError(f"a folder prefix ends with '/': {prefix!r}")
         shutil.rmtree(self.path(prefix.rstrip("/")), ignore_errors=True)
 
+    def folders(self, prefix: str) -> list[str]:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a folder prefix ends with '/': {prefix!r}")
+        try:
+            return sorted(entry.name for entry in self.path(prefix.rstrip("/")).iterdir() if entry.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def check(self) -> None:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(f"the image folder {self.root} is not writable by this server's user")

@@ -90,6 +90,17 @@ class S3BlobStore:
                         f"({first.get('Code')} for {first.get('Key')}); check the credentials' permissions"
                     )
 
+    def folders(self, prefix: str) -> list[str]:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a folder prefix ends with '/': {prefix!r}")
+        start = self._key(prefix)
+        with _failures(self.bucket, "list stored files"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start, Delimiter="/"
+            )
+            found = [item["Prefix"] for page in pages for item in page.get("CommonPrefixes", [])]
+        return sorted(folder[len(start) :].rstrip("/") for folder in found)
+
     def check(self) -> None:
         where = self.options.endpoint_url or "AWS S3"
         try:

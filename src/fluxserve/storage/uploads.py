@@ -2,7 +2,8 @@
 
 Each upload is two blobs in the file store: ``uploads/<id>/content`` and ``uploads/<id>/meta.json``
 (owner, name, type, size, checksum, times). The id is random and unguessable; only the key that
-uploaded a file can read or delete it, and an expired file reads as missing and is deleted then.
+uploaded a file can read or delete it. An expired file reads as missing and is deleted then, and
+:func:`sweep_expired` (run by the job service's periodic clean-up) deletes those nobody asks for.
 """
 
 from __future__ import annotations
@@ -102,3 +103,24 @@ class Uploads:
     def delete(self, file_id: str, owner: str | None) -> None:
         self.get(file_id, owner)
         self._blobs.delete_prefix(self._folder(file_id))
+
+
+def sweep_expired(blobs: BlobStore, now: float) -> int:
+    """Delete every upload that expired at or before ``now``; return how many.
+
+    A folder without its details yet (an upload being written) is left alone; one whose details
+    cannot be read as an upload's is too, rather than deleted on a guess.
+    """
+    removed = 0
+    for name in blobs.folders("uploads/"):
+        if not is_upload_id(name):
+            continue
+        try:
+            with blobs.open(f"uploads/{name}/meta.json") as blob:
+                expires_at = float(json.loads(blob.read())["expires_at"])
+        except (NotFound, ValueError, KeyError, TypeError):
+            continue
+        if expires_at <= now:
+            blobs.delete_prefix(f"uploads/{name}/")
+            removed += 1
+    return removed

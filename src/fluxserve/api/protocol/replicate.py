@@ -43,7 +43,9 @@ class PredictionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(None, description="A model name, owner/name, or owner/name:version.")
+    version: str | None = Field(
+        None, description="A version id (GET /v1/models/{owner}/{name}), owner/name:<id>, owner/name, or a model name."
+    )
     model: str | None = Field(None, description="owner/name, as some clients send it with POST /v1/predictions.")
     input: dict[str, Any]
     webhook: str | None = None
@@ -54,7 +56,7 @@ class PredictionRequest(BaseModel):
 class PredictionUrls(BaseModel):
     get: str
     cancel: str
-    stream: str = Field(description="fluxserve's Server-Sent Events for the job (queued, started, progress, end).")
+    stream: str = Field(description="Replicate's Server-Sent Events for the prediction: logs, output, error, done.")
 
 
 class PredictionMetrics(BaseModel):
@@ -102,6 +104,38 @@ class FileObject(BaseModel):
     urls: FileUrls
 
 
+class VersionObject(BaseModel):
+    """A model's version: fluxserve serves one per model, its id a hash of the served configuration."""
+
+    id: str = Field(description="SHA-256 hex of what defines the served model; stable across restarts.")
+    created_at: str = Field(description="When this server started serving it.")
+    cog_version: str
+    openapi_schema: dict[str, Any] = Field(description="components.schemas.Input and Output.")
+
+
+class VersionPage(BaseModel):
+    previous: str | None = None
+    next: str | None = None
+    results: list[VersionObject]
+
+
+class ModelObject(BaseModel):
+    """GET /v1/models/{owner}/{name}: the model a Replicate name means here."""
+
+    url: str
+    owner: str
+    name: str
+    description: str | None = None
+    visibility: Literal["public", "private"] = "public"
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    run_count: int = Field(default=0, description="Not counted here: always 0.")
+    cover_image_url: str | None = None
+    default_example: None = None
+    latest_version: VersionObject
+
+
 class Problem(BaseModel):
     """Replicate's error body (RFC 7807 problem details)."""
 
@@ -115,6 +149,9 @@ PATHS = ("/v1/predictions", "/v1/models/", "/v1/files")
 
 def is_replicate_path(path: str) -> bool:
     """Whether a request path belongs to the Replicate surface (its errors are problem details)."""
-    if path.startswith("/v1/models/"):
-        return path.endswith("/predictions")
+    if path.startswith("/v1/models/"):  # /v1/models/{id} (one segment) is fluxserve's model card
+        parts = path.removeprefix("/v1/models/").split("/")  # owner, name, then what of the model
+        rest = parts[2:]
+        one_version = len(rest) == 2 and rest[0] == "versions"
+        return len(parts) >= 2 and (rest in ([], ["predictions"], ["versions"]) or one_version)
     return path == "/v1/predictions" or path.startswith(("/v1/predictions/", "/v1/files"))

@@ -63,7 +63,7 @@ def _metrics(view: JobView) -> PredictionMetrics:
 
 def prediction_urls(base_url: str, job_id: str) -> PredictionUrls:
     root = f"{base_url}/v1/predictions/{job_id}"
-    return PredictionUrls(get=root, cancel=f"{root}/cancel", stream=f"{base_url}/v1/jobs/{job_id}/events")
+    return PredictionUrls(get=root, cancel=f"{root}/cancel", stream=f"{root}/stream")
 
 
 def prediction(view: JobView, base_url: str) -> Prediction:

@@ -16,8 +16,9 @@ from fluxserve.api.parsing import RawImage, json_object_body
 from fluxserve.api.protocol.replicate import PredictionRequest, WebhookEvent
 from fluxserve.api.replicate.inputs import image_request, parse_input
 from fluxserve.api.replicate.sources import Sources
-from fluxserve.api.serving import Accepted, accept_parsed, base_url, served_model
-from fluxserve.errors import InvalidRequest, UnknownModel, UnsupportedMediaType
+from fluxserve.api.replicate.versions import resolve
+from fluxserve.api.serving import Accepted, accept_parsed, base_url
+from fluxserve.errors import InvalidRequest, UnsupportedMediaType
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, probe_image
 from fluxserve.jobs.models import JobEventType, Operation, WebhookTarget
 from fluxserve.storage.uploads import Uploads
@@ -47,16 +48,6 @@ async def read_body(request: Request) -> PredictionRequest:
     if media_type != "application/json":
         raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not accepted; send application/json")
     return json_object_body(await request.body(), PredictionRequest)
-
-
-def replicate_model(name: str, services: Services) -> str:
-    """``black-forest-labs/flux-2-dev`` (or ``...:version``, or a bare name) -> the served model."""
-    bare = name.partition(":")[0].rsplit("/", 1)[-1]
-    model = served_model(bare, services) or served_model(name, services)
-    if model is None:
-        served = ", ".join(services.jobs.workers)
-        raise UnknownModel(f"model {name!r} is not served here; available: {served} (or their aliases)")
-    return model
 
 
 def model_of(body: PredictionRequest, path_model: str | None) -> str:
@@ -89,7 +80,7 @@ async def accept_prediction(
     request: Request, body: PredictionRequest, path_model: str | None, who: Caller, services: Services
 ) -> Accepted:
     settings, jobs = services.settings, services.jobs
-    model = replicate_model(model_of(body, path_model), services)
+    model = resolve(model_of(body, path_model), services)
     flux = parse_input(body.input)
     caps = jobs.capabilities(model)
     base = base_url(request, settings)

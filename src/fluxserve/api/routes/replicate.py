@@ -13,15 +13,27 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from fluxserve.api import sse
 from fluxserve.api.auth import CallerDep
-from fluxserve.api.deps import JobsDep, ServicesDep, SettingsDep
+from fluxserve.api.deps import EventsDep, JobsDep, ServicesDep, SettingsDep
 from fluxserve.api.openapi import problem_responses
 from fluxserve.api.parsing import reject_unknown_query
-from fluxserve.api.protocol.replicate import FileObject, FileUrls, Prediction, PredictionPage, PredictionRequest
+from fluxserve.api.protocol.replicate import (
+    FileObject,
+    FileUrls,
+    ModelObject,
+    Prediction,
+    PredictionPage,
+    PredictionRequest,
+    VersionObject,
+    VersionPage,
+)
 from fluxserve.api.replicate.predictions import iso, prediction_json
 from fluxserve.api.replicate.serving import accept_prediction, read_body, uploads
+from fluxserve.api.replicate.stream import prediction_stream
+from fluxserve.api.replicate.versions import check_version, model_object, resolve, version_object, version_page
 from fluxserve.api.routes.jobs import _cancel as cancel_job
 from fluxserve.api.routes.jobs import _job as owned_job
 from fluxserve.api.serving import base_url
@@ -160,6 +172,68 @@ async def cancel_prediction(
     canceled = await cancel_job(request, prediction_id, who, jobs, settings)
     job = await owned_job(jobs, prediction_id, who)
     return JSONResponse(await _prediction(jobs, settings, request, job), status_code=canceled.status_code)
+
+
+@router.get(
+    "/v1/predictions/{prediction_id}/stream",
+    summary="A prediction's Server-Sent Events (Replicate's urls.stream): logs, output, error, done",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "logs while it runs, output per image, done."},
+        204: {"description": "Last-Event-ID says the client already has the stream's last event."},
+        **problem_responses(401, _NOT_FOUND),
+    },
+)
+async def stream_prediction(
+    prediction_id: str, request: Request, who: CallerDep, jobs: JobsDep, bus: EventsDep, settings: SettingsDep
+) -> Response:
+    job = await owned_job(jobs, prediction_id, who)
+    last_event_id = request.headers.get("last-event-id") or None
+    base = base_url(request, settings)
+    stream = await prediction_stream(jobs, bus, job, base, last_event_id, settings.sse_keepalive_seconds)
+    if stream is None:
+        return Response(status_code=204)  # tells EventSource clients to stop reconnecting
+    return StreamingResponse(stream, media_type="text/event-stream", headers=sse.HEADERS)
+
+
+# -- models and versions --------------------------------------------------------------------------
+
+_NO_MODEL = (404, "The model is not served here (nor an alias of one).")
+
+
+@router.get(
+    "/v1/models/{owner}/{name}",
+    summary="A model (Replicate), e.g. black-forest-labs/flux-2-dev, with its latest_version",
+    response_model=ModelObject,
+    responses=problem_responses(401, _NO_MODEL),
+)
+async def get_replicate_model(
+    owner: str, name: str, request: Request, services: ServicesDep, who: CallerDep
+) -> Response:
+    body = model_object(owner, name, base_url(request, services.settings), services)
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+@router.get(
+    "/v1/models/{owner}/{name}/versions",
+    summary="A model's versions (Replicate): the one served here",
+    response_model=VersionPage,
+    responses=problem_responses(401, _NO_MODEL),
+)
+async def list_versions(owner: str, name: str, services: ServicesDep, who: CallerDep) -> Response:
+    return JSONResponse(version_page(owner, name, services).model_dump(mode="json"))
+
+
+@router.get(
+    "/v1/models/{owner}/{name}/versions/{version_id}",
+    summary="One version of a model (Replicate)",
+    response_model=VersionObject,
+    responses=problem_responses(401, (404, "Not this model's version, or the model is not served here.")),
+)
+async def get_version(owner: str, name: str, version_id: str, services: ServicesDep, who: CallerDep) -> Response:
+    model = resolve(f"{owner}/{name}", services)
+    check_version(model, version_id, f"{owner}/{name}", services)
+    return JSONResponse(version_object(model, services).model_dump(mode="json"))
 
 
 # -- files ---------------------------------------------------------------------------------------
