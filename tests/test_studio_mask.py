@@ -298,6 +298,17 @@ def test_flux1_with_image_1_but_no_mask_or_strength_says_so_and_sends_nothing(
     assert (job["request"]["mask"], job["request"]["strength"], job["request"]["references"]) == (False, 0.5, 1)
     expect(page.locator("#results .result-meta")).to_contain_text("strength 0.5")
 
+    page.get_by_label("Where I paint").check()
+    page.get_by_label("Strength").fill("0.9")
+    seed = page.locator("#results .seed-value").inner_text()
+    page.get_by_role("button", name="Vary seed").click()  # puts back the job's edit: all of image 1 at 0.5
+    expect(page.locator("#results .seed-value")).not_to_have_text([seed], timeout=TIMEOUT)
+    expect(page.get_by_label("All of image 1")).to_be_checked()
+    expect(page.get_by_label("Strength")).to_have_value("0.5")
+    varied: dict[str, Any] = server.http.get("/v1/jobs?limit=1").json()["data"][0]
+    assert (varied["status"], varied["request"]["mask"], varied["request"]["strength"]) == ("succeeded", False, 0.5)
+    assert varied["request"]["seed"] != job["request"]["seed"]
+
     page.get_by_label("Where I paint").check()  # back to a mask, with none painted: explained again
     expect(page.locator("#refs-note")).to_contain_text(f"{FLUX1} uses image 1 only to edit it")
     page.get_by_role("button", name="Remove image 1").click()  # the prompt alone: a plain generation
@@ -307,8 +318,8 @@ def test_flux1_with_image_1_but_no_mask_or_strength_says_so_and_sends_nothing(
     page.get_by_label("Height").fill("64")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#results .result-meta")).to_contain_text("64\u00d764", timeout=TIMEOUT)  # the new result
-    assert len(posts) == 2
-    assert posts[1].post_data_json["prompt"] == "a blue ball"  # JSON: no image
+    assert len(posts) == 3
+    assert posts[2].post_data_json["prompt"] == "a blue ball"  # JSON: no image
     job = server.http.get("/v1/jobs?limit=1").json()["data"][0]
     assert (job["status"], job["request"]["references"], job["request"]["mask"]) == ("succeeded", 0, False)
     assert refusals == []  # never a 400

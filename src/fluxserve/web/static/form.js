@@ -338,8 +338,10 @@ export function fillForm(job) {
   if (request.n) $("n").value = request.n;
   if (request.output_format) $("output-format").value = request.output_format;
   state.loras.set(request.loras);
+  state.mask?.setEdit({ mask: request.mask, strength: request.strength });
   if (request.references) {
-    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.`, "info");
+    const edit = request.mask ? " It edited image 1 inside a mask: paint it again too." : "";
+    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.${edit}`, "info");
   }
 }
 

@@ -49,6 +49,14 @@ export class MaskPainter {
     return document.querySelector("input[name=mask-scope]:checked")?.value === "whole" ? "whole" : "painted";
   }
 
+  /** Put back a job's edit: its strength, and whether it changed all of image 1 (no mask). */
+  setEdit({ mask, strength }) {
+    if (strength === undefined || strength === null) return;
+    $("strength").value = strength;
+    document.querySelector(`input[name=mask-scope][value=${mask ? "painted" : "whole"}]`).checked = true;
+    this.scopeChanged();
+  }
+
   scopeChanged() {
     const whole = this.scope() === "whole";
     this.canvas.closest(".mask-stage").classList.toggle("whole", whole); // the mask is kept, not shown
