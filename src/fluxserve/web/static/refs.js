@@ -72,11 +72,6 @@ export class References {
     this.render();
   }
 
-  /** The images beyond the model's limit: kept in the list, never sent. */
-  get unused() {
-    return this.items.slice(this.limit);
-  }
-
   say(message) {
     this.error.textContent = message;
     this.error.hidden = !message;
