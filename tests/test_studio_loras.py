@@ -239,6 +239,11 @@ def test_the_picker_offers_the_models_family_up_to_the_servers_number_and_scale_
     assert offered(page) == for_family["flux.1"]
     pick(page, "flux1-style", "0.6")
     page.get_by_label("Prompt", exact=True).fill("an old photo")
+    # FLUX.1 uses the kept image 1 only to edit it (a mask or a strength): the page says so, and
+    # sends nothing until it is used or removed (never a plain generation the server refuses)
+    expect(page.locator("#refs-note")).to_contain_text("uses image 1 only to edit it")
+    page.get_by_role("button", name="Remove image 1").click()
+    expect(page.locator("#refs-note")).to_be_hidden()
     assert generate(page).post_data_json["loras"] == [{"name": "flux1-style", "scale": 0.6}]
     expect(page.locator("#results .result-loras")).to_have_text(" · LoRA flux1-style 0.6")
 

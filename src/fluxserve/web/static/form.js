@@ -86,8 +86,14 @@ function applyModel({ keepSettings = false } = {}) {
   if (!inRange(n.value, 1, caps.max_images)) n.value = 1;
   $("n-info").textContent = `1-${caps.max_images}.`;
 
-  state.refs.setLimit(caps.max_reference_images || 0);
+  const references = caps.max_reference_images || 0;
+  if (references === 0 && caps.masks) { // FLUX.1: no references, but image 1 to edit
+    state.refs.setLimit(1, "(image 1 only: the image to edit, with a mask or a strength)");
+  } else {
+    state.refs.setLimit(references);
+  }
   state.mask?.update();
+  checkReferences();
   state.loras.update();
   renderPresets();
   const width = Number($("width").value);
@@ -177,6 +183,50 @@ export function seedInfo(used = null) {
     : "Unlocked: a new random seed for each generation.");
 }
 
+// -- what the reference images can do with this model -----------------------------------------
+
+const imageNames = (first, last) => (first === last ? `image ${first}` : `images ${first}-${last}`);
+
+/**
+ * Why the form cannot be sent with its reference images as they are, or null. Nothing is dropped
+ * silently: images the model does not take, and an image 1 that a FLUX.1 model cannot use without
+ * a mask or a strength, are explained here and keep the form from being sent until resolved.
+ */
+export function referencesProblem() {
+  const { caps, refs, mask } = state;
+  const model = currentModel();
+  if (!caps || !model) return null;
+  const problems = [];
+  const count = refs.items.length;
+  const references = caps.max_reference_images || 0;
+  if (count > refs.limit) {
+    const extra = imageNames(refs.limit + 1, count);
+    if (refs.limit === 0) {
+      problems.push(`${model.id} takes no reference images: remove ${count === 1 ? "it" : "them"} (marked “not sent”), or choose a model that takes them.`);
+    } else if (references === 0) {
+      problems.push(`${model.id} edits image 1 alone and takes no other images: remove ${extra} (marked “not sent”), or choose a FLUX.2 model to use them all.`);
+    } else {
+      problems.push(`${model.id} takes at most ${refs.limit} reference image${refs.limit === 1 ? "" : "s"}: remove ${extra} (marked “not sent”), or choose a model that takes more.`);
+    }
+  }
+  if (references === 0 && caps.masks && count > 0 && !mask?.edits()) {
+    problems.push(`${model.id} uses image 1 only to edit it: paint a mask over it below (where it may change), or choose “All of image 1” with a strength. To generate from the prompt alone, remove image 1.`);
+  }
+  return problems.length ? problems.join(" ") : null;
+}
+
+/** Show, next to the reference images, why the form cannot be sent with them (or nothing). */
+export function checkReferences() {
+  const note = $("refs-note");
+  const problem = referencesProblem();
+  note.textContent = problem || "";
+  note.hidden = !problem;
+  if (!problem) {
+    note.classList.remove("field-error");
+    $("refs-drop").removeAttribute("aria-invalid");
+  }
+}
+
 // -- building the request ---------------------------------------------------------------------
 
 function integer(id, field, low, high, label) {
@@ -191,7 +241,7 @@ function integer(id, field, low, high, label) {
 
 /** The request body from the form, or null after showing what is wrong next to each control. */
 export function buildBody() {
-  const { caps, refs } = state;
+  const { caps } = state;
   const model = currentModel();
   if (!model || !caps) {
     showFieldError("model", "No model to use: check the key, then reload the page.");
@@ -226,8 +276,10 @@ export function buildBody() {
   const loras = state.loras.body();
   if (loras === null) ok = false;
   else if (loras.length) body.loras = loras;
-  if (refs.items.length > refs.limit) {
-    refs.say(`This model takes at most ${refs.limit} reference images.`);
+  if (referencesProblem()) { // said next to the references, now as an error: nothing is sent
+    checkReferences();
+    $("refs-note").classList.add("field-error");
+    $("refs-drop").setAttribute("aria-invalid", "true");
     ok = false;
   }
   return ok ? body : null;
@@ -286,8 +338,10 @@ export function fillForm(job) {
   if (request.n) $("n").value = request.n;
   if (request.output_format) $("output-format").value = request.output_format;
   state.loras.set(request.loras);
+  state.mask?.setEdit({ mask: request.mask, strength: request.strength });
   if (request.references) {
-    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.`, "info");
+    const edit = request.mask ? " It edited image 1 inside a mask: paint it again too." : "";
+    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.${edit}`, "info");
   }
 }
 

@@ -59,22 +59,22 @@ async function generate(event) {
     document.querySelector("[aria-invalid=true]")?.focus();
     return;
   }
-  saveSettings(body, { locked: $("seed-lock").checked });
   const files = state.refs.files;
+  let edit = null; // a masked edit, or one of all of image 1 (image to image)
+  try {
+    edit = files.length ? state.mask?.edit() ?? null : null;
+  } catch (error) {
+    showFieldError("strength", error.message);
+    $("strength").focus();
+    return;
+  }
+  saveSettings(body, { locked: $("seed-lock").checked });
   const payload = files.length ? asForm(body, files) : body;
-  if (files.length && state.mask?.painted()) { // a masked edit keeps image 1's size: no width/height
-    let strength;
-    try {
-      strength = state.mask.strength();
-    } catch (error) {
-      showFieldError("strength", error.message);
-      $("strength").focus();
-      return;
-    }
+  if (edit) { // an edit keeps image 1's size: no width/height
     payload.delete("width");
     payload.delete("height");
-    payload.append("mask", await state.mask.blob(), "mask.png");
-    if (strength !== null) payload.append("strength", String(strength));
+    if (edit.mask) payload.append("mask", await state.mask.blob(), "mask.png");
+    if (edit.strength !== null) payload.append("strength", String(edit.strength));
   }
   const abort = new AbortController();
   state.job = { id: null, abort, body, references: files.length };

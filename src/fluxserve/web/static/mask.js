@@ -1,6 +1,7 @@
 // The mask painter: paint over reference image 1 where it may change (brush, eraser, size, clear).
 // The mask sent is OpenAI's form: a PNG the size of image 1, opaque where it is kept and
-// transparent where it was painted. Shown for models whose capabilities have masks.
+// transparent where it was painted. Shown for models whose capabilities have masks. Instead of a
+// mask, "All of image 1" edits the whole image from the strength given (image to image).
 //
 // The canvas holds the mask at image 1's own pixel size and is laid exactly over the image (the
 // stage shrinks to the image, see studio.css), so a pointer position maps to an image pixel by the
@@ -11,8 +12,15 @@ import { state } from "./state.js";
 
 const PAINT = "rgba(60, 190, 255, 1)";
 
+const HELP = {
+  painted: "Strength 1 repaints the painted area; lower keeps more of it. Outside it, image 1 is kept as it is; the result has image 1's size.",
+  whole: "Image to image: the edit starts from image 1. Strength 1 repaints all of it, 0 keeps it; lower keeps more. The result has image 1's size.",
+};
+
 export class MaskPainter {
-  constructor() {
+  /** onChange: called when what the edit sends may have changed (strokes, clear, scope, image 1). */
+  constructor({ onChange = () => {} } = {}) {
+    this.onChange = onChange;
     this.field = $("mask-field");
     this.image = $("mask-image");
     this.canvas = $("mask-canvas");
@@ -24,9 +32,38 @@ export class MaskPainter {
     this.canvas.addEventListener("pointerdown", (event) => this.start(event));
     this.canvas.addEventListener("pointermove", (event) => this.stroke(event));
     for (const end of ["pointerup", "pointercancel", "lostpointercapture"]) {
-      this.canvas.addEventListener(end, () => { this.last = null; });
+      this.canvas.addEventListener(end, () => {
+        if (this.last !== null) this.onChange();
+        this.last = null;
+      });
     }
     $("mask-clear").addEventListener("click", () => this.clear());
+    for (const radio of document.querySelectorAll("input[name=mask-scope]")) {
+      radio.addEventListener("change", () => this.scopeChanged());
+    }
+    $("strength").addEventListener("input", () => this.onChange());
+  }
+
+  /** "painted": the edit changes where the mask is painted; "whole": all of image 1 (no mask). */
+  scope() {
+    return document.querySelector("input[name=mask-scope]:checked")?.value === "whole" ? "whole" : "painted";
+  }
+
+  /** Put back a job's edit: its strength, and whether it changed all of image 1 (no mask). */
+  setEdit({ mask, strength }) {
+    if (strength === undefined || strength === null) return;
+    $("strength").value = strength;
+    document.querySelector(`input[name=mask-scope][value=${mask ? "painted" : "whole"}]`).checked = true;
+    this.scopeChanged();
+  }
+
+  scopeChanged() {
+    const whole = this.scope() === "whole";
+    this.canvas.closest(".mask-stage").classList.toggle("whole", whole); // the mask is kept, not shown
+    for (const id of ["mask-size", "mask-clear"]) $(id).disabled = whole;
+    for (const radio of document.querySelectorAll("input[name=mask-tool]")) radio.disabled = whole;
+    $("mask-help").textContent = HELP[whole ? "whole" : "painted"];
+    this.onChange();
   }
 
   /** Follow the model and reference image 1: shown only when both allow a mask. */
@@ -44,12 +81,14 @@ export class MaskPainter {
       this.canvas.height = this.image.naturalHeight;
       this.clear();
     };
+    this.onChange(); // a new image 1 has no mask yet
     this.image.src = first.url;
   }
 
   clear() {
     this.last = null;
     this.context.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    this.onChange();
   }
 
   /** Canvas pixels per screen pixel, or null while the canvas is not laid out (hidden, not loaded). */
@@ -105,9 +144,9 @@ export class MaskPainter {
     context.globalCompositeOperation = "source-over";
   }
 
-  /** Whether a mask is to be sent: the field is in use and something is painted. */
+  /** Whether a mask is to be sent: the field is in use, the edit is where painted, and something is. */
   painted() {
-    if (this.field.hidden || !this.canvas.width) return false;
+    if (this.field.hidden || this.scope() !== "painted" || !this.canvas.width) return false;
     const { data } = this.context.getImageData(0, 0, this.canvas.width, this.canvas.height);
     for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
     return false;
@@ -124,6 +163,24 @@ export class MaskPainter {
     context.globalCompositeOperation = "destination-out";
     context.drawImage(this.canvas, 0, 0);
     return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+  }
+
+  /** Whether image 1 is to be edited: a mask is painted, or all of image 1 is to change. */
+  edits() {
+    return !this.field.hidden && (this.scope() === "whole" || this.painted());
+  }
+
+  /**
+   * What the edit sends besides image 1: {mask, strength} (mask true when painted; strength null
+   * for the server's default, 1 with a mask), or null when image 1 is not edited. Throws a message
+   * for a strength out of range, or none for all of image 1 (which has no default).
+   */
+  edit() {
+    if (!this.edits()) return null;
+    const mask = this.scope() === "painted";
+    const strength = this.strength();
+    if (strength === null && !mask) throw new Error("Changing all of image 1 needs a strength from 0 to 1.");
+    return { mask, strength };
   }
 
   /** The strength typed in (0-1), null when left empty; throws a message when it is out of range. */

@@ -49,8 +49,9 @@ export class References {
     });
   }
 
+  /** The files to send: those within the model's limit. */
   get files() {
-    return this.items.map((item) => item.file);
+    return this.items.slice(0, this.limit).map((item) => item.file);
   }
 
   /** Take the server's upload rules: which formats, how large. */
@@ -60,15 +61,15 @@ export class References {
     this.hint.textContent = `${either(uploads.formats.map((format) => format.name))}, up to ${uploads.max_mb} MB each.`;
   }
 
-  setLimit(limit) {
+  /**
+   * Follow the model: how many images it takes, and the text next to the legend. Images beyond
+   * the limit stay in the list, marked as not sent (the form refuses to generate until they are
+   * removed), so that switching back to a model that takes them loses nothing.
+   */
+  setLimit(limit, label = limit ? `(up to ${limit})` : "") {
     this.limit = limit;
-    this.drop.closest("fieldset").hidden = limit === 0;
-    this.limitLabel.textContent = limit ? `(up to ${limit})` : "";
-    if (this.items.length > limit) {
-      this.items.splice(limit).forEach((item) => URL.revokeObjectURL(item.url));
-      this.say(`This model takes at most ${limit} reference image${limit === 1 ? "" : "s"}; the extra ones were removed.`);
-      this.render();
-    }
+    this.limitLabel.textContent = label;
+    this.render();
   }
 
   say(message) {
@@ -137,6 +138,7 @@ export class References {
   }
 
   render() {
+    this.drop.closest("fieldset").hidden = this.limit === 0 && this.items.length === 0;
     this.list.replaceChildren(...this.items.map((item, index) => this.card(item, index)));
     this.onChange(this.items.length);
   }
@@ -153,6 +155,11 @@ export class References {
     const label = document.createElement("span");
     label.className = "ref-label";
     label.textContent = `image ${index + 1}`;
+    if (index >= this.limit) { // kept for a model that takes it, but this one does not
+      li.classList.add("unused");
+      label.textContent += " · not sent";
+      img.alt += " (not sent: this model does not take it)";
+    }
     const tools = document.createElement("div");
     tools.className = "ref-tools";
     const button = (action, text, title, disabled, handler) => {

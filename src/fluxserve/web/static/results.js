@@ -18,6 +18,12 @@ function requestBodyOf(job) {
   return body;
 }
 
+/** A job's edit of image 1, as its request records it: {mask, strength}, or null for none. */
+function editOf(request) {
+  const strength = request.strength ?? null;
+  return request.mask || strength !== null ? { mask: Boolean(request.mask), strength } : null;
+}
+
 function copyButton(label, text) {
   const button = el("button", { type: "button", className: "secondary", textContent: label });
   button.addEventListener("click", async () => {
@@ -69,9 +75,12 @@ export function showResults(job, { body = null, references = null } = {}) {
   if (request.steps) details.push(`${request.steps} steps`);
   if (request.guidance !== undefined && request.guidance !== null) details.push(`guidance ${request.guidance}`);
   if (refCount) details.push(`${refCount} reference${refCount === 1 ? "" : "s"}`);
+  const edit = editOf(request);
+  if (edit?.mask) details.push("masked edit");
+  if (edit && edit.strength !== null) details.push(`strength ${edit.strength}`);
   const loras = loraSummary(request.loras);
-  const curlText = curl(sent, location.origin, refCount);
-  const pythonText = python(sent, location.origin, refCount);
+  const curlText = curl(sent, location.origin, refCount, edit);
+  const pythonText = python(sent, location.origin, refCount, edit);
   const code = el("pre", { className: "code-block", tabIndex: 0 }, el("code", { textContent: curlText }));
   const showCode = (text) => { code.firstChild.textContent = text; };
   const curlButton = copyButton("Copy as curl", curlText);

@@ -13,16 +13,27 @@ function pyValue(value) {
   return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${pyValue(v)}`).join(", ")}}`;
 }
 
-/** body: the JSON body sent to /v1/jobs; references: how many reference files went with it. */
-export function curl(body, origin, references = 0) {
+/** The fields of an edit's form: an edit of image 1 (mask or strength) keeps its size, so none is sent. */
+function editFields(body, edit) {
+  if (!edit) return body;
+  const { width, height, ...rest } = body;
+  return edit.strength === null ? rest : { ...rest, strength: edit.strength };
+}
+
+/**
+ * body: the JSON body sent to /v1/jobs; references: how many reference files went with it;
+ * edit: {mask, strength} when image 1 was edited (a mask file, or a strength), else null.
+ */
+export function curl(body, origin, references = 0, edit = null) {
   const lines = [];
   if (references) {
     lines.push(`curl -s ${origin}/v1/images/edits -H "Authorization: Bearer $FLUXSERVE_KEY" \\`);
-    for (const [key, value] of Object.entries(body)) {
+    for (const [key, value] of Object.entries(editFields(body, edit))) {
       const text = typeof value === "object" ? JSON.stringify(value) : String(value);
       lines.push(`  -F ${shellQuote(`${key}=${text}`)} \\`);
     }
     for (let i = 1; i <= references; i += 1) lines.push(`  -F 'image[]=@image${i}.png' \\`);
+    if (edit?.mask) lines.push("  -F 'mask=@mask.png' \\");
     lines.push("  | jq '.data[] | {seed, url}'");
     return lines.join("\n");
   }
@@ -34,8 +45,9 @@ export function curl(body, origin, references = 0) {
   ].join("\n");
 }
 
-export function python(body, origin, references = 0) {
+export function python(body, origin, references = 0, edit = null) {
   const { prompt, model, n, width, height, output_format: format, response_format: responseFormat, ...extra } = body;
+  if (edit && edit.strength !== null) extra.strength = edit.strength;
   const lines = [
     "import os",
     "from openai import OpenAI",
@@ -47,6 +59,7 @@ export function python(body, origin, references = 0) {
   if (references) {
     const files = Array.from({ length: references }, (_, i) => `open("image${i + 1}.png", "rb")`);
     lines.push(`    image=[${files.join(", ")}],`);
+    if (edit?.mask) lines.push('    mask=open("mask.png", "rb"),');
   }
   const promptText = typeof prompt === "string" ? prompt : JSON.stringify(prompt);
   // An edit is a multipart form, whose fields are text: a list (loras) goes as its JSON.
@@ -55,7 +68,7 @@ export function python(body, origin, references = 0) {
     : extra;
   lines.push(
     `    prompt=${pyValue(promptText)},`,
-    `    size="${width}x${height}",`,
+    ...(edit ? [] : [`    size="${width}x${height}",`]), // an edit keeps image 1's size
     `    n=${n},`,
     `    output_format=${pyValue(format)},`,
     `    response_format=${pyValue(responseFormat)},`,

@@ -8,7 +8,7 @@
 // The rules input is checked against come from the server: GET /v1/rules and GET /v1/models.
 
 import { $ } from "./dom.js";
-import { loadModels, restoreSettings, setupForm } from "./form.js";
+import { checkReferences, loadModels, restoreSettings, setupForm } from "./form.js";
 import { loadHistory, setupHistory } from "./history.js";
 import { setupJob } from "./job.js";
 import { setupKey } from "./key.js";
@@ -26,9 +26,10 @@ async function reload() {
 async function main() {
   state.refs = new References({
     list: $("refs"), input: $("refs-input"), drop: $("refs-drop"), error: $("refs-error"),
-    limitLabel: $("refs-limit"), hint: $("refs-formats"), onChange: () => state.mask?.update(),
+    limitLabel: $("refs-limit"), hint: $("refs-formats"),
+    onChange: () => { state.mask?.update(); checkReferences(); },
   });
-  state.mask = new MaskPainter();
+  state.mask = new MaskPainter({ onChange: checkReferences });
   state.loras = new Loras();
   setupKey(reload);
   setupPrompt();
