@@ -142,4 +142,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             FOR EACH ROW EXECUTE FUNCTION jobs_take_their_events();
         """,
     ),
+    (
+        10,
+        """
+        -- A pending webhook delivery is held by one process's sender on a lease, as a running job is.
+        ALTER TABLE webhook_deliveries ADD COLUMN sender TEXT;
+        ALTER TABLE webhook_deliveries ADD COLUMN lease_until DOUBLE PRECISION;
+        CREATE INDEX webhook_deliveries_by_sender ON webhook_deliveries (sender) WHERE status = 'pending';
+        """,
+    ),
 )
