@@ -20,7 +20,9 @@ from standardwebhooks.webhooks import Webhook
 
 from fluxserve.api.app import build_services
 from fluxserve.api.deps import Services
-from fluxserve.db import Database
+from fluxserve.db import Database, open_database
+from fluxserve.db.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from fluxserve.db.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from fluxserve.engines.diffusers_engine import DiffusersEngine
 from fluxserve.engines.loading import EngineOptions
 from fluxserve.jobs.models import DeliveryStatus, OutputImage, Usage, WebhookTarget, new_job_id
@@ -33,7 +35,7 @@ from fluxserve.webhooks.secret import new_secret
 from fluxserve.webhooks.sender import WebhookSender
 from tests.helpers import PREFER_WAIT, TEST_TIMEOUT, wait_for
 from tests.jobs_support import QUICK, generation_spec
-from tests.postgres_support import fetch_all
+from tests.postgres_support import DATABASES, fetch_all
 from tests.servers import LEASE_SECONDS, ServerProcess
 from tests.webhook_receiver import Answer, Receiver
 
@@ -296,3 +298,35 @@ def test_a_killed_processs_retry_is_sent_by_the_other_once_its_lease_runs_out(
         holder.stop()
         if other is not None:
             other.stop()
+
+
+@pytest.mark.parametrize("database_url", DATABASES, indirect=True)
+def test_a_delivery_pending_before_the_upgrade_is_resumed_after_it(
+    database_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receivers: Callable[..., Receiver]
+) -> None:
+    receiver = receivers(200)
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, webhook_timeout_seconds=TEST_TIMEOUT)
+    with monkeypatch.context() as before:  # the schema before deliveries had holders: version 9
+        before.setattr("fluxserve.db.sqlite.MIGRATIONS", SQLITE_MIGRATIONS[:9])
+        before.setattr("fluxserve.db.postgres.MIGRATIONS", POSTGRES_MIGRATIONS[:-1])
+        old = open_database(settings)
+        assert old.schema_version == 9
+        job_id = succeeded_job(SqlJobStore(old), receiver.url)
+        old.execute(
+            "INSERT INTO webhook_deliveries (id, job_id, event, url, payload, status, attempts, next_attempt_at, "
+            "created_at) VALUES ('msg_old', ?, 'completed', ?, '{}', 'pending', 1, ?, ?)",
+            (job_id, receiver.url, time.time(), time.time()),
+        )
+        old.close()
+    database = open_database(settings)
+    sender = WebhookSender(database, settings, new_secret(), UrlSigner(b"k" * 32, settings.url_ttl_seconds))
+    try:
+        assert database.schema_version == len(SQLITE_MIGRATIONS) == POSTGRES_MIGRATIONS[-1][0] == 10
+        sender.start()
+        wait_for(lambda: [d.status for d in sender.deliveries(job_id)] == ["delivered"], "the old delivery sent")
+        [delivery] = sender.deliveries(job_id)
+        assert (delivery.id, delivery.attempts) == ("msg_old", 2)
+        assert [r.headers["webhook-id"] for r in receiver.requests] == ["msg_old"]
+    finally:
+        sender.stop()
+        database.close()

@@ -148,7 +148,8 @@ class WebhookSender:
             thread.start()
 
     def stop(self) -> None:
-        """Stop soon: no new attempt starts, one under way finishes (at most the timeout); pending rows stay pending.
+        """Stop soon: no new attempt starts, one under way finishes (at most the timeout); pending rows stay
+        pending, and this sender lets go of them, for another process or the next start.
 
         Events handed over but not yet recorded are written as pending rows first, so none is lost.
         """
@@ -260,7 +261,7 @@ class WebhookSender:
                 self._inbox.put(message)
 
     def _record_remaining(self) -> None:
-        """At stop: events still in the inbox become pending rows for the next start."""
+        """At stop: events still in the inbox become pending rows that nobody holds, for the next sender."""
         while True:
             try:
                 message = self._inbox.get_nowait()
