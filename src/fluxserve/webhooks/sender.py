@@ -207,7 +207,7 @@ class WebhookSender:
     def _adopt(self, taken: list[Due]) -> None:
         """Schedule deliveries taken over from a sender that died (or stopped), when each is due."""
         for due in taken:
-            log.warning("webhook %s: its sender stopped renewing its lease; this process sends it", due.id)
+            log.warning("webhook %s: taken over from a sender that stopped or died; this process sends it", due.id)
             with self._idle:
                 self._unsettled += 1
                 self._inbox.put(_Retry(due.id, due.at))
