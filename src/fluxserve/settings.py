@@ -156,7 +156,8 @@ class Settings(RuntimeFields):
     """How often the retention clean-up runs."""
     lease_seconds: float = Field(30, gt=0)
     """A worker holds a running job for this long and renews the hold while it works; a job whose
-    worker died goes back to the queue once its lease runs out."""
+    worker died goes back to the queue once its lease runs out. A process's webhook sender holds its
+    pending deliveries the same way; another process takes over those of one that died."""
     queue_poll_seconds: float = Field(1, gt=0)
     """How often an idle worker looks in the store for jobs another process queued."""
     preview_every: int = Field(0, ge=0)

@@ -149,4 +149,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE jobs ADD COLUMN error_moderated TEXT;
         """,
     ),
+    (
+        11,
+        """
+        -- A pending webhook delivery is held by one process's sender on a lease, as a running job is.
+        ALTER TABLE webhook_deliveries ADD COLUMN sender TEXT;
+        ALTER TABLE webhook_deliveries ADD COLUMN lease_until DOUBLE PRECISION;
+        CREATE INDEX webhook_deliveries_by_sender ON webhook_deliveries (sender) WHERE status = 'pending';
+        """,
+    ),
 )

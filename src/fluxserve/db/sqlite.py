@@ -131,6 +131,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN error_moderated TEXT;
     """,
+    # A pending webhook delivery is held by one process's sender on a lease it renews (fluxserve.webhooks
+    # .deliveries), as a running job is by its worker; one whose sender died is taken over when it runs out.
+    """
+    ALTER TABLE webhook_deliveries ADD COLUMN sender TEXT;
+    ALTER TABLE webhook_deliveries ADD COLUMN lease_until REAL;
+    CREATE INDEX webhook_deliveries_by_sender ON webhook_deliveries (sender) WHERE status = 'pending';
+    """,
 )
 
 

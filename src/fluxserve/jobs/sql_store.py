@@ -26,6 +26,22 @@ from fluxserve.numbers import MAX_WHOLE, parse_float, parse_int
 
 log = logging.getLogger("fluxserve.jobs")
 
+HELD = "status = ? AND worker = ?"
+"""A job ``worker`` holds: running, claimed by it. Its parameters come from :func:`_held`."""
+
+
+def _held(worker: str) -> tuple[Any, ...]:
+    """The parameters of :data:`HELD` for ``worker``."""
+    return (JobStatus.RUNNING, worker)
+
+
+def _finishing(worker: str | None, *statuses: JobStatus) -> tuple[str, tuple[Any, ...]]:
+    """Which job a finishing update may change: one ``worker`` holds, or with no worker, one in any of
+    ``statuses`` (a job ended outside any worker). The clause and its parameters."""
+    if worker is not None:
+        return HELD, _held(worker)
+    return f"status IN ({', '.join('?' for _ in statuses)})", statuses
+
 
 class SqlJobStore:
     """Jobs in either database; the queue workers claim from, on leases."""
@@ -223,12 +239,12 @@ class SqlJobStore:
         marks = ", ".join("?" for _ in job_ids)
         with self._db.transaction() as db:
             db.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE worker = ? AND status = ? AND id IN ({marks})",
-                (lease_until, worker, JobStatus.RUNNING, *job_ids),
+                f"UPDATE jobs SET lease_until = ? WHERE {HELD} AND id IN ({marks})",
+                (lease_until, *_held(worker), *job_ids),
             )
             rows = db.fetch_all(
-                f"SELECT id FROM jobs WHERE worker = ? AND status = ? AND cancel_requested = 0 AND id IN ({marks})",
-                (worker, JobStatus.RUNNING, *job_ids),
+                f"SELECT id FROM jobs WHERE {HELD} AND cancel_requested = 0 AND id IN ({marks})",
+                (*_held(worker), *job_ids),
             )
         return set(job_ids) - {row["id"] for row in rows}
 
@@ -242,9 +258,8 @@ class SqlJobStore:
     def release(self, job_id: str, worker: str) -> bool:
         """Put ``worker``'s running job back in the queue (its worker is shutting down)."""
         changed = self._db.execute(
-            "UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL "
-            "WHERE id = ? AND worker = ? AND status = ?",
-            (JobStatus.QUEUED, job_id, worker, JobStatus.RUNNING),
+            f"UPDATE jobs SET status = ?, started_at = NULL, worker = NULL, lease_until = NULL WHERE id = ? AND {HELD}",
+            (JobStatus.QUEUED, job_id, *_held(worker)),
         )
         return changed == 1
 
@@ -287,19 +302,18 @@ class SqlJobStore:
     ) -> bool:
         """Running to succeeded (only if ``worker``, when given, still holds it); the job's usage is
         billed as it really was."""
+        which, params = _finishing(worker, JobStatus.RUNNING)
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, usage = ?, lease_until = NULL "
-                "WHERE id = ? AND status = ? AND (CAST(? AS TEXT) IS NULL OR worker = ?)",
+                f"WHERE id = ? AND {which}",
                 (
                     JobStatus.SUCCEEDED,
                     time.time(),
                     json.dumps([o.__dict__ for o in outputs]),
                     json.dumps(usage.to_json()),
                     job_id,
-                    JobStatus.RUNNING,
-                    worker,
-                    worker,
+                    *params,
                 ),
             )
             if changed:
@@ -322,25 +336,12 @@ class SqlJobStore:
         """A failed job is not billed: its reserved usage is released. ``retry_after``: when the
         failure said the same request may succeed (a busy provider). With ``worker``, only a job
         that worker still holds fails. ``moderated``: what a moderation refused, when that failed it."""
+        which, params = _finishing(worker, JobStatus.QUEUED, JobStatus.RUNNING)
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, "
-                "error_retry_after = ?, error_moderated = ?, lease_until = NULL "
-                "WHERE id = ? AND ((CAST(? AS TEXT) IS NULL AND status IN (?, ?)) OR (status = ? AND worker = ?))",
-                (
-                    JobStatus.FAILED,
-                    time.time(),
-                    error_type,
-                    message,
-                    retry_after,
-                    moderated,
-                    job_id,
-                    worker,
-                    JobStatus.QUEUED,
-                    JobStatus.RUNNING,
-                    JobStatus.RUNNING,
-                    worker,
-                ),
+                f"error_retry_after = ?, error_moderated = ?, lease_until = NULL WHERE id = ? AND {which}",
+                (JobStatus.FAILED, time.time(), error_type, message, retry_after, moderated, job_id, *params),
             )
             if changed:
                 usage_rows.release(db, job_id)
@@ -349,24 +350,16 @@ class SqlJobStore:
         self, job_id: str, *, only_if: JobStatus, note: str | None = None, worker: str | None = None
     ) -> bool:
         """Cancel a job that is still ``only_if`` (not billed); False when its state had moved on, or
-        when ``worker`` is given and no longer holds it.
+        when ``worker`` is given and no longer holds it (a job a worker holds is running).
 
         ``note`` says what the cancel could not undo; the job shows it as its error (type ``ErrorCode.CANCELED``).
         """
+        which, params = _finishing(worker, only_if)
         with self._db.transaction() as db:
             changed = db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, error_type = ?, error_message = ?, lease_until = NULL "
-                "WHERE id = ? AND status = ? AND (CAST(? AS TEXT) IS NULL OR worker = ?)",
-                (
-                    JobStatus.CANCELED,
-                    time.time(),
-                    None if note is None else ErrorCode.CANCELED,
-                    note,
-                    job_id,
-                    only_if,
-                    worker,
-                    worker,
-                ),
+                f"WHERE id = ? AND {which}",
+                (JobStatus.CANCELED, time.time(), None if note is None else ErrorCode.CANCELED, note, job_id, *params),
             )
             if changed:
                 usage_rows.release(db, job_id)

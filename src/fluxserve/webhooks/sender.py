@@ -2,10 +2,17 @@
 
 Worker threads call :meth:`WebhookSender.notify` and move on: it only hands the event over in memory.
 The sender's scheduler thread turns each event into a row of ``webhook_deliveries`` (status
-``pending``) before the first attempt, so a delivery survives a crash and is resumed by the next
-:meth:`WebhookSender.start`. A few sender threads make the attempts, so one slow or dead receiver
-holds up one thread, not every delivery. Each delivery keeps its id and body across retries; the
-timestamp header and the signature are made afresh for each attempt.
+``pending``) before the first attempt, so a delivery survives a crash. A few sender threads make
+the attempts, so one slow or dead receiver holds up one thread, not every delivery. Each delivery
+keeps its id and body across retries; the timestamp header and the signature are made afresh for
+each attempt.
+
+Several processes may share the database (Postgres), so a sender holds its pending deliveries on a
+lease (``lease_seconds``, as workers hold jobs) that its lease thread renews, and attempts only the
+ones it holds (see :mod:`fluxserve.webhooks.deliveries`). At start it takes the deliveries nobody
+holds (every pending one where it owns the database, SQLite); while it runs its lease thread takes
+those whose sender died, once their lease has run out, keeping their attempt count and due time;
+at stop it lets go of its own, for another process or the next start.
 
 Delivery is at least once: a crash between a receiver's 2xx and the row's update sends it again,
 and receivers deduplicate by ``webhook-id``. Events of one job may arrive out of order (a retried
@@ -17,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import os
 import queue
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -25,7 +35,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from fluxserve.db import Statements
+from fluxserve.db import Database
+from fluxserve.errors import DatabaseUnavailable
 from fluxserve.jobs.models import DeliveryStatus, Job
 from fluxserve.jobs.views import JobProgress, WebhookDeliveryView
 from fluxserve.settings import Settings
@@ -34,7 +45,7 @@ from fluxserve.telemetry import NO_TELEMETRY, Telemetry, context
 from fluxserve.webhooks.addresses import Resolver, resolve
 from fluxserve.webhooks.attempts import post
 from fluxserve.webhooks.client import webhook_client
-from fluxserve.webhooks.deliveries import Deliveries, Delivery
+from fluxserve.webhooks.deliveries import Deliveries, Delivery, Due, Hold
 from fluxserve.webhooks.logs import SEND_THREAD_PREFIX, hide_urls_in_httpx_logs, origin
 from fluxserve.webhooks.payload import BodyMaker, event_body
 from fluxserve.webhooks.retries import next_step
@@ -68,12 +79,13 @@ class _Stop:
 class WebhookSender:
     """Posts jobs' lifecycle events to their webhooks, retrying with backoff, recording every attempt.
 
-    One scheduler thread owns the due-time heap; ``threads`` sender threads make the HTTP attempts.
+    One scheduler thread owns the due-time heap; ``threads`` sender threads make the HTTP attempts;
+    a lease thread renews the hold on this sender's deliveries and takes those of dead senders.
     """
 
     def __init__(
         self,
-        store: Statements,
+        store: Database,
         settings: Settings,
         secret: str,
         signer: UrlSigner,
@@ -85,6 +97,9 @@ class WebhookSender:
     ) -> None:
         """``bodies``: the body makers of other webhook shapes (a target's ``shape``) than fluxserve's own."""
         self._deliveries = Deliveries(store)
+        self._exclusive = store.dialect.exclusive
+        self.id = f"{socket.gethostname()}/{os.getpid()}/webhooks/{secrets.token_hex(4)}"
+        """Who holds a delivery in the store: unique to this sender in this process."""
         self._bodies = dict(bodies or {})
         self._metrics, self._tracer = telemetry.metrics, telemetry.tracer
         self._settings, self._signer, self._resolver = settings, signer, resolver
@@ -94,6 +109,7 @@ class WebhookSender:
         self._work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._leases: threading.Thread | None = None
         self._idle = threading.Condition()
         self._unsettled = 0
         """Events handed over and deliveries pending that this sender has not finished with."""
@@ -109,13 +125,16 @@ class WebhookSender:
             self._inbox.put(_Notice(job, event, time.time(), progress))
 
     def start(self) -> None:
-        """Start the threads and resume every delivery left pending, by a crash or a stop."""
+        """Start the threads and resume the deliveries left pending by a stop, or by a crash: all of
+        them where this process owns the database; on a shared one, those nobody holds now (the rest
+        once their lease runs out)."""
         if self._threads:
             raise RuntimeError("the webhook sender is already running")
         hide_urls_in_httpx_logs()
         self._stopping.clear()
         self._work = queue.SimpleQueue()
-        pending = self._deliveries.pending()
+        now = time.time()
+        pending = [(due.at, due.id) for due in self._deliveries.claim(self._hold(now), now, every=self._exclusive)]
         with self._idle:
             self._keep_only_notices()
             self._unsettled = len(pending) + self._inbox.qsize()
@@ -124,11 +143,13 @@ class WebhookSender:
             threading.Thread(target=self._send_loop, name=f"{SEND_THREAD_PREFIX}{n}", daemon=True)
             for n in range(self._thread_count)
         ]
-        for thread in self._threads:
+        self._leases = threading.Thread(target=self._keep_leases, name="webhook-leases", daemon=True)
+        for thread in [*self._threads, self._leases]:
             thread.start()
 
     def stop(self) -> None:
-        """Stop soon: no new attempt starts, one under way finishes (at most the timeout); pending rows stay pending.
+        """Stop soon: no new attempt starts, one under way finishes (at most the timeout); pending rows stay
+        pending, and this sender lets go of them, for another process or the next start.
 
         Events handed over but not yet recorded are written as pending rows first, so none is lost.
         """
@@ -136,6 +157,9 @@ class WebhookSender:
             self._record_remaining()
             return
         self._stopping.set()
+        if self._leases is not None:  # first: it takes over no delivery from now on
+            self._leases.join()
+            self._leases = None
         scheduler, senders = self._threads[0], self._threads[1:]
         for _ in senders:
             self._work.put(None)
@@ -144,6 +168,12 @@ class WebhookSender:
         self._inbox.put(_Stop())
         scheduler.join()
         self._threads = []
+        try:
+            self._deliveries.release(self.id)
+        except DatabaseUnavailable:
+            log.warning(
+                "could not let go of this process's webhook deliveries; others take them when their lease runs out"
+            )
         with self._idle:
             self._unsettled = self._inbox.qsize()  # events handed over after the scheduler ended
             self._idle.notify_all()
@@ -156,6 +186,31 @@ class WebhookSender:
     def deliveries(self, job_id: str) -> list[WebhookDeliveryView]:
         """The deliveries of a job, oldest first, as recorded."""
         return self._deliveries.of_job(job_id)
+
+    def _hold(self, now: float) -> Hold:
+        """This sender's hold on a delivery, from ``now`` for one lease."""
+        return Hold(self.id, now + self._settings.lease_seconds)
+
+    # -- the lease thread ----------------------------------------------------------------------
+    def _keep_leases(self) -> None:
+        """Renew the hold on this sender's deliveries; take those whose sender died (its lease ran out)."""
+        while not self._stopping.wait(self._settings.lease_seconds / 3):
+            try:
+                now = time.time()
+                self._deliveries.renew(self._hold(now))
+                self._adopt(self._deliveries.claim(self._hold(now), now))
+            except DatabaseUnavailable:
+                log.warning("could not renew the leases of webhook deliveries (the database is down); trying again")
+            except Exception:
+                log.exception("could not renew the leases of webhook deliveries; trying again")
+
+    def _adopt(self, taken: list[Due]) -> None:
+        """Schedule deliveries taken over from a sender that died (or stopped), when each is due."""
+        for due in taken:
+            log.warning("webhook %s: taken over from a sender that stopped or died; this process sends it", due.id)
+            with self._idle:
+                self._unsettled += 1
+                self._inbox.put(_Retry(due.id, due.at))
 
     # -- the scheduler thread ----------------------------------------------------------------
     def _schedule(self, due: list[tuple[float, str]]) -> None:
@@ -187,7 +242,9 @@ class WebhookSender:
             body = self._bodies.get(job.webhook.shape, event_body)(
                 job, notice.event, notice.at, self._signer, notice.progress
             )
-            return self._deliveries.add(job.id, notice.event, job.webhook.url, body, notice.at)
+            running = bool(self._threads) and not self._stopping.is_set()
+            held = self._hold(time.time()) if running else None  # at a stop: for whoever comes next
+            return self._deliveries.add(job.id, notice.event, job.webhook.url, body, notice.at, held=held)
         except Exception:
             log.exception("could not record the %s webhook of job %s", notice.event, job.id)
             self._settle()
@@ -204,7 +261,7 @@ class WebhookSender:
                 self._inbox.put(message)
 
     def _record_remaining(self) -> None:
-        """At stop: events still in the inbox become pending rows for the next start."""
+        """At stop: events still in the inbox become pending rows that nobody holds, for the next sender."""
         while True:
             try:
                 message = self._inbox.get_nowait()
@@ -227,8 +284,8 @@ class WebhookSender:
 
     def _attempt(self, client: httpx.Client, delivery_id: str) -> None:
         """One attempt at one delivery, recorded; a retry goes back to the scheduler with its due time."""
-        delivery = self._deliveries.load(delivery_id)
-        if delivery is None:  # the job was deleted meanwhile
+        delivery = self._deliveries.hold(delivery_id, self._hold(time.time()))
+        if delivery is None:  # the job was deleted meanwhile, or another sender took it over
             self._settle()
             return
         with context.job(delivery.job_id):  # on the log lines of this attempt
@@ -244,7 +301,10 @@ class WebhookSender:
         now = time.time()
         step = next_step(outcome, number, self._settings, now)
         self._metrics.webhook_attempt("retry" if step.next_attempt_at is not None else step.status.value)
-        self._deliveries.record(delivery.id, number, outcome.status_code, step, now)
+        if not self._deliveries.record(delivery.id, self.id, number, outcome.status_code, step, now):
+            log.warning("webhook %s: another process took it over during the attempt; it goes on there", delivery.id)
+            self._settle()
+            return
         if step.next_attempt_at is not None:
             log.info("webhook %s to %s: %s; retrying", delivery.id, origin(delivery.url), step.error)
             self._inbox.put(_Retry(delivery.id, step.next_attempt_at))
