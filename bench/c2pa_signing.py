@@ -45,10 +45,10 @@ def main(rounds: int = 15) -> int:
         )
         extra = len(credentials.sign(data, fmt, created)) - len(data)
         encode_ms, sign_ms, edit_ms = (medians[name] * 1000 for name in ("encode", "sign", "edit"))
-        worst = max(worst, sign_ms)
+        worst = max(worst, sign_ms, edit_ms)  # the goal is per image: a created one or an edit
         print(f"{fmt.value:6} {encode_ms:10.1f} {sign_ms:8.1f} {edit_ms:13.1f} {extra:8}")
     verdict = "met" if worst <= GOAL_MS else "NOT met"
-    print(f"\nsigning a 1 MP image: at most {worst:.1f} ms; goal {GOAL_MS:.0f} ms {verdict}")
+    print(f"\nsigning a 1 MP image, created or edited: at most {worst:.1f} ms; goal {GOAL_MS:.0f} ms {verdict}")
     return 0
 
 
