@@ -236,6 +236,23 @@ def test_webhooks_send_the_finished_prediction(client: replicate.Client, receive
     [body] = verified(receiver, 1)
     assert (body["id"], body["status"]) == (prediction.id, "succeeded")
     assert body["output"] == prediction.output
+    assert body["version"] == prediction.version == "hidden"  # it named the model, as Replicate's answer
+
+
+def test_webhooks_carry_the_version_the_prediction_pinned(client: replicate.Client, receiver: Receiver) -> None:
+    version = client.models.get(DEV).latest_version
+    assert version is not None
+    prediction = client.predictions.create(
+        version=version.id,
+        input={"prompt": "pinned", **SMALL},
+        webhook=receiver.url,
+        webhook_events_filter=["start", "logs", "completed"],
+    )
+    prediction.wait()
+    wait_for(lambda: any(b'"succeeded"' in request.body for request in receiver.requests), "the completed webhook")
+    bodies = verified(receiver, 2)  # start, maybe logs, completed
+    assert {body["version"] for body in bodies} == {version.id}
+    assert {body["status"] for body in bodies} >= {"processing", "succeeded"}
 
 
 def test_webhooks_start_and_logs(client: replicate.Client, receiver: Receiver) -> None:

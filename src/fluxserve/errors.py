@@ -12,7 +12,8 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     │   ├── ContentBlocked        the server's content filter refused a reference image or withheld an output
     │   │                         (``moderated`` says which: a :class:`Moderated`)
     │   ├── PayloadTooLarge       a body or upload over the configured limits
-    │   └── UnsupportedMediaType  a body that is neither JSON nor a multipart form
+    │   ├── UnsupportedMediaType  a body that is neither JSON nor a multipart form
+    │   └── InvalidVersion        a Replicate prediction's version that no served model has (a 422)
     ├── NotFound                  no such job or file (or not the caller's)
     ├── AuthenticationFailed      no API key, or one that is wrong, revoked or expired
     ├── PermissionDenied          a key without the scope or the adapter; a signed URL that is wrong or expired
@@ -20,6 +21,7 @@ error, streamed or not, through it; the engines and the CLI never speak HTTP.
     │   ├── JobFinished           cancel of a job that has already finished
     │   └── IdempotencyKeyReused  the same Idempotency-Key with a different request
     ├── UnknownModel              no model of that name, repository or folder
+    │   └── UnknownVersion        GET of a Replicate model version that is not served here
     ├── ModelUnavailable          a known model whose weights are not here and cannot be fetched
     ├── MissingExtra              an optional dependency group is not installed
     ├── EngineNotReady            generate() before load(); a server model still loading
@@ -78,6 +80,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MODEL_NOT_FOUND = "model_not_found"
+    INVALID_VERSION = "invalid_version"
+    """A Replicate prediction's ``version`` that no served model has (a 422, as Replicate answers it)."""
     # Who is asking.
     MISSING_API_KEY = "missing_api_key"
     INVALID_API_KEY = "invalid_api_key"
@@ -162,6 +166,7 @@ ERROR_STATUSES: Mapping[ErrorCode, ErrorStatus] = MappingProxyType(
         **_each(404, _T.INVALID_REQUEST, _C.NOT_FOUND, _C.MODEL_NOT_FOUND),
         **_each(405, _T.INVALID_REQUEST, _C.METHOD_NOT_ALLOWED),
         **_each(408, _T.INVALID_REQUEST, _C.REQUEST_TIMEOUT),
+        **_each(422, _T.INVALID_REQUEST, _C.INVALID_VERSION),
         **_each(409, _T.INVALID_REQUEST, _C.CONFLICT, _C.JOB_FINISHED, _C.IDEMPOTENCY_KEY_REUSED, _C.CANCELED),
         **_each(413, _T.INVALID_REQUEST, _C.PAYLOAD_TOO_LARGE),
         **_each(415, _T.INVALID_REQUEST, _C.UNSUPPORTED_MEDIA_TYPE),
@@ -241,6 +246,16 @@ class UnsupportedMediaType(InvalidRequest):
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
+class InvalidVersion(InvalidRequest):
+    """A Replicate prediction's ``version`` that no served model has, or not the named model's: a 422 with
+    Replicate's title, ``Invalid version or not permitted``."""
+
+    code = ErrorCode.INVALID_VERSION
+
+    def __init__(self, message: str, *, param: str | None = "version") -> None:
+        super().__init__(message, param=param)
+
+
 class NotFound(FluxserveError):
     code = ErrorCode.NOT_FOUND
 
@@ -282,7 +297,7 @@ class UnknownModel(FluxserveError):
 
 
 class UnknownVersion(UnknownModel):
-    """A Replicate version id that no served model has."""
+    """GET of a Replicate model version that is not served here (a 404: no such resource)."""
 
     param = "version"
 

@@ -80,13 +80,18 @@ def error_response(
     return JSONResponse(error_body(code, message, param=param), status_code=status, headers=headers)
 
 
+REPLICATE_TITLES = {ErrorCode.INVALID_VERSION: "Invalid version or not permitted"}
+"""Replicate's own ``title`` where clients may match it; every other problem's title is its code."""
+
+
 def replicate_problem(
     code: ErrorCode, message: str, *, status: int, param: str | None, headers: dict[str, str]
 ) -> JSONResponse:
     """Replicate's error shape; a prediction's ``input`` that does not validate is a 422, as there."""
     if param is not None and param.startswith("input.") and status == 400:
         status = 422
-    body = {"title": code.value, "detail": message, "status": status, "param": param}
+    title = REPLICATE_TITLES.get(code, code.value)
+    body = {"title": title, "detail": message, "status": status, "param": param}
     return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
 
 

@@ -209,6 +209,7 @@ def plan(
     mask_models: Sequence[str] = (),
     loras: LoraCatalog | None = None,
     allowed_loras: tuple[str, ...] | None = None,
+    version: str | None = None,
 ) -> Plan:
     """Check everything that can be known before decoding and fill in every default; raise
     :class:`InvalidRequest` otherwise.
@@ -217,7 +218,8 @@ def plan(
     served models that take a mask, named when another model is sent one. ``loras`` checks the
     adapters' names, files and families now (the engine checks them again when it runs);
     ``allowed_loras`` are the adapters the caller's key may use (None: every one), checked first:
-    one outside it is :class:`PermissionDenied` before any adapter file is read.
+    one outside it is :class:`PermissionDenied` before any adapter file is read. ``version``: the model
+    version the request pinned (a Replicate prediction's, already checked), kept with the job.
     """
     fields = request.fields
     _check_unsupported(request)
@@ -279,6 +281,7 @@ def plan(
         mask=mask is not None,
         strength=strength,
         loras=resolved.loras,
+        version=version,
     )
     return Plan(spec, references, mask)
 

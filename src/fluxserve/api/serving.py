@@ -90,10 +90,12 @@ async def accept_parsed(
     streamable: bool = True,
     webhook: WebhookTarget | None = None,
     refusal_as_job: bool = False,
+    version: str | None = None,
 ) -> Accepted:
     """:func:`accept` for a request another API surface (BFL, Workers AI) has already read into fields;
     ``webhook``: that surface's own webhook, instead of one from the fields; ``refusal_as_job``: references
-    the content filter refuses make a failed job instead of a 400 (BFL reports them when polled)."""
+    the content filter refuses make a failed job instead of a 400 (BFL reports them when polled);
+    ``version``: the model version the request pinned (Replicate's), kept with the job."""
     settings, jobs = services.settings, services.jobs
     key = idempotency_key(request)
     model = parsed.fields.model or jobs.default_model
@@ -109,11 +111,13 @@ async def accept_parsed(
         mask_models=jobs.mask_models(),
         loras=services.loras,
         allowed_loras=caller.allowed_loras,
+        version=version,
     )
     webhook = webhook or webhook_target(parsed.fields, base_url(request, settings))
     idempotency = None
     if key is not None:
-        idempotency = Idempotency(key, await asyncio.to_thread(request_digest, request.url.path, parsed))
+        endpoint = request.url.path if version is None else f"{request.url.path}:{version}"
+        idempotency = Idempotency(key, await asyncio.to_thread(request_digest, endpoint, parsed))
     earlier = await asyncio.to_thread(jobs.precheck, planned.spec, idempotency=idempotency, caller=caller)
     if earlier is not None:
         submitted = Submitted(earlier, replayed=True)

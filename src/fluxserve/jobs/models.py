@@ -101,6 +101,9 @@ class JobSpec:
     """An image-to-image edit's strength (0-1); None: references only condition the generation."""
     loras: tuple[LoraChoice, ...] = ()
     """LoRA adapters and their scales (jobs stored before adapters existed have none)."""
+    version: str | None = None
+    """The model version the request pinned: a Replicate version id, checked at submit to be the served
+    model's. None when the request named the model rather than a version (and for other surfaces' jobs)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,6 +4,11 @@ Built from the job's view (:class:`fluxserve.jobs.views.JobView`), so a predicti
 the job does on the jobs API: ``starting`` while queued, ``processing`` while running, then
 ``succeeded``, ``failed`` or ``canceled``; ``logs`` carries the seed and the step progress as a
 tqdm-style line (the official client's ``prediction.progress`` reads it).
+
+``version`` is the version id the prediction pinned, recorded with its job at submit (so a webhook
+needs no settings to show it); a prediction that named the model instead shows ``hidden``, as
+Replicate's official models answer predictions made through ``/v1/models/{owner}/{name}/predictions``.
+Predictions stored before versions were recorded show ``hidden`` too.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ STATUSES: dict[JobStatus, PredictionStatus] = {
     JobStatus.CANCELED: "canceled",
 }
 BAR_WIDTH = 10
+HIDDEN = "hidden"
+"""The ``version`` of a prediction that named the model, not a version (Replicate's word for it)."""
 
 
 def iso(seconds: float | None) -> str | None:
@@ -66,13 +73,14 @@ def prediction_urls(base_url: str, job_id: str) -> PredictionUrls:
     return PredictionUrls(get=root, cancel=f"{root}/cancel", stream=f"{root}/stream")
 
 
-def prediction(view: JobView, base_url: str) -> Prediction:
-    """The prediction a job's view makes; ``base_url`` as the client reached this server."""
+def prediction(view: JobView, base_url: str, version: str | None) -> Prediction:
+    """The prediction a job's view makes; ``base_url`` as the client reached this server; ``version``
+    the one the job recorded (its spec's)."""
     request = view.request
     return Prediction(
         id=view.id,
         model=view.model,
-        version=view.model,
+        version=version or HIDDEN,
         input=echoed_input(
             request.prompt,
             request.width,
@@ -94,12 +102,12 @@ def prediction(view: JobView, base_url: str) -> Prediction:
     )
 
 
-def prediction_json(view: JobView, base_url: str) -> dict[str, Any]:
-    return prediction(view, base_url).model_dump(mode="json")
+def prediction_json(view: JobView, base_url: str, version: str | None) -> dict[str, Any]:
+    return prediction(view, base_url, version).model_dump(mode="json")
 
 
 def prediction_body(job: Job, event: str, at: float, signer: UrlSigner, progress: JobProgress | None) -> str:
     """A Replicate webhook's body: the prediction as it is at the event (the webhook sender calls this)."""
     base_url = job.webhook.base_url if job.webhook is not None else ""
     view = job_view(job, base_url, signer, progress=progress)
-    return json.dumps(prediction_json(view, base_url), separators=(",", ":"))
+    return json.dumps(prediction_json(view, base_url, job.spec.version), separators=(",", ":"))

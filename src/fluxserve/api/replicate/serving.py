@@ -16,9 +16,9 @@ from fluxserve.api.parsing import RawImage, json_object_body
 from fluxserve.api.protocol.replicate import PredictionRequest, WebhookEvent
 from fluxserve.api.replicate.inputs import image_request, parse_input
 from fluxserve.api.replicate.sources import Sources
-from fluxserve.api.replicate.versions import resolve
+from fluxserve.api.replicate.versions import Reference, reference
 from fluxserve.api.serving import Accepted, accept_parsed, base_url
-from fluxserve.errors import InvalidRequest, UnsupportedMediaType
+from fluxserve.errors import InvalidRequest, InvalidVersion, UnknownModel, UnsupportedMediaType
 from fluxserve.imaging.decode import DecodeLimits, ImageInfo, probe_image
 from fluxserve.jobs.models import JobEventType, Operation, WebhookTarget
 from fluxserve.storage.uploads import Uploads
@@ -50,7 +50,10 @@ async def read_body(request: Request) -> PredictionRequest:
     return json_object_body(await request.body(), PredictionRequest)
 
 
-def model_of(body: PredictionRequest, path_model: str | None) -> str:
+def reference_of(body: PredictionRequest, path_model: str | None, services: Services) -> Reference:
+    """The served model the prediction names, and the version it pins: from the path, ``model`` or
+    ``version``. What ``version`` names must be served (InvalidVersion, a 422, as on Replicate); a model
+    named in the path or as ``model`` that is not served is UnknownModel (a 404)."""
     named = [name for name in (path_model, body.model, body.version) if name is not None]
     if not named:
         raise InvalidRequest(
@@ -58,7 +61,12 @@ def model_of(body: PredictionRequest, path_model: str | None) -> str:
         )
     if len(named) > 1:
         raise InvalidRequest("name the model once: in the path, as model or as version", param="version")
-    return named[0]
+    if body.version is None:
+        return reference(named[0], services)
+    try:
+        return reference(body.version, services)
+    except UnknownModel as unknown:
+        raise InvalidVersion(str(unknown)) from None
 
 
 def webhook_of(body: PredictionRequest, base: str) -> WebhookTarget | None:
@@ -80,7 +88,8 @@ async def accept_prediction(
     request: Request, body: PredictionRequest, path_model: str | None, who: Caller, services: Services
 ) -> Accepted:
     settings, jobs = services.settings, services.jobs
-    model = resolve(model_of(body, path_model), services)
+    named = reference_of(body, path_model, services)
+    model = named.model
     flux = parse_input(body.input)
     caps = jobs.capabilities(model)
     base = base_url(request, settings)
@@ -97,7 +106,9 @@ async def accept_prediction(
     first = await asyncio.to_thread(_probe_first, images, settings.max_upload_bytes, settings.max_upload_megapixels)
     parsed = image_request(flux, model=model, caps=caps, images=images, first=first)
     operation = Operation.EDIT if images else Operation.GENERATION
-    return await accept_parsed(request, parsed, operation, who, services, webhook=webhook, streamable=False)
+    return await accept_parsed(
+        request, parsed, operation, who, services, webhook=webhook, streamable=False, version=named.version
+    )
 
 
 def _probe_first(images: list[RawImage], max_bytes: int, max_megapixels: float) -> ImageInfo | None:

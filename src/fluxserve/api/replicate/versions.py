@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from fluxserve.api.deps import Services
 from fluxserve.api.protocol.replicate import FluxInput, ModelObject, VersionObject, VersionPage
 from fluxserve.api.serving import served_model
 from fluxserve.engines.catalog import MODELS
-from fluxserve.errors import UnknownModel, UnknownVersion
+from fluxserve.errors import InvalidVersion, UnknownModel, UnknownVersion
 
 VERSION_ID = re.compile(r"[0-9a-f]{64}")
 DEFINING_RUNTIME = ("device", "dtype", "quantize_transformer", "quantize_text_encoder", "gguf_file", "step_cache")
@@ -43,42 +44,65 @@ def version_id(model: str, services: Services) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What a prediction names: the served model, and the version id it pinned (None: it named the model)."""
+
+    model: str
+    version: str | None = None
+
+
 def model_of_version(version: str, services: Services) -> str:
-    """The served model whose version id is ``version``; UnknownModel for any other id."""
+    """The served model whose version id is ``version``; InvalidVersion for any other id."""
     for model in services.jobs.workers:
         if version_id(model, services) == version:
             return model
-    raise UnknownVersion(f"version {version!r} is not served here (or was, with another configuration)")
+    raise InvalidVersion(f"version {version!r} is not served here (or was, with another configuration)")
 
 
-def resolve(ref: str, services: Services) -> str:
-    """A Replicate model reference -> the served model.
+def reference(ref: str, services: Services) -> Reference:
+    """A prediction's Replicate model reference -> the served model and the version it pins.
 
     ``<version id>``; ``owner/name`` or a bare name (the owner is dropped, the name goes through the
     alias table; a served model's own name works too, ``bfl:flux-2-pro`` included); ``owner/name:<id>``,
-    whose id must be that model's version.
+    whose id must be that model's version (InvalidVersion otherwise: a 422, as on Replicate). An unknown
+    name is UnknownModel.
     """
     if VERSION_ID.fullmatch(ref):
-        return model_of_version(ref, services)
-    whole = served_model(ref.rsplit("/", 1)[-1], services) or served_model(ref, services)
+        return Reference(model_of_version(ref, services), ref)
+    whole = _served(ref, services)
     if whole is not None:
-        return whole
+        return Reference(whole)
     named, colon, version = ref.rpartition(":") if ":" in ref else (ref, "", "")
-    model = served_model(named.rsplit("/", 1)[-1], services)
+    model = named_model(named, services)
+    if not colon:
+        return Reference(model)
+    served = version_id(model, services)
+    if version != served:
+        raise InvalidVersion(f"version {version!r} of {named} is not served here; its version is {served}")
+    return Reference(model, version)
+
+
+def named_model(named: str, services: Services) -> str:
+    """The served model ``owner/name`` (or a bare name) means; UnknownModel if none."""
+    model = _served(named, services)
     if model is None:
         served = ", ".join(services.jobs.workers)
         raise UnknownModel(f"model {named!r} is not served here; available: {served} (or their aliases)")
-    if colon:
-        check_version(model, version, named, services)
     return model
 
 
-def check_version(model: str, version: str, named: str, services: Services) -> None:
-    """UnknownModel unless ``version`` is the version id of ``model`` (which ``named`` names)."""
+def _served(named: str, services: Services) -> str | None:
+    return served_model(named.rsplit("/", 1)[-1], services) or served_model(named, services)
+
+
+def served_version(owner: str, name: str, version: str, services: Services) -> str:
+    """The served model of GET /v1/models/{owner}/{name}/versions/{version}; a 404 unless it is its version."""
+    model = named_model(f"{owner}/{name}", services)
     served = version_id(model, services)
     if version != served:
-        message = f"version {version!r} of {named} is not served here; its version is {served}"
-        raise UnknownVersion(message)
+        raise UnknownVersion(f"version {version!r} of {owner}/{name} is not served here; its version is {served}")
+    return model
 
 
 def version_object(model: str, services: Services) -> VersionObject:
@@ -106,7 +130,7 @@ def version_object(model: str, services: Services) -> VersionObject:
 
 def model_object(owner: str, name: str, base_url: str, services: Services) -> ModelObject:
     """Replicate's model body for ``owner/name`` (an alias or a served model's name)."""
-    model = resolve(f"{owner}/{name}", services)
+    model = named_model(f"{owner}/{name}", services)
     return ModelObject(
         url=f"{base_url}/v1/models/{owner}/{name}",
         owner=owner,
@@ -117,4 +141,4 @@ def model_object(owner: str, name: str, base_url: str, services: Services) -> Mo
 
 
 def version_page(owner: str, name: str, services: Services) -> VersionPage:
-    return VersionPage(results=[version_object(resolve(f"{owner}/{name}", services), services)])
+    return VersionPage(results=[version_object(named_model(f"{owner}/{name}", services), services)])

@@ -33,7 +33,7 @@ from fluxserve.api.protocol.replicate import (
 from fluxserve.api.replicate.predictions import iso, prediction_json
 from fluxserve.api.replicate.serving import accept_prediction, read_body, uploads
 from fluxserve.api.replicate.stream import prediction_stream
-from fluxserve.api.replicate.versions import check_version, model_object, resolve, version_object, version_page
+from fluxserve.api.replicate.versions import model_object, served_version, version_object, version_page
 from fluxserve.api.routes.jobs import _cancel as cancel_job
 from fluxserve.api.routes.jobs import _job as owned_job
 from fluxserve.api.serving import base_url
@@ -66,7 +66,7 @@ def replicate_wait(request: Request, limit: float) -> int | None:
 async def _prediction(jobs: JobService, settings: Settings, request: Request, job: Job) -> dict[str, Any]:
     base = base_url(request, settings)
     view = await asyncio.to_thread(jobs.view, job, base)
-    return prediction_json(view, base)
+    return prediction_json(view, base, job.spec.version)
 
 
 async def _create(request: Request, who: CallerDep, services: ServicesDep, path_model: str | None) -> Response:
@@ -95,11 +95,15 @@ _CREATE: dict[str, Any] = {
     "responses": problem_responses(
         401,
         (400, "A bad body, webhook or Prefer header; param names the field."),
-        (404, "The model is not served here (nor an alias of one)."),
+        (404, "The model in the path or in model is not served here (nor an alias of one)."),
         (409, "The Idempotency-Key was used for a different request."),
         (413, "An input image is too large."),
         (415, "The body is not JSON."),
-        (422, "An input field is unknown or invalid; param names it (input.<field>)."),
+        (
+            422,
+            "An input field is unknown or invalid (param input.<field>); or version names no served model's"
+            " version (param version, title: Invalid version or not permitted).",
+        ),
         429,
         503,
     ),
@@ -231,8 +235,7 @@ async def list_versions(owner: str, name: str, services: ServicesDep, who: Calle
     responses=problem_responses(401, (404, "Not this model's version, or the model is not served here.")),
 )
 async def get_version(owner: str, name: str, version_id: str, services: ServicesDep, who: CallerDep) -> Response:
-    model = resolve(f"{owner}/{name}", services)
-    check_version(model, version_id, f"{owner}/{name}", services)
+    model = served_version(owner, name, version_id, services)
     return JSONResponse(version_object(model, services).model_dump(mode="json"))
 
 
