@@ -192,6 +192,7 @@ def _model_deployment(plan: ModelDeployment, settings: Settings) -> Any:
         initial_replicas=first_replicas(settings),
         upscale_delay_s=settings.ray_upscale_delay_seconds,
         downscale_delay_s=settings.ray_downscale_delay_seconds,
+        downscale_to_zero_delay_s=max(settings.ray_downscale_delay_seconds, WAKE_MEMORY_SECONDS),
         policy=AutoscalingPolicy(
             policy_function=QueueDepthPolicy, policy_kwargs={"target": settings.ray_target_queue_per_replica}
         ),
@@ -204,6 +205,16 @@ def _model_deployment(plan: ModelDeployment, settings: Settings) -> Any:
         health_check_period_s=HEALTH_CHECK_SECONDS,
         graceful_shutdown_timeout_s=settings.lease_seconds,
     )
+
+
+_RAY_DEFAULTS = AutoscalingConfig()
+WAKE_MEMORY_SECONDS = _RAY_DEFAULTS.look_back_period_s + 2 * _RAY_DEFAULTS.metrics_interval_s
+"""How long Ray Serve may still count a ``wake`` call that waited at a handle for a replica (50 s):
+a handle reports the calls waiting at it over ``look_back_period_s`` (30 s) every
+``metrics_interval_s`` (10 s), and the controller keeps a report until the next (one interval,
+and one more for a late one). A deployment that went to zero sooner after its last wake would be
+woken once more by that old count, so it waits at least this long before going from one replica
+to zero (``downscale_to_zero_delay_s``)."""
 
 
 def first_replicas(settings: Settings) -> int | None:
