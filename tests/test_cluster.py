@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from fluxserve.api.app import create_app
 from fluxserve.cli.main import main
-from fluxserve.cluster.autoscaling import QUEUED, RUNNING, QueueDepthPolicy, desired_replicas
+from fluxserve.cluster.autoscaling import LOADING, QUEUED, RUNNING, QueueDepthPolicy, desired_replicas
 from fluxserve.cluster.plan import check_shared_store, deployment_name, model_deployments, replica_gpus
 from fluxserve.errors import InvalidRequest
 from fluxserve.settings import Settings, load_settings
@@ -29,8 +29,17 @@ class Point:  # a point of a replica's metric time series, as Ray Serve hands it
     value: float
 
 
-def context(current: int, raw: dict[str, dict[str, list[Point]]]) -> SimpleNamespace:
-    return SimpleNamespace(target_num_replicas=current, raw_metrics=raw)
+def context(
+    target: int, raw: dict[str, dict[str, list[Point]]], *, running: int | None = None, calls: float = 0
+) -> SimpleNamespace:
+    """What Ray Serve hands the policy: ``target`` replicas asked for, ``running`` of them up (as
+    many by default), ``calls`` waiting at the deployment's handles or running on its replicas."""
+    return SimpleNamespace(
+        target_num_replicas=target,
+        current_num_replicas=target if running is None else running,
+        total_num_requests=calls,
+        raw_metrics=raw,
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,6 +62,25 @@ def test_the_policy_reads_the_latest_queue_once_and_every_replicas_running_jobs(
 def test_the_policy_keeps_the_replicas_until_one_reports() -> None:
     assert QueueDepthPolicy(target=2)(context(3, {})) == (3, {})
     assert QueueDepthPolicy(target=2)(context(3, {QUEUED: {"a": []}})) == (3, {})
+
+
+def test_a_deployment_at_zero_stays_there_until_a_call_waits_at_its_handle() -> None:
+    policy = QueueDepthPolicy(target=2)
+    assert policy(context(0, {})) == (0, {})  # nobody reports, nothing calls
+    assert policy(context(0, {}, calls=1)) == (1, {})  # the ingress's wake() waits for a replica
+    assert policy(context(0, {}, calls=3)) == (1, {})  # one replica, then the queue it reports decides
+    assert policy(context(1, {}, running=0)) == (1, {})  # a replica on its way: kept until it reports
+
+
+def test_the_policy_keeps_a_replica_while_one_loads_its_model() -> None:
+    """The first replica of a deployment that may go to zero loads the model and publishes what it
+    accepts before it goes: an idle replica that still loads is not given up."""
+    policy = QueueDepthPolicy(target=2)
+    loading = {QUEUED: {"a": [Point(1, 0)]}, RUNNING: {"a": [Point(1, 0)]}, LOADING: {"a": [Point(1, 1)]}}
+    assert policy(context(1, loading)) == (1, {})
+    loaded = {**loading, LOADING: {"a": [Point(1, 1), Point(2, 0)]}}
+    assert policy(context(1, loaded)) == (0, {})  # idle and loaded: zero, after the downscale delay
+    assert desired_replicas(5, 0, 2, loading=True) == 3  # the queue asks for more: loading adds none
 
 
 def settings(tmp_path: Path, **values: object) -> Settings:

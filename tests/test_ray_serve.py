@@ -181,3 +181,36 @@ def test_autoscaling_follows_the_queue_up_and_back_down(
             timeout=TEST_TIMEOUT * 4,
         )
     wait_for(lambda: running_replicas() == 1, "back to one replica once the queue is empty", timeout=TEST_TIMEOUT * 2)
+
+
+def replica_states() -> dict[str, int]:
+    """The model deployment's replicas per state (STARTING, RUNNING, STOPPING...), none listed at zero."""
+    status = serve.status().applications[APP_NAME].deployments[DEPLOYMENT]
+    return {state: count for state, count in status.replica_states.items() if count}
+
+
+def test_a_deployment_at_zero_replicas_wakes_for_a_job_and_goes_back_to_zero(
+    proxy: str, postgres_cluster: Cluster, cache_dir: Path, tmp_path: Path
+) -> None:
+    """``ray_min_replicas = 0`` on a database where no replica ever published the model: the first
+    replica loads it and publishes what it accepts, then goes once idle; the ingress still accepts
+    a job for the model (no 503), which wakes the deployment, runs, and the deployment goes back
+    to zero."""
+    url = postgres_cluster.create_database()
+    deploy(url, tmp_path, cache_dir, ray_min_replicas=0, ray_max_replicas=1)
+    key = f"capabilities:{MODEL}"
+    wait_for(lambda: fetch_all(url, "SELECT key FROM meta WHERE key = %s", (key,)), "the first replica publishing")
+    wait_for(lambda: replica_states() == {}, "no replica at all once idle", timeout=TEST_TIMEOUT * 2)
+
+    with httpx.Client(base_url=proxy, timeout=TEST_TIMEOUT) as http:
+        queued = http.post("/v1/jobs", json={**QUICK, "seed": 1})
+        assert queued.status_code == 202, queued.text  # at zero replicas, from what was published
+        job_id = queued.json()["id"]
+        wait_for(
+            lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded",
+            "the job done by a replica woken for it",
+            timeout=TEST_TIMEOUT * 3,
+        )
+    row = fetch_all(url, "SELECT attempts FROM jobs WHERE id = %s", (job_id,))[0]
+    assert row["attempts"] == 1
+    wait_for(lambda: replica_states() == {}, "back to no replica once idle", timeout=TEST_TIMEOUT * 2)

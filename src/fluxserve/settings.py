@@ -237,8 +237,9 @@ class Settings(RuntimeFields):
     """``fluxserve serve --ray``: the Ray cluster to join (``ray start --head`` prints it); default:
     a running local cluster, else a new one in this process."""
     ray_min_replicas: int = Field(1, ge=0)
-    """``--ray``: the fewest replicas of each model deployment (0 lets an idle model release its GPU,
-    but then it only starts again when Ray Serve routes a request to it: keep 1 or more)."""
+    """``--ray``: the fewest replicas of each model deployment. 0 lets an idle model release its GPU:
+    the deployment starts with one replica (which publishes what the model accepts), goes to zero
+    when idle, and a job queued for the model wakes it again."""
     ray_max_replicas: int = Field(4, ge=1)
     """``--ray``: the most replicas of each model deployment."""
     ray_target_queue_per_replica: float = Field(2, gt=0)
