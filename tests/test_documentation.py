@@ -187,6 +187,24 @@ def test_every_option_in_the_option_tables_exists() -> None:
     assert unknown == []
 
 
+def _commands(*path: str) -> dict[str, Command]:
+    """Every command by its path (``keys create``), groups included."""
+    command = _command(*path)
+    found = {" ".join(path): command}
+    if isinstance(command, TyperGroup):
+        for name in command.commands:
+            found |= _commands(*path, name)
+    return found
+
+
+def test_every_command_line_flag_is_in_the_readme() -> None:
+    shown = set(re.findall(r"--[a-z][\w-]*", README)) | {"--help"}
+    flags = {path: {opt for param in command.params for opt in param.opts} for path, command in _commands().items()}
+    long_flags = {path: {opt for opt in opts if opt.startswith("--")} for path, opts in flags.items()}
+    missing = {path: sorted(opts - shown) for path, opts in long_flags.items() if opts - shown}
+    assert missing == {}
+
+
 def test_the_flag_check_can_fail() -> None:
     assert _unknown_flags("generate 'a fox' --sizes 512x512 -m tiny-random") == ["--sizes"]
     assert _unknown_flags("keys create --name ci --rpm 5 --json") == ["--json"]
