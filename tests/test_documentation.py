@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from typer.core import TyperCommand, TyperGroup
 
 from fluxserve.cli.main import app as cli_app
 from fluxserve.settings import Settings
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 SETTINGS_HEADER = "| setting (`FLUXSERVE_...`) | default | meaning |"
 ENDPOINT = re.compile(r"(/v1/[\w/{}.@:-]*|/client/v4/[\w/{}.@:-]*|/health|/ready)")
 
@@ -122,6 +124,21 @@ def test_every_endpoint_the_readme_shows_exists(client: TestClient) -> None:
         if method not in (methods(path) or set())
     ]
     assert (unknown, wrong) == ([], [])
+
+
+def test_every_metric_is_in_the_metrics_table(client: TestClient) -> None:
+    """Each family /metrics serves is a row of the table, and each row is a metric the code defines."""
+    table = README.split("| metric | type, labels |", 1)[1].split("\n\n", 1)[0]
+    documented = {
+        name for line in table.splitlines() for name in re.findall(r"`(fluxserve_\w+)`", line.split(" | ")[0])
+    }
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    served = {family.name + ("_total" if family.type == "counter" else "") for family in families}
+    served = {name for name in served if not name.endswith("_created")}  # prometheus_client's start times
+    assert "fluxserve_jobs_total" in served
+    assert served - documented == set()
+    telemetry = "".join(path.read_text(encoding="utf-8") for path in (ROOT / "src/fluxserve/telemetry").glob("*.py"))
+    assert [name for name in documented if f'"{name.removesuffix("_total")}"' not in telemetry] == []
 
 
 def _command_lines() -> list[str]:
