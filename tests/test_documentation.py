@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from typer.core import TyperCommand, TyperGroup
 
+from fluxserve.api.protocol.images import FormImageBody, JsonImageBody
 from fluxserve.cli.main import app as cli_app
 from fluxserve.settings import Settings
 
@@ -124,6 +125,16 @@ def test_every_endpoint_the_readme_shows_exists(client: TestClient) -> None:
         if method not in (methods(path) or set())
     ]
     assert (unknown, wrong) == ([], [])
+
+
+def test_every_images_field_is_in_the_readme() -> None:
+    """Each field of the images endpoints' bodies, in JSON or a form, is in the HTTP API section;
+    numbered ones (``input_image_5``) by their first name (``input_image_0``, ``input_image_2``)."""
+    section = README.split("\n## The HTTP API", 1)[1].split("\n## ", 1)[0]
+    shown = set(re.findall(r"`(\w+)", section))
+    fields = {*JsonImageBody.model_fields, *FormImageBody.model_fields}
+    stems = {re.sub(r"_\d+$", "_", name) for name in shown}
+    assert [field for field in sorted(fields) if field not in shown and re.sub(r"_\d+$", "_", field) not in stems] == []
 
 
 def test_every_metric_is_in_the_metrics_table(client: TestClient) -> None:
