@@ -54,7 +54,7 @@ def generate(
     ] = None,
     ref: Annotated[
         list[Path] | None,
-        typer.Option("--ref", help="A reference image (PNG, JPEG, WebP). Repeat for several.", metavar="IMAGE"),
+        typer.Option("--ref", help="A reference image (PNG, JPEG, WebP, GIF). Repeat for several.", metavar="IMAGE"),
     ] = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="Short name, Hugging Face repo id, or local folder.")

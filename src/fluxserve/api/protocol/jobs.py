@@ -28,9 +28,9 @@ class JobEventData(BaseModel):
 
 
 class JobQueuedEvent(JobEventData):
-    """``queued``: the job waits; ``position`` 0 is next."""
+    """``queued``: the job waits; ``position`` 1 is next."""
 
-    position: int | None = Field(description="Jobs ahead of this one; null once it is no longer queued.")
+    position: int | None = Field(description="1 for the next job to run; null once it is no longer queued.")
 
 
 class JobStartedEvent(JobEventData):
