@@ -37,7 +37,7 @@ from fluxserve.prompts.structured import prompt_text
 from fluxserve.settings import Settings
 from tests.fakes import cloudflare as fake_api
 from tests.fakes.cloudflare import Failure, FakeWorkersAI
-from tests.helpers import MAX_WAIT, PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes
+from tests.helpers import MAX_WAIT, PREFER_WAIT, TEST_TIMEOUT, photo, png_bytes, wait_for
 from tests.servers import serve_in_thread
 
 DEV, KLEIN_4B, KLEIN_9B, SCHNELL = "cf:flux-2-dev", "cf:flux-2-klein-4b", "cf:flux-2-klein-9b", "cf:flux-1-schnell"
@@ -295,7 +295,12 @@ def test_cancel_while_waiting_out_a_429_says_workers_ai_may_bill(
 ) -> None:
     fake.fail_next(Failure(429, None, retry_after="30"))
     cancel = threading.Event()
-    threading.Timer(0.3, cancel.set).start()
+
+    def cancel_once_sent() -> None:  # not on a timer: a busy machine may not have sent it yet
+        wait_for(lambda: fake.calls == 1, "the request sent to Workers AI")
+        cancel.set()
+
+    threading.Thread(target=cancel_once_sent, daemon=True).start()
     with pytest.raises(GenerationCancelled, match="may still"):
         engine(DEV, options).generate(GenerationRequest("x", width=512, height=512), cancel=cancel)
     assert fake.calls == 1
