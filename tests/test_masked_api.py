@@ -116,13 +116,16 @@ def test_a_black_and_white_mask_in_a_json_job(base_url: str) -> None:
         "mask": data_url(png_bytes(white_changes)),
         "strength": 0.5,
         "seed": 1,
+        "steps": 4,
+        "n": 2,
     }
     response = httpx.post(f"{base_url}/v1/jobs", json=body, headers=PREFER_WAIT, timeout=TEST_TIMEOUT)
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["status"] == "succeeded"
     assert job["request"]["mask"] is True
-    assert job["request"]["strength"] == 0.5
+    assert (job["request"]["strength"], job["request"]["steps"]) == (0.5, 4)
+    assert job["usage"]["steps"] == 2 * 2  # the steps that ran: half of 4, for each of the two images
     assert (job["request"]["width"], job["request"]["height"]) == SIZE
 
 

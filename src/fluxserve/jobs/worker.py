@@ -38,7 +38,7 @@ from fluxserve.engines.base import (
 )
 from fluxserve.engines.outputs import finish_result
 from fluxserve.engines.safety import OFF, ContentFilter
-from fluxserve.engines.validation import MEGAPIXEL
+from fluxserve.engines.validation import MEGAPIXEL, denoising_steps
 from fluxserve.errors import (
     ContentBlocked,
     DatabaseUnavailable,
@@ -554,10 +554,11 @@ def partial_image_steps(count: int, total_steps: int) -> list[int]:
 
 
 def usage_of(spec: JobSpec, result: GenerationResult) -> Usage:
+    """What a finished job used; its steps are those that ran (an edit with ``strength`` runs some of them)."""
     return Usage(
         input_megapixels=spec.input_megapixels,
         output_megapixels=round(len(result.images) * result.width * result.height / MEGAPIXEL, 4),
-        steps=result.steps * len(result.images),
+        steps=denoising_steps(result.steps, result.strength) * len(result.images),
         images=len(result.images),
         cost_usd=result.cost_usd,
     )
