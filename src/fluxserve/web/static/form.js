@@ -186,11 +186,14 @@ export function seedInfo(used = null) {
 // -- what the reference images can do with this model -----------------------------------------
 
 const imageNames = (first, last) => (first === last ? `image ${first}` : `images ${first}-${last}`);
+/** "1, 2 and 3" */
+const listed = (names) => (names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names.at(-1)}` : names[0] || "");
 
 /**
  * Why the form cannot be sent with its reference images as they are, or null. Nothing is dropped
- * silently: images the model does not take, and an image 1 that a FLUX.1 model cannot use without
- * a mask or a strength, are explained here and keep the form from being sent until resolved.
+ * silently: a reopened job's images (or mask) that the page no longer has, images the model does
+ * not take, and an image 1 that a FLUX.1 model cannot use without a mask or a strength, are
+ * explained here and keep the form from being sent until resolved.
  */
 export function referencesProblem() {
   const { caps, refs, mask } = state;
@@ -199,6 +202,11 @@ export function referencesProblem() {
   const problems = [];
   const count = refs.items.length;
   const references = caps.max_reference_images || 0;
+  const missing = refs.items.flatMap((item, index) => (item.file ? [] : [index + 1]));
+  if (missing.length) {
+    const names = missing.length === 1 ? `image ${missing[0]}` : `images ${listed(missing)}`;
+    problems.push(`This job used ${count} reference image${count === 1 ? "" : "s"}; this page no longer has ${names} (it keeps a job's images only while it stays open). Add ${missing.length === 1 ? "it" : "them"} again (each image added takes the first missing place), or press “Go on without the missing images”.`);
+  }
   if (count > refs.limit) {
     const extra = imageNames(refs.limit + 1, count);
     if (refs.limit === 0) {
@@ -209,7 +217,16 @@ export function referencesProblem() {
       problems.push(`${model.id} takes at most ${refs.limit} reference image${refs.limit === 1 ? "" : "s"}: remove ${extra} (marked “not sent”), or choose a model that takes more.`);
     }
   }
-  if (references === 0 && caps.masks && count > 0 && !mask?.edits()) {
+  const edit = mask?.missingEdit();
+  if (edit) {
+    const without = references ? `, or press “Go on without the ${edit === "mask" ? "mask" : "edit"}” to use the images as they are` : "";
+    const what = edit === "mask" ? "image 1 inside a mask" : "all of image 1 (image to image)";
+    if (!caps.masks) {
+      problems.push(`This job edited ${what}, and ${model.id} makes no such edits: choose a model that does${without}.`);
+    } else {
+      problems.push(`This job edited image 1 inside a mask, which this page no longer has: paint it again over image 1 below, or choose “All of image 1” with a strength${without}.`);
+    }
+  } else if (references === 0 && caps.masks && refs.items[0]?.file && !mask?.edits()) {
     problems.push(`${model.id} uses image 1 only to edit it: paint a mask over it below (where it may change), or choose “All of image 1” with a strength. To generate from the prompt alone, remove image 1.`);
   }
   return problems.length ? problems.join(" ") : null;
@@ -221,6 +238,10 @@ export function checkReferences() {
   const problem = referencesProblem();
   note.textContent = problem || "";
   note.hidden = !problem;
+  $("refs-drop-missing").hidden = !state.refs.missing;
+  const edit = state.mask?.missingEdit();
+  $("mask-drop-required").hidden = !(edit && state.caps?.max_reference_images);
+  $("mask-drop-required").textContent = `Go on without the ${edit === "strength" ? "edit" : "mask"}`;
   if (!problem) {
     note.classList.remove("field-error");
     $("refs-drop").removeAttribute("aria-invalid");
@@ -313,8 +334,8 @@ export function restoreSettings() {
   seedInfo();
 }
 
-/** Put a job's exact settings back into the form. */
-export function fillForm(job) {
+/** Put a job's exact settings back into the form, its reference images and mask too (see below). */
+export async function fillForm(job) {
   const request = job.request || {};
   if (state.models.some((model) => model.id === job.model)) {
     $("model").value = job.model;
@@ -338,11 +359,32 @@ export function fillForm(job) {
   if (request.n) $("n").value = request.n;
   if (request.output_format) $("output-format").value = request.output_format;
   state.loras.set(request.loras);
-  state.mask?.setEdit({ mask: request.mask, strength: request.strength });
-  if (request.references) {
-    const edit = request.mask ? " It edited image 1 inside a mask: paint it again too." : "";
-    say(`This job used ${request.references} reference image${request.references === 1 ? "" : "s"}; add ${request.references === 1 ? "it" : "them"} again to repeat it exactly.${edit}`, "info");
+  await restoreReferences(job);
+}
+
+/**
+ * Put back a job's reference images and its edit of image 1. The page keeps the images (and mask)
+ * each job it sent used while it stays open, and puts those exact ones back; otherwise each image
+ * becomes a missing place, and a mask must be painted again: the form is not sent until they are
+ * added again, or the user goes on without them (see referencesProblem). A job without images
+ * leaves the form's images as they are.
+ */
+async function restoreReferences(job) {
+  const request = job.request || {};
+  const count = request.references || 0;
+  const sent = state.sent.get(job.id);
+  const known = Boolean(sent && sent.files.length === count);
+  const { refs } = state;
+  if (count === 0) {
+    refs.dropMissing(); // another job's missing images: not this one's
+  } else if (known) {
+    refs.setFiles(sent.files, job.id);
+  } else if (refs.job !== job.id || refs.items.length !== count) { // else: its images, being added again
+    refs.expect(count, job.id);
   }
+  state.mask?.setEdit({ mask: request.mask, strength: request.strength, required: count > 0 });
+  if (count && known && sent.mask) await state.mask.restore(sent.mask);
+  checkReferences();
 }
 
 /** Wire the controls: the model, sizes, seed and the fields whose message clears as they change. */
@@ -354,6 +396,8 @@ export function setupForm() {
     $(id).addEventListener("change", () => snapSizeInput(id));
   }
   $("swap-size").addEventListener("click", () => setSize(Number($("height").value), Number($("width").value)));
+  $("refs-drop-missing").addEventListener("click", () => { state.refs.dropMissing(); $("refs-drop").focus(); });
+  $("mask-drop-required").addEventListener("click", () => { state.mask.required = null; checkReferences(); $("refs-drop").focus(); });
   for (const [id, field] of [["steps", "steps"], ["guidance", "guidance"], ["n", "n"], ["output-format", "format"]]) {
     $(id).addEventListener("input", () => clearFieldError(field));
   }

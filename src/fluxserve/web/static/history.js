@@ -73,12 +73,12 @@ async function openJob(id) {
     showError(error);
     return;
   }
-  reopen(job);
+  await reopen(job);
 }
 
 /** Put a job's exact settings back into the form, and show its images. */
-function reopen(job) {
-  fillForm(job);
+async function reopen(job) {
+  await fillForm(job);
   $("job-panel").hidden = true;
   if (job.status === "succeeded") {
     showResults(job);

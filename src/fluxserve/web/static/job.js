@@ -6,7 +6,7 @@ import { clearErrors, showError, showFieldError } from "./errors.js";
 import { asForm, buildBody, seedInfo } from "./form.js";
 import { addToHistory } from "./history.js";
 import { showResults } from "./results.js";
-import { saveSettings, state } from "./state.js";
+import { rememberSent, saveSettings, state } from "./state.js";
 
 function setBusy(busy) {
   $("generate").disabled = busy;
@@ -70,10 +70,11 @@ async function generate(event) {
   }
   saveSettings(body, { locked: $("seed-lock").checked });
   const payload = files.length ? asForm(body, files) : body;
+  const mask = edit?.mask ? await state.mask.blob() : null;
   if (edit) { // an edit keeps image 1's size: no width/height
     payload.delete("width");
     payload.delete("height");
-    if (edit.mask) payload.append("mask", await state.mask.blob(), "mask.png");
+    if (mask) payload.append("mask", mask, "mask.png");
     if (edit.strength !== null) payload.append("strength", String(edit.strength));
   }
   const abort = new AbortController();
@@ -90,6 +91,7 @@ async function generate(event) {
   try {
     const job = await jobs.submit(payload, abort.signal);
     state.job.id = job.id;
+    if (files.length) rememberSent(job.id, files, mask);
     if (job.status === "queued") onJobEvent("queued", job);
     const finished = await watchJob(job.id, onJobEvent, abort.signal);
     finish(finished, (performance.now() - started) / 1000);

@@ -26,6 +26,9 @@ export class MaskPainter {
     this.canvas = $("mask-canvas");
     this.context = this.canvas.getContext("2d", { willReadFrequently: true });
     this.url = null;
+    this.loaded = Promise.resolve(); // settles once image 1 is loaded and the canvas sized to it
+    this.settle = null;
+    this.required = null; // a reopened job's edit still to be made again: "mask", "strength" or null
     this.last = null; // the previous point of the stroke in progress, in canvas pixels; null when none
     this.canvas.width = 0;
     this.canvas.height = 0;
@@ -49,12 +52,52 @@ export class MaskPainter {
     return document.querySelector("input[name=mask-scope]:checked")?.value === "whole" ? "whole" : "painted";
   }
 
-  /** Put back a job's edit: its strength, and whether it changed all of image 1 (no mask). */
-  setEdit({ mask, strength }) {
-    if (strength === undefined || strength === null) return;
-    $("strength").value = strength;
+  /**
+   * Put back a job's edit: its strength, and whether it was inside a mask or of all of image 1.
+   * `required`: the job's edit must be made again before the form is sent (see missingEdit): the
+   * job used images, and its mask, unless restored (see restore), must be painted again.
+   */
+  setEdit({ mask, strength, required = false }) {
+    const edit = mask || (strength !== undefined && strength !== null);
+    this.required = required && edit ? (mask ? "mask" : "strength") : null;
+    if (!edit) return;
+    if (strength !== undefined && strength !== null) $("strength").value = strength;
     document.querySelector(`input[name=mask-scope][value=${mask ? "painted" : "whole"}]`).checked = true;
     this.scopeChanged();
+  }
+
+  /**
+   * The reopened job's edit that the form would not send now: "mask" (it edited inside a mask, and
+   * none is painted, nor all of image 1 chosen instead), "strength" (it edited all of image 1, and
+   * the model chosen takes no such edit), or null. Only while image 1 is there (else it is missing).
+   */
+  missingEdit() {
+    if (!this.required || !state.refs?.items[0]?.file) return null;
+    if (this.required === "mask") return (this.scope() === "whole" ? this.usable() : this.painted()) ? null : "mask";
+    return this.usable() ? null : "strength"; // the painter is there: the scope shown is the user's
+  }
+
+  /** Paint a job's mask back (the PNG it sent: transparent where painted), once image 1 is loaded. */
+  async restore(mask) {
+    const url = this.url;
+    await this.loaded;
+    if (!this.usable() || !this.canvas.width || this.url !== url) return; // still required, and said so
+    const bitmap = await createImageBitmap(mask);
+    const context = this.context;
+    context.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    context.fillStyle = PAINT;
+    context.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    context.globalCompositeOperation = "destination-out"; // kept where the mask is opaque
+    context.drawImage(bitmap, 0, 0, this.canvas.width, this.canvas.height);
+    context.globalCompositeOperation = "source-over";
+    bitmap.close();
+    this.required = null;
+    this.onChange();
+  }
+
+  /** Whether the painter can be used: the model takes masks and image 1 is there. */
+  usable() {
+    return Boolean(state.caps?.masks && state.refs?.items[0]?.file);
   }
 
   scopeChanged() {
@@ -68,19 +111,23 @@ export class MaskPainter {
 
   /** Follow the model and reference image 1: shown only when both allow a mask. */
   update() {
-    const first = state.refs?.items[0];
-    const usable = Boolean(state.caps?.masks && first);
+    const usable = this.usable();
     this.field.hidden = !usable;
+    const first = state.refs.items[0];
     if (!usable || this.url === first.url) return;
     this.url = first.url;
     this.canvas.width = 0; // nothing to paint on until the new image 1 is loaded
     this.canvas.height = 0;
+    this.settle?.(); // a wait for the previous image 1 ends: it was replaced
+    this.loaded = new Promise((resolve) => { this.settle = resolve; });
     this.image.onload = () => {
       if (this.image.src !== this.url) return; // a later image 1 replaced this one
       this.canvas.width = this.image.naturalWidth;
       this.canvas.height = this.image.naturalHeight;
       this.clear();
+      this.settle();
     };
+    this.image.onerror = () => this.settle();
     this.onChange(); // a new image 1 has no mask yet
     this.image.src = first.url;
   }

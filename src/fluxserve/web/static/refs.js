@@ -1,6 +1,7 @@
 // Reference images: file picker, drag and drop, paste; previews, reordering and removal.
 // Files are checked here (type and size) before anything is uploaded, with the server's upload
-// rules (GET /v1/rules, `uploads`).
+// rules (GET /v1/rules, `uploads`). A reopened job whose images the page no longer has leaves a
+// missing place for each (item.file null): an image added fills the first one, in order.
 
 const REORDER = "application/x-fluxserve-reference";
 
@@ -22,6 +23,7 @@ export class References {
   constructor({ list, input, drop, error, limitLabel, hint, onChange = () => {} }) {
     Object.assign(this, { list, input, drop, error, limitLabel, hint, onChange });
     this.items = [];
+    this.job = null; // the job whose images these are, put back or added again in its places; null once changed otherwise
     this.limit = 0;
     this.uploads = null;
     this.nextId = 1;
@@ -49,9 +51,42 @@ export class References {
     });
   }
 
-  /** The files to send: those within the model's limit. */
+  /** The files to send: those within the model's limit (the form refuses to send missing ones). */
   get files() {
-    return this.items.slice(0, this.limit).map((item) => item.file);
+    return this.items.slice(0, this.limit).filter((item) => item.file).map((item) => item.file);
+  }
+
+  /** How many places wait for an image of a reopened job that the page no longer has. */
+  get missing() {
+    return this.items.filter((item) => !item.file).length;
+  }
+
+  /** Put exactly these files back (job `job`'s own images), in order; nothing changes if they are there. */
+  setFiles(files, job) {
+    if (files.length !== this.items.length || files.some((file, index) => this.items[index].file !== file)) {
+      this.clear();
+      this.items = files.map((file) => ({ id: this.nextId++, file, url: URL.createObjectURL(file) }));
+      this.say("");
+      this.render();
+    }
+    this.job = job;
+  }
+
+  /** Job `job`'s `count` images are to be added again: the list becomes that many missing places. */
+  expect(count, job) {
+    this.clear();
+    this.items = Array.from({ length: count }, () => ({ id: this.nextId++, file: null, url: null }));
+    this.say("");
+    this.render();
+    this.job = job;
+  }
+
+  /** Remove the missing places: the user goes on without those images. */
+  dropMissing() {
+    if (!this.missing) return;
+    this.job = null;
+    this.items = this.items.filter((item) => item.file);
+    this.render();
   }
 
   /** Take the server's upload rules: which formats, how large. */
@@ -84,10 +119,19 @@ export class References {
       const problem = this.uploads ? fileProblem(file, this.uploads) : "the server's upload rules are not loaded yet";
       if (problem) {
         refused.push(problem);
-      } else if (this.items.length >= this.limit) {
+        continue;
+      }
+      const place = this.items.findIndex((item) => !item.file); // a reopened job's missing image
+      if (place < 0 && this.items.length >= this.limit) {
         refused.push(`${file.name} was not added: this model takes at most ${this.limit} reference image${this.limit === 1 ? "" : "s"}`);
+        continue;
+      }
+      const item = { id: this.nextId++, file, url: URL.createObjectURL(file) };
+      if (place >= 0) {
+        this.items[place] = item; // still that job's images
       } else {
-        this.items.push({ id: this.nextId++, file, url: URL.createObjectURL(file) });
+        this.items.push(item);
+        this.job = null;
       }
     }
     this.say(refused.length ? `${refused.join(". ")}.` : "");
@@ -103,6 +147,7 @@ export class References {
 
   move(index, to) {
     if (to < 0 || to >= this.items.length) return;
+    this.job = null;
     const [item] = this.items.splice(index, 1);
     this.items.splice(to, 0, item);
     this.render();
@@ -110,8 +155,9 @@ export class References {
   }
 
   remove(index) {
+    this.job = null;
     const [item] = this.items.splice(index, 1);
-    URL.revokeObjectURL(item.url);
+    if (item.url) URL.revokeObjectURL(item.url);
     this.say("");
     this.render();
     const buttons = this.list.querySelectorAll("[data-action=remove]");
@@ -119,7 +165,8 @@ export class References {
   }
 
   clear() {
-    this.items.forEach((item) => URL.revokeObjectURL(item.url));
+    this.job = null;
+    this.items.forEach((item) => item.url && URL.revokeObjectURL(item.url));
     this.items = [];
     this.render();
   }
@@ -149,16 +196,24 @@ export class References {
     li.draggable = true;
     li.dataset.index = String(index);
     li.addEventListener("dragstart", (event) => event.dataTransfer.setData(REORDER, String(index)));
-    const img = document.createElement("img");
-    img.src = item.url;
-    img.alt = `Reference image ${index + 1}: ${item.file.name}`;
+    let img;
+    if (item.file) {
+      img = document.createElement("img");
+      img.src = item.url;
+      img.alt = `Reference image ${index + 1}: ${item.file.name}`;
+    } else { // a reopened job's image that the page no longer has
+      li.classList.add("missing");
+      img = document.createElement("span");
+      img.className = "ref-missing";
+      img.textContent = "Missing: add it again";
+    }
     const label = document.createElement("span");
     label.className = "ref-label";
-    label.textContent = `image ${index + 1}`;
+    label.textContent = `image ${index + 1}${item.file ? "" : " · missing"}`;
     if (index >= this.limit) { // kept for a model that takes it, but this one does not
       li.classList.add("unused");
       label.textContent += " · not sent";
-      img.alt += " (not sent: this model does not take it)";
+      if (item.file) img.alt += " (not sent: this model does not take it)";
     }
     const tools = document.createElement("div");
     tools.className = "ref-tools";

@@ -44,7 +44,12 @@ function figure(job, image, index, ext) {
   const url = localUrl(image.url);
   const img = el("img", { src: url, alt: `Generated image ${index + 1}, seed ${image.seed}`, loading: "lazy", width: request.width, height: request.height });
   const vary = el("button", { type: "button", className: "secondary", textContent: "Vary seed" });
-  vary.addEventListener("click", () => { fillForm(job); $("seed").value = randomSeed(); $("seed-lock").checked = true; $("generate-form").requestSubmit(); });
+  vary.addEventListener("click", async () => {
+    await fillForm(job); // its images and mask back, or the form explains what is missing and sends nothing
+    $("seed").value = randomSeed();
+    $("seed-lock").checked = true;
+    $("generate-form").requestSubmit();
+  });
   const reference = el("button", { type: "button", className: "secondary", textContent: "Use as reference", disabled: !refs.limit });
   reference.addEventListener("click", async () => {
     try {

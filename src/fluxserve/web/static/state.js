@@ -12,9 +12,19 @@ export const state = {
   jsonMode: false,
   buffers: { text: "", json: "" },
   job: null, // {id, abort, body, references}
+  sent: new Map(), // job id -> {files, mask}: the images (and mask PNG) each job sent used, while the page is open
   historyCursor: null,
   historyIds: new Set(),
 };
+
+const SENT_KEPT = 50;
+
+/** Keep the images (and mask) a job was sent with, so that reopening it puts the same ones back. */
+export function rememberSent(id, files, mask) {
+  state.sent.delete(id);
+  state.sent.set(id, { files: [...files], mask });
+  while (state.sent.size > SENT_KEPT) state.sent.delete(state.sent.keys().next().value);
+}
 
 const SETTINGS_STORAGE = "fluxserve.studio.settings";
 
