@@ -67,9 +67,11 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         database_url: str | None = None,
         args: list[str] | None = None,
+        ignore_sigint: bool = False,
     ) -> None:
         """``extra_env``: more environment variables (settings as ``FLUXSERVE_<NAME>``); ``args``: more
-        command-line arguments for ``fluxserve serve``."""
+        command-line arguments for ``fluxserve serve``; ``ignore_sigint``: start it with SIGINT ignored,
+        as a background job of a non-interactive shell (a CI script's) starts its children."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "fluxserve", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
@@ -87,7 +89,8 @@ class ServerProcess:
             env["FLUXSERVE_DATABASE_URL"] = database_url
         self.log = data_dir.parent / f"server-{self.port}.log"
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            ignoring = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=ignoring)
 
     def wait_ready(self, timeout: float = TEST_TIMEOUT * 2) -> None:
         """Wait for ``/ready`` (the default bound allows for building the models)."""

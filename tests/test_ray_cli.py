@@ -1,6 +1,7 @@
 """``fluxserve serve --ray`` itself, as a user runs it: the command starts a local Ray, deploys the
 model replica and the ingress on Serve's HTTP proxy at ``--port``, answers a generation through
-it, and on Ctrl-C deletes the application and exits with 0.
+it, and on Ctrl-C deletes the application and exits with 0. It is started with SIGINT ignored, as
+a CI script's background job starts it: the command must still hear Ctrl-C (its own handler).
 
 Its own module, so that its Ray is the only one on the machine while it runs (tests/test_ray_serve.py
 starts another for its module). Skipped only where the ``ray`` extra is not installed.
@@ -39,8 +40,9 @@ def test_serve_ray_deploys_answers_and_stops_cleanly_on_ctrl_c(
     DiffusersEngine(MODEL, options).load()  # built in the cache, as a download would have put it there
     data_dir = tmp_path / "data"
     env = {"OMP_NUM_THREADS": "1", "FLUXSERVE_RAY_NUM_CPUS": "1", "FLUXSERVE_RAY_INGRESS_NUM_CPUS": "0.5"}
+    url = postgres_cluster.create_database()
     server = ServerProcess(
-        data_dir, cache_dir, [MODEL], database_url=postgres_cluster.create_database(), extra_env=env, args=["--ray"]
+        data_dir, cache_dir, [MODEL], database_url=url, extra_env=env, args=["--ray"], ignore_sigint=True
     )
     try:
         body = {"model": MODEL, "prompt": "through ray", "size": "64x64", "steps": 2, "response_format": "b64_json"}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -264,14 +265,20 @@ def app_builder(args: dict[str, str]) -> Application:
 
 def run_on_ray(settings: Settings) -> None:
     """Deploy fluxserve on the Ray cluster ``ray_address`` (default: the local one, or a new one)
-    with the HTTP proxy on ``host``:``port``; stop it (delete the application) on Ctrl-C."""
+    with the HTTP proxy on ``host``:``port``; stop it (delete the application) on Ctrl-C or SIGTERM.
+
+    Both signals get handlers of their own, as uvicorn's do: a process started where SIGINT is
+    ignored (a background job of a non-interactive shell) would otherwise never see Ctrl-C, and a
+    process manager stops services with SIGTERM."""
     check_shared_store(settings)  # before anything starts
     ray.init(address=settings.ray_address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+    stopping = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda number, frame: stopping.set())
     log.info("fluxserve runs on Ray Serve at http://%s:%d; Ctrl-C stops it", settings.host, settings.port)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        log.info("deleting the Ray Serve application %s", APP_NAME)
-        serve.delete(APP_NAME)
+    while not stopping.wait(1.0):  # a timeout, so that the handler runs however the wait is blocked
+        pass
+    log.info("deleting the Ray Serve application %s", APP_NAME)
+    serve.delete(APP_NAME)
